@@ -1,0 +1,83 @@
+"""The agreement document, and accepting it: the one flow behind both `!agree` and a ✅ reaction."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from bot.config import Settings
+from bot.i18n import Translator
+from bot.policy import PolicyState
+from bot.store import Acceptance, Store
+
+ACCEPT_REACTIONS = frozenset({"✅", "✔", "☑"})
+
+
+def is_accept_reaction(key: object) -> bool:
+    # Clients differ on the emoji variation selector (U+FE0F); compare without it.
+    return isinstance(key, str) and key.replace("\ufe0f", "").strip() in ACCEPT_REACTIONS
+
+
+@dataclass(frozen=True)
+class AgreementDocument:
+    version: str
+    text: str
+    sha256: str
+
+    @classmethod
+    def load(cls, path: Path, version: str) -> "AgreementDocument":
+        text = path.read_text(encoding="utf-8").strip()
+        return cls(version=version, text=text, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+    def render(self, t: Translator, settings: Settings) -> str:
+        """The agreement message: intro, the text, how to accept, and the operator's declaration."""
+        parts = [t("agreement.intro", version=self.version), self.text, t("agreement.how_to_accept")]
+        if settings.service.name or settings.service.licence:
+            parts.append(t("agreement.operator", name=settings.service.name or "-", licence=settings.service.licence or "-"))
+        return "\n\n".join(parts)
+
+
+class Outcome(enum.Enum):
+    CONFIRMED = "confirmed"
+    ALREADY = "already"
+    EXEMPT = "exempt"
+
+
+class AgreementService:
+    def __init__(
+        self,
+        store: Store,
+        state: PolicyState,
+        document: AgreementDocument,
+        clock: Callable[[], int],
+        on_accepted: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._state = state
+        self.document = document
+        self._clock = clock
+        self._on_accepted = on_accepted
+
+    async def accept(self, user_id: str, event_id: str, room_id: str, method: str) -> Outcome:
+        """Record an acceptance: committed to the store first, then to memory, then its effects."""
+        if self._state.is_exempt(user_id):
+            return Outcome.EXEMPT
+        if self._state.has_agreed(user_id):
+            return Outcome.ALREADY
+        await self._store.agreements.record_acceptance(
+            Acceptance(
+                user_id=user_id,
+                version=self.document.version,
+                text_sha256=self.document.sha256,
+                accepted_at=self._clock(),
+                event_id=event_id,
+                room_id=room_id,
+                method=method,
+            )
+        )
+        self._state.record_acceptance(user_id, self.document.version)
+        await self._on_accepted(user_id)
+        return Outcome.CONFIRMED

@@ -1,0 +1,1 @@
+"""Chat commands: declared as data, parsed and permission-checked in one place."""

@@ -1,0 +1,200 @@
+"""Settings: a YAML file, overridden key by key by ``BOT__SECTION__KEY`` environment variables.
+
+Everything is validated at start-up; an error names the key (``homeserver.url``) so the operator
+knows what to fix. Secrets are ``SecretStr`` and never appear in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+USER_ID_RE = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+ROOM_ID_RE = re.compile(r"^![^:\s]+(:[A-Za-z0-9.\-\[\]:]+)?$")
+ROOM_ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+LANGUAGES = ("zh-CN", "en")
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a message that names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_user_id(value: str) -> str:
+    if not USER_ID_RE.match(value):
+        raise ValueError(f"{value!r} is not a Matrix user ID like @name:example.org")
+    return value
+
+
+def _check_room_ref(value: str) -> str:
+    if not (ROOM_ID_RE.match(value) or ROOM_ALIAS_RE.match(value)):
+        raise ValueError(f"{value!r} is not a room ID (!id:server) or alias (#name:server)")
+    return value
+
+
+UserId = Annotated[str, AfterValidator(_check_user_id)]
+RoomRef = Annotated[str, AfterValidator(_check_room_ref)]
+
+
+class HomeserverConfig(_Section):
+    url: str
+    user_id: UserId
+    password: SecretStr | None = None
+    access_token: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "HomeserverConfig":
+        if self.password is None and self.access_token is None:
+            raise ValueError("set homeserver.password or homeserver.access_token")
+        return self
+
+    @property
+    def server_name(self) -> str:
+        return self.user_id.split(":", 1)[1]
+
+
+class DatabaseConfig(_Section):
+    path: Path = Path("bot.db")
+
+
+class GateConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8765"
+    token: SecretStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class AgreementConfig(_Section):
+    version: str = "1"
+    # None: the shipped text for the configured language (config/agreement.<language>.md).
+    file: Path | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not value.strip() or len(value) > 64:
+            raise ValueError("agreement.version must be 1 to 64 characters")
+        return value.strip()
+
+
+class ServiceConfig(_Section):
+    """What the operator declares about itself (article 4): shown in !rules."""
+
+    name: str = ""
+    licence: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BOT__", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    homeserver: HomeserverConfig
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    agreement: AgreementConfig = Field(default_factory=AgreementConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    moderators: list[UserId] = Field(default_factory=list)
+    management_room: RoomRef | None = None
+    protected_rooms: list[RoomRef] = Field(default_factory=list)
+    language: Literal["zh-CN", "en"] = "zh-CN"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _gate_token_when_enabled(self) -> "Settings":
+        token = self.gate.token
+        if self.gate.enabled and (token is None or len(token.get_secret_value()) < 16):
+            raise ValueError("gate.token must be set (16 characters or more) when the gate is enabled")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments; the environment wins over it.
+        return (env_settings, init_settings)
+
+    def agreement_path(self) -> Path:
+        if self.agreement.file is not None:
+            return self.agreement.file
+        return SHIPPED_CONFIG_DIR / f"agreement.{self.language}.md"
+
+
+SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def load_config(path: str | Path) -> Settings:
+    """Read, validate and resolve a config file; raise ConfigError naming the bad key."""
+    path = Path(path)
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys at the top level")
+    try:
+        settings = Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config {path}: {_describe(exc)}") from None
+    # Relative paths are relative to the config file, not to wherever the service was started.
+    base = path.resolve().parent
+    if not settings.database.path.is_absolute():
+        settings.database.path = base / settings.database.path
+    if settings.agreement.file is not None and not settings.agreement.file.is_absolute():
+        settings.agreement.file = base / settings.agreement.file
+    agreement = settings.agreement_path()
+    if not agreement.is_file():
+        raise ConfigError(f"invalid config {path}: agreement.file: {agreement} does not exist")
+    return settings

@@ -1,0 +1,1 @@
+"""The gate: HTTP callbacks for synapse-http-antispam."""

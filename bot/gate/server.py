@@ -1,0 +1,147 @@
+"""The gate: the HTTP server that ``synapse-http-antispam`` asks before Synapse accepts a local
+user's event, invite, room creation or publication.
+
+Answers come from memory through the pure policy core, so a decision costs a dictionary lookup
+and the request parsing around it. ``200 {}`` allows; ``403 {"errcode": "M_FORBIDDEN", "error":
+...}`` refuses, and Synapse shows ``error`` to the user as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from typing import Any, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from bot.gate.callbacks import GATED, PASSTHROUGH, SchemaError
+from bot.i18n import Translator
+from bot.policy import Decision, PolicyState, decide
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+
+
+def _allow() -> web.Response:
+    # A new object each time: an aiohttp Response can be sent only once.
+    return web.Response(body=b"{}", content_type="application/json")
+
+
+def _error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+class Gate:
+    def __init__(
+        self,
+        state: PolicyState,
+        translate: Translator,
+        token: str,
+        on_prompt: Callable[[str], None],
+        health: Callable[[], dict[str, Any]] = lambda: {},
+    ) -> None:
+        self._state = state
+        self._t = translate
+        self._token = f"Bearer {token}".encode()
+        self._on_prompt = on_prompt
+        self._health = health
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "bot_gate_requests", "Gate requests by callback and outcome", ["callback", "outcome"], registry=self.registry
+        )
+        self._latency = Histogram(
+            "bot_gate_decision_seconds",
+            "Time from request read to answer, per gated callback",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+            registry=self.registry,
+        )
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/antispam/ping", self._ping)
+        app.router.add_post("/antispam/{callback}", self._callback)
+        app.router.add_get("/health", self._health_handler)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        log.info("gate listening on %s:%d", host, port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _authorised(self, request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "").encode()
+        return secrets.compare_digest(given, self._token)
+
+    async def _read_json(self, request: web.Request) -> dict[str, Any] | web.Response:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _error(413, "M_TOO_LARGE", "request body is larger than 1 MiB")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "M_TOO_LARGE", "request body is larger than 1 MiB")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "M_BAD_JSON", "request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "M_INVALID_PARAM", "request body must be a JSON object")
+        return body
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return _error(401, "M_UNKNOWN_TOKEN", "missing or wrong bearer token")
+        body = await self._read_json(request)
+        if isinstance(body, web.Response):
+            return body
+        return web.json_response({"id": body.get("id"), "status": "ok"})
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        name = request.match_info["callback"]
+        if not self._authorised(request):
+            self._requests.labels("-", "unauthorised").inc()
+            return _error(401, "M_UNKNOWN_TOKEN", "missing or wrong bearer token")
+        to_action = GATED.get(name)
+        if to_action is None and name not in PASSTHROUGH:
+            self._requests.labels("-", "unknown").inc()
+            return _error(404, "M_UNRECOGNIZED", f"unknown callback {name[:64]!r}")
+        body = await self._read_json(request)
+        if isinstance(body, web.Response):
+            self._requests.labels(name, "bad_request").inc()
+            return body
+        if to_action is None:
+            self._requests.labels(name, "allow").inc()
+            return _allow()
+        try:
+            action = to_action(body)
+        except SchemaError as exc:
+            self._requests.labels(name, "bad_request").inc()
+            return _error(400, "M_INVALID_PARAM", str(exc))
+        decision = decide(action, self._state)
+        if decision.prompt_agreement:
+            self._on_prompt(action.user_id)
+        response = _allow() if decision.allowed else self._refusal(decision)
+        self._requests.labels(name, "allow" if decision.allowed else "deny").inc()
+        self._latency.observe(time.perf_counter() - started)
+        return response
+
+    def _refusal(self, decision: Decision) -> web.Response:
+        return _error(403, "M_FORBIDDEN", self._t.refusal(decision.message_key, decision.params))
+
+    async def _health_handler(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **self._health()})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,32 @@
+"""Message catalogs: every user-facing string comes from here, in the configured language."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Mapping
+
+from bot.i18n import en, zh_CN
+
+CATALOGS: dict[str, dict[str, str]] = {"en": en.MESSAGES, "zh-CN": zh_CN.MESSAGES}
+
+
+class Translator:
+    def __init__(self, language: str) -> None:
+        if language not in CATALOGS:
+            raise ValueError(f"no message catalog for language {language!r}")
+        self.language = language
+        self._messages = CATALOGS[language]
+
+    def __call__(self, key: str, **params: object) -> str:
+        return self._messages[key].format(**params)
+
+    def refusal(self, message_key: str, params: Mapping[str, str]) -> str:
+        """The user-facing reason of a refused action (a policy Decision's key and parameters)."""
+        rest = {key: value for key, value in params.items() if key != "action"}
+        return self(message_key, what=self(f"action.{params['action']}"), **rest)
+
+    def time(self, ms: int | None) -> str:
+        """A timestamp in milliseconds, as people read it (UTC, to the minute)."""
+        if ms is None:
+            return self("time.never")
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,1 @@
+"""The matrix-nio side: client, sync loop, sending, onboarding, room-mode enforcement."""

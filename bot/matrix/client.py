@@ -1,0 +1,163 @@
+"""The bot's Matrix connection: login that reuses one device, and the few calls the bot makes,
+each turning an error response into an exception and retrying rate limits as the server asks."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+from typing import Any
+
+import aiohttp
+from nio import AsyncClient, AsyncClientConfig, ErrorResponse, LoginResponse, RoomPreset, RoomVisibility, WhoamiResponse
+
+from bot.config import Settings
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+DEVICE_NAME = "rules-bot"
+
+
+class MatrixError(Exception):
+    """A Matrix call failed; ``errcode`` is the server's code (``M_FORBIDDEN`` …) when there is one."""
+
+    def __init__(self, what: str, response: ErrorResponse | None = None, errcode: str | None = None) -> None:
+        self.errcode = errcode or (response.status_code if response is not None else None)
+        super().__init__(f"{what}: {response if response is not None else errcode}")
+
+
+def _check(what: str, response: Any) -> Any:
+    if isinstance(response, ErrorResponse):
+        raise MatrixError(what, response)
+    return response
+
+
+def txn_id(*parts: str) -> str:
+    """A transaction ID derived from what the send is for, so a retry after a crash is deduplicated
+    by the homeserver (same device, same ID → same event) instead of posting twice."""
+    return "rb-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def notice_content(body: str, reply_to: str | None = None) -> dict[str, Any]:
+    """An ``m.notice`` whose HTML form is the escaped body: user text never becomes markup."""
+    content: dict[str, Any] = {
+        "msgtype": "m.notice",
+        "body": body,
+        "format": "org.matrix.custom.html",
+        "formatted_body": html.escape(body).replace("\n", "<br/>"),
+    }
+    if reply_to is not None:
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+    return content
+
+
+def client_config() -> AsyncClientConfig:
+    # nio sleeps for retry_after_ms on M_LIMIT_EXCEEDED and retries; bound it so one stuck call
+    # cannot hold a worker forever. No encryption: the bot's rooms are unencrypted by design.
+    return AsyncClientConfig(
+        max_limit_exceeded=20,
+        max_timeouts=6,
+        store_sync_tokens=False,
+        encryption_enabled=False,
+        request_timeout=60,
+    )
+
+
+class Matrix:
+    """Thin wrapper over nio's AsyncClient for the calls the bot makes."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    @property
+    def user_id(self) -> str:
+        return self.client.user_id
+
+    async def send_notice(self, room_id: str, body: str, *, txn: str, reply_to: str | None = None) -> str:
+        response = await self.client.room_send(room_id, "m.room.message", notice_content(body, reply_to), tx_id=txn)
+        return _check(f"send to {room_id}", response).event_id
+
+    async def redact(self, room_id: str, event_id: str, reason: str, *, txn: str) -> None:
+        _check(f"redact {event_id}", await self.client.room_redact(room_id, event_id, reason=reason, tx_id=txn))
+
+    async def power_levels(self, room_id: str) -> dict[str, Any]:
+        response = await self.client.room_get_state_event(room_id, "m.room.power_levels")
+        return dict(_check(f"read power levels of {room_id}", response).content)
+
+    async def set_power_levels(self, room_id: str, content: dict[str, Any]) -> None:
+        response = await self.client.room_put_state(room_id, "m.room.power_levels", content)
+        _check(f"set power levels of {room_id}", response)
+
+    async def create_dm(self, user_id: str) -> str:
+        response = await self.client.room_create(
+            visibility=RoomVisibility.private,
+            is_direct=True,
+            invite=[user_id],
+            # private_chat, not trusted_private_chat: in room version 12 the latter would make the
+            # user a second creator with unlimited power over the bot's room.
+            preset=RoomPreset.private_chat,
+        )
+        return _check(f"create a direct chat with {user_id}", response).room_id
+
+    async def join(self, room: str) -> str:
+        return _check(f"join {room}", await self.client.join(room)).room_id
+
+    async def leave(self, room_id: str) -> None:
+        _check(f"leave {room_id}", await self.client.room_leave(room_id))
+
+    async def resolve(self, room: str) -> str:
+        if room.startswith("!"):
+            return room
+        return _check(f"resolve {room}", await self.client.room_resolve_alias(room)).room_id
+
+
+async def connect(client: AsyncClient, settings: Settings, store: Store) -> None:
+    """Log ``client`` in, reusing the same device and token on every later start.
+
+    A configured access token is used as it is. Otherwise the token from the previous run is
+    restored; only if the homeserver no longer accepts it does the bot log in with the password.
+    """
+    hs = settings.homeserver
+    if hs.access_token is not None:
+        client.access_token = hs.access_token.get_secret_value()
+        who = await client.whoami()
+        if not isinstance(who, WhoamiResponse):
+            raise MatrixError("homeserver.access_token was not accepted", who)
+        client.restore_login(hs.user_id, who.device_id or "", client.access_token)
+        return
+    token, device = await store.get("access_token"), await store.get("device_id")
+    if token and device:
+        client.restore_login(hs.user_id, device, token)
+        who = await client.whoami()
+        if isinstance(who, WhoamiResponse):
+            return
+        if who.status_code != "M_UNKNOWN_TOKEN":
+            raise MatrixError("checking the saved access token", who)
+        log.warning("the saved access token is no longer valid; logging in again")
+    assert hs.password is not None  # the config model requires one of the two
+    if device:
+        client.device_id = device  # log in again on the same device: no pile of stale devices
+    response = await client.login(hs.password.get_secret_value(), device_name=DEVICE_NAME)
+    if not isinstance(response, LoginResponse):
+        raise MatrixError("login with homeserver.password failed", response)
+    await store.put("access_token", response.access_token)
+    await store.put("device_id", response.device_id)
+
+
+async def lift_own_ratelimit(settings: Settings) -> bool:
+    """Remove Synapse's per-account message rate limit for the bot (needs an admin token)."""
+    if settings.homeserver.admin_token is None:
+        return False
+    url = f"{settings.homeserver.url}/_synapse/admin/v1/users/{settings.homeserver.user_id}/override_ratelimit"
+    headers = {"Authorization": f"Bearer {settings.homeserver.admin_token.get_secret_value()}"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.post(url, json={"messages_per_second": 0, "burst_count": 0}, headers=headers) as resp:
+                if resp.status == 200:
+                    log.info("lifted the homeserver's message rate limit for %s", settings.homeserver.user_id)
+                    return True
+                log.warning("could not lift the bot's rate limit: HTTP %d %s", resp.status, (await resp.text())[:200])
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("could not lift the bot's rate limit: %s", exc)
+    return False

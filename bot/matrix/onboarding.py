@@ -1,0 +1,118 @@
+"""Onboarding: every account that has to agree gets a direct chat with the bot and the agreement.
+
+Requests come from the gate (a first login, a refused attempt), from room mode and from start-up
+after a version change. ``request`` never blocks the caller: it puts the user on a queue that one
+worker drains in order, so a burst of new accounts is paced by the homeserver's rate limit
+instead of flooding it. Each user is queued at most once at a time, and is prompted once per
+agreement version per direct chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from bot.agreement import AgreementDocument
+from bot.config import Settings
+from bot.i18n import Translator
+from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.policy import PolicyState
+from bot.store import Prompt, Store
+
+log = logging.getLogger(__name__)
+
+
+class Onboarding:
+    def __init__(
+        self,
+        matrix: Matrix,
+        store: Store,
+        state: PolicyState,
+        document: AgreementDocument,
+        t: Translator,
+        settings: Settings,
+        clock: Callable[[], int],
+    ) -> None:
+        self._matrix = matrix
+        self._store = store
+        self._state = state
+        self._document = document
+        self._t = t
+        self._settings = settings
+        self._clock = clock
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._notes: dict[str, list[tuple[str, str]]] = {}
+        # Users already sent the current version in their current DM: lets the gate's hot path
+        # skip the queue without touching the store.
+        self._prompted: set[str] = set()
+
+    def request(self, user_id: str, note: tuple[str, str] | None = None) -> None:
+        """Make sure ``user_id`` is asked to agree; ``note`` (text, txn key) is sent before it."""
+        if note is None and user_id in self._prompted:
+            return
+        pending = user_id in self._notes
+        self._notes.setdefault(user_id, [])
+        if note is not None:
+            self._notes[user_id].append(note)
+        if not pending:
+            self._queue.put_nowait(user_id)
+
+    def forget(self, user_id: str) -> None:
+        """The user left their DM: the next request makes a new one and prompts there."""
+        self._prompted.discard(user_id)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        while True:
+            user_id = await self._queue.get()
+            notes = self._notes.pop(user_id, [])
+            try:
+                await self._onboard(user_id, notes)
+            except MatrixError as exc:
+                log.warning("could not onboard %s: %s", user_id, exc)
+            except Exception:
+                log.exception("onboarding %s failed", user_id)
+
+    async def dm_room(self, user_id: str) -> str:
+        """The user's direct chat with the bot, created (and recorded) if there is none."""
+        room_id = self._state.dm_room_by_user.get(user_id)
+        if room_id is None:
+            room_id = await self._matrix.create_dm(user_id)
+            await self._store.rooms.set_dm_room(user_id, room_id, self._clock())
+            self._state.set_dm_room(user_id, room_id)
+            log.info("opened a direct chat %s with %s", room_id, user_id)
+        return room_id
+
+    async def send_agreement(self, user_id: str, room_id: str, reply_to: str | None = None) -> str:
+        """Send the agreement and remember the message, so a ✅ reaction to it counts."""
+        key = reply_to or f"{room_id}/{self._document.version}"
+        event_id = await self._matrix.send_notice(
+            room_id,
+            self._document.render(self._t, self._settings),
+            txn=txn_id("agreement", user_id, key),
+            reply_to=reply_to,
+        )
+        await self._store.agreements.record_prompt(
+            Prompt(user_id=user_id, version=self._document.version, event_id=event_id, room_id=room_id, sent_at=self._clock())
+        )
+        return event_id
+
+    async def _onboard(self, user_id: str, notes: list[tuple[str, str]]) -> None:
+        if self._state.is_exempt(user_id):
+            return
+        needs_prompt = not self._state.has_agreed(user_id)
+        if not notes and not needs_prompt:
+            return
+        room_id = await self.dm_room(user_id)
+        for text, key in notes:
+            await self._matrix.send_notice(room_id, text, txn=txn_id("note", user_id, key))
+        if not needs_prompt:
+            return
+        previous = await self._store.agreements.prompt_for(user_id, self._document.version)
+        if previous is None or previous.room_id != room_id:
+            await self.send_agreement(user_id, room_id)
+        self._prompted.add(user_id)

@@ -1,0 +1,60 @@
+"""The vocabulary of the policy core: what someone tries to do, and the answer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+class ActionKind(enum.StrEnum):
+    SEND_EVENT = "send_event"
+    INVITE = "invite"
+    CREATE_ROOM = "create_room"
+    PUBLISH_ROOM = "publish_room"
+    JOIN_ROOM = "join_room"
+    LOGIN = "login"
+
+
+class Source(enum.StrEnum):
+    """Who asks: the gate sees only the local homeserver's users; room mode sees every sender."""
+
+    GATE = "gate"
+    ROOM = "room"
+
+
+class Reason(enum.StrEnum):
+    NOT_AGREED = "not_agreed"
+    AGREEMENT_OUTDATED = "agreement_outdated"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: ActionKind
+    user_id: str
+    source: Source = Source.GATE
+    room_id: str | None = None
+    event_type: str | None = None
+    target_user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Allow, or deny with a reason code and the parameters its message needs.
+
+    ``prompt_agreement`` asks the caller to make sure the user has been sent the current agreement.
+    """
+
+    allowed: bool
+    reason: Reason | None = None
+    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    prompt_agreement: bool = False
+
+    @property
+    def message_key(self) -> str | None:
+        return None if self.reason is None else f"deny.{self.reason}"
+
+
+ALLOW = Decision(allowed=True)
+ALLOW_AND_PROMPT = Decision(allowed=True, prompt_agreement=True)

@@ -1,0 +1,50 @@
+"""The in-memory picture the core decides from: a write-through copy of the store.
+
+Pure data: the service fills it at start-up from the store and updates it after each commit.
+Lookups are dictionary reads so the gate can answer in microseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PolicyState:
+    bot_user_id: str
+    server_name: str
+    agreement_version: str
+    moderators: frozenset[str] = frozenset()
+    # user -> the newest agreement version that user accepted
+    accepted: dict[str, str] = field(default_factory=dict)
+    # user -> their direct chat with the bot, and the reverse
+    dm_room_by_user: dict[str, str] = field(default_factory=dict)
+    dm_user_by_room: dict[str, str] = field(default_factory=dict)
+
+    def is_exempt(self, user_id: str) -> bool:
+        return user_id == self.bot_user_id or user_id in self.moderators
+
+    def is_local(self, user_id: str) -> bool:
+        return user_id.endswith(":" + self.server_name)
+
+    def has_agreed(self, user_id: str) -> bool:
+        return self.accepted.get(user_id) == self.agreement_version
+
+    def record_acceptance(self, user_id: str, version: str) -> None:
+        self.accepted[user_id] = version
+
+    def set_dm_room(self, user_id: str, room_id: str) -> None:
+        old = self.dm_room_by_user.pop(user_id, None)
+        if old is not None:
+            self.dm_user_by_room.pop(old, None)
+        self.dm_room_by_user[user_id] = room_id
+        self.dm_user_by_room[room_id] = user_id
+
+    def forget_dm_room(self, room_id: str) -> str | None:
+        user_id = self.dm_user_by_room.pop(room_id, None)
+        if user_id is not None and self.dm_room_by_user.get(user_id) == room_id:
+            del self.dm_room_by_user[user_id]
+        return user_id
+
+    def is_dm_of(self, room_id: str | None, user_id: str) -> bool:
+        return room_id is not None and self.dm_user_by_room.get(room_id) == user_id

@@ -1,0 +1,146 @@
+"""Routes each event of a sync batch to the part of the bot that cares, one failure at a time.
+
+Every event is handled in its own try/except: one bad event is logged and the rest of the batch
+still runs, so the sync token after it can be saved.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from nio import SyncResponse
+
+from bot.agreement import AgreementService, Outcome, is_accept_reaction
+from bot.commands.agreement import describe_outcome
+from bot.commands.context import Context, Services
+from bot.commands.dispatch import Dispatcher
+from bot.i18n import Translator
+from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.onboarding import Onboarding
+from bot.matrix.roommode import RoomMode
+from bot.policy import PolicyState
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Router:
+    def __init__(
+        self,
+        matrix: Matrix,
+        store: Store,
+        state: PolicyState,
+        services: Services,
+        dispatcher: Dispatcher,
+        room_mode: RoomMode,
+        onboarding: Onboarding,
+        agreements: AgreementService,
+        t: Translator,
+        room_name: Callable[[str], str],
+    ) -> None:
+        self._matrix = matrix
+        self._store = store
+        self._state = state
+        self._services = services
+        self._dispatcher = dispatcher
+        self._room_mode = room_mode
+        self._onboarding = onboarding
+        self._agreements = agreements
+        self._t = t
+        self._room_name = room_name
+        self.management_room: str | None = None
+
+    async def handle_batch(self, response: SyncResponse, live: bool) -> None:
+        for room_id, info in response.rooms.invite.items():
+            invite_state = [e.source for e in info.invite_state if isinstance(getattr(e, "source", None), dict)]
+            await self._isolated(f"the invite to {room_id}", self._on_invite(room_id, invite_state))
+        for room_id in response.rooms.leave:
+            await self._isolated(f"leaving {room_id}", self._on_bot_left(room_id))
+        if not live:
+            return
+        for room_id, info in response.rooms.join.items():
+            for event in info.timeline.events:
+                source = getattr(event, "source", None)
+                if isinstance(source, dict) and "event_id" in source and "sender" in source:
+                    await self._isolated(f"event {source['event_id']}", self.on_event(room_id, source))
+
+    @staticmethod
+    async def _isolated(what: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("handling %s failed", what)
+
+    async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
+        sender = event["sender"]
+        if sender == self._state.bot_user_id:
+            return
+        kind = event.get("type")
+        if kind == "m.room.member":
+            await self._on_membership(room_id, event)
+            return
+        if kind == "m.room.message":
+            own_room = self._state.is_dm_of(room_id, sender) or room_id == self.management_room
+            await self._dispatcher.handle(room_id, event, answer_unknown=own_room)
+        elif kind == "m.reaction":
+            await self._on_reaction(room_id, event)
+        # After commands: an `!agree` posted in a protected room counts before enforcement looks.
+        await self._room_mode.on_event(room_id, event, self._room_name(room_id))
+
+    async def _on_reaction(self, room_id: str, event: dict[str, Any]) -> None:
+        relation = (event.get("content") or {}).get("m.relates_to") or {}
+        if relation.get("rel_type") != "m.annotation" or not is_accept_reaction(relation.get("key")):
+            return
+        target = relation.get("event_id")
+        prompt = await self._store.agreements.prompt_by_event(target) if isinstance(target, str) else None
+        sender = event["sender"]
+        if prompt is None or prompt.user_id != sender:
+            return
+        if prompt.version != self._state.agreement_version:
+            text = self._t("agree.stale_reaction", version=self._state.agreement_version)
+        else:
+            outcome = await self._agreements.accept(sender, event["event_id"], room_id, "reaction")
+            ctx = Context(sender, room_id, event["event_id"], {}, frozenset(), self._services)
+            text = await describe_outcome(ctx, outcome)
+            if outcome is Outcome.ALREADY:
+                return  # a second ✅ needs no answer
+        await self._matrix.send_notice(room_id, text, reply_to=target, txn=txn_id("reply", event["event_id"]))
+
+    async def _on_membership(self, room_id: str, event: dict[str, Any]) -> None:
+        membership = (event.get("content") or {}).get("membership")
+        user_id = event.get("state_key")
+        if membership in ("leave", "ban") and self._state.is_dm_of(room_id, user_id):
+            await self._forget_dm(room_id)
+            try:
+                await self._matrix.leave(room_id)
+            except MatrixError as exc:
+                log.info("leaving the abandoned direct chat %s: %s", room_id, exc)
+
+    async def _on_bot_left(self, room_id: str) -> None:
+        if room_id in self._state.dm_user_by_room:
+            await self._forget_dm(room_id)
+
+    async def _forget_dm(self, room_id: str) -> None:
+        await self._store.rooms.forget_dm_room(room_id)
+        user_id = self._state.forget_dm_room(room_id)
+        if user_id is not None:
+            self._onboarding.forget(user_id)
+            log.info("%s left their direct chat %s; the next request opens a new one", user_id, room_id)
+
+    async def _on_invite(self, room_id: str, invite_state: list[dict[str, Any]]) -> None:
+        inviter = next(
+            (
+                e.get("sender")
+                for e in invite_state
+                if e.get("type") == "m.room.member" and e.get("state_key") == self._state.bot_user_id
+            ),
+            None,
+        )
+        wanted = room_id in self._room_mode.protected or room_id == self.management_room
+        if wanted or inviter in self._state.moderators:
+            log.info("accepting the invite of %s to %s", inviter, room_id)
+            await self._matrix.join(room_id)
+        else:
+            log.info("declining the invite of %s to %s (not a protected room, not from a moderator)", inviter, room_id)
+            await self._matrix.leave(room_id)

@@ -1,0 +1,197 @@
+"""The running service: store, in-memory state, gate, Matrix client, sync loop and workers.
+
+Start-up order matters: the gate answers Synapse first (from the store's state, before the Matrix
+login), so the homeserver is never left waiting on a bot that is still connecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any, Awaitable, Callable
+
+from nio import AsyncClient
+
+from bot.agreement import AgreementDocument, AgreementService
+from bot.commands.agreement import COMMANDS
+from bot.commands.context import Services
+from bot.commands.dispatch import Dispatcher
+from bot.commands.registry import Registry
+from bot.config import Settings
+from bot.gate.server import Gate
+from bot.i18n import Translator
+from bot.matrix.client import Matrix, MatrixError, client_config, connect, lift_own_ratelimit
+from bot.matrix.onboarding import Onboarding
+from bot.matrix.roommode import RoomMode
+from bot.matrix.sync import SyncLoop
+from bot.policy import PolicyState
+from bot.router import Router
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+# Login failures that no amount of retrying will fix.
+FATAL_LOGIN_ERRORS = frozenset({"M_FORBIDDEN", "M_UNKNOWN_TOKEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME"})
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Service:
+    def __init__(self, settings: Settings, clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.t = Translator(settings.language)
+        self.document = AgreementDocument.load(settings.agreement_path(), settings.agreement.version)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.store: Store | None = None
+        self.gate: Gate | None = None
+        self.client: AsyncClient | None = None
+        self.sync: SyncLoop | None = None
+
+    def spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """A background task the service owns: referenced, logged if it fails, cancelled on stop."""
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._tasks.add(task)
+
+        def _done(finished: asyncio.Task[Any]) -> None:
+            self._tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("background task %s failed", name, exc_info=finished.exception())
+
+        task.add_done_callback(_done)
+        return task
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.store = store = await Store.open(settings.database.path)
+        hs = settings.homeserver
+        self.state = state = PolicyState(
+            bot_user_id=hs.user_id,
+            server_name=hs.server_name,
+            agreement_version=self.document.version,
+            moderators=frozenset(settings.moderators),
+            accepted=await store.agreements.latest_versions(),
+        )
+        for user_id, room_id in (await store.rooms.dm_rooms()).items():
+            state.set_dm_room(user_id, room_id)
+
+        self.client = AsyncClient(hs.url, hs.user_id, config=client_config())
+        matrix = Matrix(self.client)
+        self.onboarding = Onboarding(matrix, store, state, self.document, self.t, settings, self.clock)
+        self.room_mode = RoomMode(matrix, store, state, self.onboarding, self.t, self.clock)
+        self.agreements = AgreementService(store, state, self.document, self.clock, self.room_mode.restore)
+        registry = Registry(COMMANDS)
+        services = Services(self.t, state, store, self.agreements, self.onboarding, registry)
+        self.router = Router(
+            matrix, store, state, services, Dispatcher(registry, services, matrix), self.room_mode,
+            self.onboarding, self.agreements, self.t, self._room_name,
+        )
+
+        if settings.gate.enabled:
+            assert settings.gate.token is not None
+            self.gate = Gate(state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health)
+            await self.gate.start(settings.gate.host, settings.gate.port)
+
+        await self._login()
+        await lift_own_ratelimit(settings)
+        self._matrix = matrix
+        if not await self.join_configured_rooms():
+            self.spawn(self._retry_rooms(), "join-rooms")
+        self.sync = SyncLoop(self.client, store, self.router.handle_batch)
+        self.spawn(self.sync.run(), "sync")
+        self.spawn(self.onboarding.run(), "onboarding")
+        # A changed agreement version: ask everyone who agreed to (or was shown) an older one.
+        for user_id in await store.agreements.users_to_ask_again(self.document.version):
+            self.onboarding.request(user_id)
+        log.info("started as %s (agreement version %s)", hs.user_id, self.document.version)
+
+    async def _login(self) -> None:
+        assert self.client is not None and self.store is not None
+        backoff = 1.0
+        while True:
+            try:
+                await connect(self.client, self.settings, self.store)
+            except MatrixError as exc:
+                if exc.errcode in FATAL_LOGIN_ERRORS:
+                    raise
+                log.warning("cannot log in yet (%s); retrying in %.0f s", exc, backoff)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.warning("homeserver not reachable (%s); retrying in %.0f s", exc, backoff)
+            else:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
+
+    async def join_configured_rooms(self) -> bool:
+        """Resolve and join the protected rooms and the management room; True when all are joined.
+
+        Idempotent: a room that does not exist yet, or has not invited the bot, is tried again later.
+        """
+        wanted = list(self.settings.protected_rooms)
+        if self.settings.management_room:
+            wanted.append(self.settings.management_room)
+        complete = True
+        for room in wanted:
+            try:
+                room_id = await self._matrix.resolve(room)
+            except MatrixError as exc:
+                log.warning("cannot resolve %s yet: %s", room, exc)
+                complete = False
+                continue
+            if room in self.settings.protected_rooms:
+                self.room_mode.protected.add(room_id)
+            if room == self.settings.management_room:
+                self.router.management_room = room_id
+            if room_id in self.client.rooms:
+                continue
+            try:
+                await self._matrix.join(room_id)
+            except MatrixError as exc:
+                log.warning("cannot join %s yet (%s); an invite will be accepted", room, exc)
+                complete = False
+        return complete
+
+    async def _retry_rooms(self, every: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            if await self.join_configured_rooms():
+                return
+
+    def _room_name(self, room_id: str) -> str:
+        room = self.client.rooms.get(room_id) if self.client is not None else None
+        return room.display_name if room is not None and room.display_name else room_id
+
+    def _health(self) -> dict[str, Any]:
+        synced = self.sync is not None and self.sync.synced.is_set()
+        return {"matrix": "synced" if synced else "connecting", "onboarding_queue": self.onboarding.queued}
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.gate is not None:
+            await self.gate.stop()
+        if self.client is not None:
+            await self.client.close()
+        if self.store is not None:
+            await self.store.close()
+        log.info("stopped")
+
+
+async def run(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    service = Service(settings)
+    try:
+        await service.start()
+        await stop.wait()
+    finally:
+        await service.stop()

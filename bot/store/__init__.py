@@ -1,0 +1,38 @@
+"""The store is the truth: SQLite, migrated on open; memory is a write-through copy of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.store.agreements import Acceptance, AgreementRepo, Prompt
+from bot.store.db import Database, DatabaseTooNew
+from bot.store.rooms import Mute, RoomRepo
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.agreements = AgreementRepo(db)
+        self.rooms = RoomRepo(db)
+
+    @classmethod
+    async def open(cls, path: str | Path) -> "Store":
+        return cls(await Database.open(path))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def get(self, key: str) -> str | None:
+        row = await self.db.fetchone("SELECT value FROM kv WHERE key = ?", (key,))
+        return None if row is None else row["value"]
+
+    async def put(self, key: str, value: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    async def delete(self, key: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+
+__all__ = ["Acceptance", "Database", "DatabaseTooNew", "Mute", "Prompt", "Store"]

@@ -1,0 +1,80 @@
+"""Numbered, described schema migrations. Never edit one that has landed: add the next number.
+
+Each runs in its own transaction together with the bump of ``PRAGMA user_version``, so a crash
+leaves the database at the previous version, never half-way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "agreement gate: key-value state, acceptances, prompts, DM rooms, room-mode mutes, audit log",
+        """
+        CREATE TABLE kv (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        -- Append-only: one row per acceptance. The current state is the newest row per user.
+        CREATE TABLE agreement_acceptances (
+            id          INTEGER PRIMARY KEY,
+            user_id     TEXT NOT NULL,
+            version     TEXT NOT NULL,
+            text_sha256 TEXT NOT NULL,
+            accepted_at INTEGER NOT NULL,          -- ms since the epoch
+            event_id    TEXT NOT NULL UNIQUE,      -- the event that carried the acceptance
+            room_id     TEXT NOT NULL,
+            method      TEXT NOT NULL CHECK (method IN ('command', 'reaction'))
+        );
+        CREATE INDEX agreement_acceptances_user ON agreement_acceptances (user_id, accepted_at);
+        -- Every agreement message sent to a user (the first prompt, and each !rules answer), so a
+        -- ✅ reaction can be matched to the user and version it was sent for.
+        CREATE TABLE agreement_prompts (
+            event_id TEXT PRIMARY KEY,
+            user_id  TEXT NOT NULL,
+            version  TEXT NOT NULL,
+            room_id  TEXT NOT NULL,
+            sent_at  INTEGER NOT NULL
+        );
+        CREATE INDEX agreement_prompts_user ON agreement_prompts (user_id, version);
+        CREATE TABLE dm_rooms (
+            user_id    TEXT PRIMARY KEY,
+            room_id    TEXT NOT NULL UNIQUE,
+            created_at INTEGER NOT NULL
+        );
+        -- Power-level mutes the bot applied in room mode, with what to restore.
+        CREATE TABLE room_mutes (
+            room_id        TEXT NOT NULL,
+            user_id        TEXT NOT NULL,
+            previous_level INTEGER,                -- NULL: the user had no entry of its own
+            muted_level    INTEGER NOT NULL,
+            reason         TEXT NOT NULL,
+            muted_at       INTEGER NOT NULL,
+            PRIMARY KEY (room_id, user_id)
+        );
+        CREATE TABLE audit_log (
+            id         INTEGER PRIMARY KEY,
+            created_at INTEGER NOT NULL,
+            actor      TEXT NOT NULL,
+            action     TEXT NOT NULL,
+            target     TEXT NOT NULL,
+            details    TEXT NOT NULL,              -- canonical JSON
+            prev_hash  TEXT NOT NULL,
+            hash       TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_target ON audit_log (target, created_at);
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,87 @@
+"""Real Synapse servers for the whole session, on free loopback ports, and bots per test."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from bot.devserver import Homeserver, RegisteredUser, free_port, random_token
+from tests.integration.harness import BotProcess
+
+pytestmark = pytest.mark.integration
+
+
+class GatedServer:
+    def __init__(self, workdir: Path) -> None:
+        self.gate_port = free_port()
+        self.gate_token = random_token()
+        self.hs = Homeserver(workdir, gate=(f"http://127.0.0.1:{self.gate_port}/antispam", self.gate_token))
+
+
+def _bot_account(hs: Homeserver) -> RegisteredUser:
+    return asyncio.run(hs.register("rulesbot", "rulesbot-password", admin=True))
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="rules-bot-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gated(session_dir: Path) -> Iterator[GatedServer]:
+    """A Synapse whose antispam module points at the gate port the bots under test listen on."""
+    server = GatedServer(session_dir / "gated")
+    server.hs.start()
+    server.bot = _bot_account(server.hs)
+    yield server
+    server.hs.stop()
+
+
+@pytest.fixture(scope="session")
+def plain(session_dir: Path) -> Iterator[Homeserver]:
+    """A Synapse without the module: only room mode can enforce there."""
+    hs = Homeserver(session_dir / "plain")
+    hs.start()
+    hs.bot = _bot_account(hs)
+    yield hs
+    hs.stop()
+
+
+@pytest.fixture
+def make_bot(tmp_path: Path) -> Iterator[Callable[..., BotProcess]]:
+    bots: list[BotProcess] = []
+
+    def make(
+        hs: Homeserver,
+        bot: RegisteredUser,
+        *,
+        gate: GatedServer | None = None,
+        admin_token: bool = False,
+        **overrides: Any,
+    ) -> BotProcess:
+        config: dict[str, Any] = {
+            "homeserver": {"url": hs.url, "user_id": bot.user_id, "password": bot.password},
+            "database": {"path": str(tmp_path / "bot.db")},
+            "language": "en",
+            "gate": {"enabled": False},
+            "log_level": "INFO",
+        }
+        if admin_token:
+            config["homeserver"]["admin_token"] = bot.access_token
+        if gate is not None:
+            config["gate"] = {"enabled": True, "listen": f"127.0.0.1:{gate.gate_port}", "token": gate.gate_token}
+        config.update(overrides)
+        process = BotProcess(config, tmp_path)
+        bots.append(process)
+        return process
+
+    yield make
+    for process in bots:
+        process.stop()

@@ -1,0 +1,187 @@
+"""Test harness: the bot as a real process, and real matrix-nio clients acting as users."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import aiohttp
+import yaml
+from nio import AsyncClient, InviteMemberEvent, JoinResponse, LoginResponse, RoomSendResponse, SyncResponse
+
+from bot.devserver import Homeserver, RegisteredUser
+
+REPO = Path(__file__).resolve().parents[2]
+READY_LINE = "first sync complete"
+
+
+class BotProcess:
+    """`python -m bot run --config FILE`, started, stopped, killed and restarted like in production."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "bot.yaml"
+        self.log_path = workdir / "bot.log"
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.write_config()
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bot", "run", "--config", str(self.config_path)],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bot exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if READY_LINE in self.log(offset):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"bot not ready within {timeout:.0f} s:\n{self.log()[-3000:]}")
+
+    def log(self, offset: int = 0) -> str:
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"bot did not stop within {timeout:.0f} s after signal {signum}")
+        code, self.process = self.process.returncode, None
+        return code
+
+
+class User:
+    """A person with a Matrix client: syncs, remembers what it saw, sends, and waits for things."""
+
+    def __init__(self, hs: Homeserver, account: RegisteredUser) -> None:
+        self.hs = hs
+        self.account = account
+        self.user_id = account.user_id
+        self.client = AsyncClient(hs.url, account.user_id)
+        self.client.restore_login(account.user_id, account.device_id, account.access_token)
+        self.timeline: list[tuple[str, dict[str, Any]]] = []
+        self.invites: dict[str, str] = {}
+
+    async def login(self) -> str:
+        """A password login on a new device: Synapse calls check_login_for_spam for it."""
+        response = await self.client.login(self.account.password, device_name="test")
+        assert isinstance(response, LoginResponse), response
+        return response.device_id
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def sync(self, timeout_ms: int = 300) -> None:
+        response = await self.client.sync(timeout=timeout_ms)
+        assert isinstance(response, SyncResponse), response
+        for room_id, info in response.rooms.invite.items():
+            for event in info.invite_state:
+                if isinstance(event, InviteMemberEvent) and event.state_key == self.user_id:
+                    self.invites[room_id] = event.sender
+        for room_id, info in response.rooms.join.items():
+            for event in info.timeline.events:
+                self.timeline.append((room_id, event.source))
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = predicate()
+            if found:
+                return found
+            await self.sync()
+        raise AssertionError(f"{self.user_id}: timed out after {timeout:.0f} s waiting for {what or predicate}")
+
+    async def wait_for_invite(self, inviter: str, timeout: float = 20.0) -> str:
+        return await self.wait_for(
+            lambda: next((room for room, who in self.invites.items() if who == inviter), None),
+            timeout, f"an invite from {inviter}",
+        )
+
+    def messages(self, room_id: str, sender: str | None = None) -> list[dict[str, Any]]:
+        return [
+            e for r, e in self.timeline
+            if r == room_id and e.get("type") == "m.room.message" and (sender is None or e.get("sender") == sender)
+        ]
+
+    async def wait_for_message(self, room_id: str, sender: str, contains: str, timeout: float = 20.0, after: int = 0) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next(
+                (e for e in self.messages(room_id, sender)[after:] if contains in e.get("content", {}).get("body", "")),
+                None,
+            )
+
+        return await self.wait_for(find, timeout, f"a message from {sender} containing {contains!r}")
+
+    async def join(self, room: str) -> str:
+        response = await self.client.join(room)
+        assert isinstance(response, JoinResponse), response
+        self.invites.pop(response.room_id, None)
+        return response.room_id
+
+    async def say(self, room_id: str, body: str):
+        content = {"msgtype": "m.text", "body": body}
+        return await self.client.room_send(room_id, "m.room.message", content, tx_id=uuid.uuid4().hex)
+
+    async def react(self, room_id: str, event_id: str, key: str):
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        return await self.client.room_send(room_id, "m.reaction", content, tx_id=uuid.uuid4().hex)
+
+    async def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, self.hs.url + path, json=body, headers=headers) as resp:
+                return resp.status, await resp.json()
+
+    async def create_room(self, **body: Any) -> tuple[int, dict[str, Any]]:
+        return await self.api("POST", "/_matrix/client/v3/createRoom", body)
+
+    async def power_levels(self, room_id: str) -> dict[str, Any]:
+        status, content = await self.api("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/")
+        assert status == 200, content
+        return content
+
+
+async def new_user(hs: Homeserver, name: str, *, admin: bool = False) -> User:
+    """A fresh account with a unique name (tests share one homeserver)."""
+    account = await hs.register(f"{name}-{uuid.uuid4().hex[:8]}", admin=admin)
+    return User(hs, account)
+
+
+async def until(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.2, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or check}")
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false")

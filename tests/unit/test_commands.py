@@ -1,0 +1,75 @@
+"""Command parsing: English names, Chinese aliases, typed parameters, flags, usage errors."""
+
+import pytest
+
+from bot.commands.agreement import COMMANDS
+from bot.commands.registry import Command, Param, ParamKind, Registry, UnknownCommand, UsageError
+
+
+async def _noop(ctx):
+    return None
+
+
+@pytest.fixture
+def registry() -> Registry:
+    extra = Command(
+        "warn", ("警告",), "cmd.help.summary", _noop,
+        params=(Param("user", ParamKind.USER_ID), Param("reason", ParamKind.TEXT)),
+        flags=("dry-run",), moderator_only=True,
+    )
+    return Registry([*COMMANDS, extra])
+
+
+@pytest.mark.parametrize(
+    "body, name",
+    [
+        ("!agree", "agree"), ("!同意", "agree"), ("!AGREE", "agree"), ("  !agree  ", "agree"),
+        ("!rules", "rules"), ("!规则", "rules"), ("!status", "status"), ("!状态", "status"),
+        ("!help", "help"), ("!帮助", "help"),
+    ],
+)
+def test_english_names_and_chinese_aliases(registry, body, name):
+    assert registry.parse(body).command.name == name
+
+
+@pytest.mark.parametrize("body", ["hello", "", "!", "!!agree", "agree!", "I said !agree"])
+def test_text_that_is_not_a_command(registry, body):
+    assert registry.parse(body) is None
+
+
+def test_unknown_command_is_reported_with_its_name(registry):
+    with pytest.raises(UnknownCommand) as caught:
+        registry.parse("!frobnicate now")
+    assert caught.value.name == "!frobnicate"
+
+
+def test_reply_fallback_is_stripped_before_parsing(registry):
+    body = "> <@alice:hs> some quoted text\n> more\n\n!agree"
+    assert registry.parse(body).command.name == "agree"
+
+
+def test_typed_parameters_and_rest_text(registry):
+    invocation = registry.parse("!警告 @bob:hs.test spamming the  lobby --dry-run")
+    assert invocation.command.name == "warn"
+    assert invocation.args == {"user": "@bob:hs.test", "reason": "spamming the lobby"}
+    assert invocation.flags == {"dry-run"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["!warn", "!warn bob spamming", "!warn @bob:hs.test", "!warn @bob:hs.test x --force", "!agree now"],
+    ids=["no-args", "not-a-user-id", "missing-reason", "unknown-flag", "extra-args"],
+)
+def test_bad_arguments_give_usage(registry, body):
+    with pytest.raises(UsageError) as caught:
+        registry.parse(body)
+    assert caught.value.command.usage().startswith("!" + caught.value.command.name)
+
+
+def test_usage_text_lists_parameters_and_flags(registry):
+    assert registry.parse("!warn @a:b c").command.usage() == "!warn <user> <reason…> [--dry-run]"
+
+
+def test_duplicate_names_are_refused():
+    with pytest.raises(ValueError, match="declared twice"):
+        Registry([*COMMANDS, Command("agree2", ("同意",), "cmd.help.summary", _noop)])
