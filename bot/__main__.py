@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", required=True, help="YAML config file")
     demo = commands.add_parser("demo", help="start a throw-away local Synapse with the gate and the bot")
-    demo.add_argument("--port", type=int, default=8008, help="Synapse's client port (default 8008, or a free one)")
+    demo.add_argument("--port", type=int, default=8008, help="Synapse's client port (default 8008; a free one if that is taken, or with 0)")
     audit = commands.add_parser("audit", help="the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import socket
 import tempfile
@@ -27,6 +28,9 @@ MODERATOR = "moderator"
 
 
 def _port_or_free(port: int) -> int:
+    """The asked-for port if it is free, else any free one (0 asks for any)."""
+    if port == 0:
+        return free_port()
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -123,5 +127,6 @@ Press Ctrl-C to stop everything.
     finally:
         if service is not None:
             await service.stop()
-        await asyncio.to_thread(hs.remove)
+        await asyncio.to_thread(hs.stop)
+        shutil.rmtree(workdir, ignore_errors=True)
         log.info("demo stopped; removed %s", workdir)

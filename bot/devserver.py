@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import shutil
 import signal
 import socket
 import string
@@ -184,10 +183,6 @@ class Homeserver:
                 if resp.status != 200:
                     raise RuntimeError(f"registering {localpart} failed: {data}")
         return RegisteredUser(data["user_id"], password, data["access_token"], data["device_id"])
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def random_token() -> str:

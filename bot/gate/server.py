@@ -15,9 +15,10 @@ import time
 from typing import Any, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.gate.callbacks import GATED, PASSTHROUGH, SchemaError
+from bot.gate.metrics import GateMetrics
 from bot.i18n import Translator
 from bot.policy import Decision, PolicyState, decide
 
@@ -49,16 +50,9 @@ class Gate:
         self._token = f"Bearer {token}".encode()
         self._on_prompt = on_prompt
         self._health = health
-        self.registry = CollectorRegistry()
-        self._requests = Counter(
-            "bot_gate_requests", "Gate requests by callback and outcome", ["callback", "outcome"], registry=self.registry
-        )
-        self._latency = Histogram(
-            "bot_gate_decision_seconds",
-            "Time from request read to answer, per gated callback",
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
-            registry=self.registry,
-        )
+        self.metrics = GateMetrics()
+        # Refusal bodies depend only on the reason and a few parameters: render each once.
+        self._refusals: dict[tuple[str | None, tuple[tuple[str, str], ...]], bytes] = {}
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -92,7 +86,7 @@ class Gate:
         except web.HTTPRequestEntityTooLarge:
             return _error(413, "M_TOO_LARGE", "request body is larger than 1 MiB")
         try:
-            body = json.loads(raw)
+            body = json.loads(raw.decode("utf-8"))  # str input skips json's encoding detection
         except (ValueError, UnicodeDecodeError):
             return _error(400, "M_BAD_JSON", "request body is not JSON")
         if not isinstance(body, dict):
@@ -111,37 +105,44 @@ class Gate:
         started = time.perf_counter()
         name = request.match_info["callback"]
         if not self._authorised(request):
-            self._requests.labels("-", "unauthorised").inc()
+            self.metrics.count("-", "unauthorised")
             return _error(401, "M_UNKNOWN_TOKEN", "missing or wrong bearer token")
         to_action = GATED.get(name)
         if to_action is None and name not in PASSTHROUGH:
-            self._requests.labels("-", "unknown").inc()
+            self.metrics.count("-", "unknown")
             return _error(404, "M_UNRECOGNIZED", f"unknown callback {name[:64]!r}")
         body = await self._read_json(request)
         if isinstance(body, web.Response):
-            self._requests.labels(name, "bad_request").inc()
+            self.metrics.count(name, "bad_request")
             return body
         if to_action is None:
-            self._requests.labels(name, "allow").inc()
+            self.metrics.count(name, "allow")
             return _allow()
         try:
             action = to_action(body)
         except SchemaError as exc:
-            self._requests.labels(name, "bad_request").inc()
+            self.metrics.count(name, "bad_request")
             return _error(400, "M_INVALID_PARAM", str(exc))
         decision = decide(action, self._state)
         if decision.prompt_agreement:
             self._on_prompt(action.user_id)
         response = _allow() if decision.allowed else self._refusal(decision)
-        self._requests.labels(name, "allow" if decision.allowed else "deny").inc()
-        self._latency.observe(time.perf_counter() - started)
+        self.metrics.count(name, "allow" if decision.allowed else "deny")
+        self.metrics.observe(time.perf_counter() - started)
         return response
 
     def _refusal(self, decision: Decision) -> web.Response:
-        return _error(403, "M_FORBIDDEN", self._t.refusal(decision.message_key, decision.params))
+        key = (decision.message_key, tuple(sorted(decision.params.items())))
+        body = self._refusals.get(key)
+        if body is None:
+            if len(self._refusals) > 10_000:  # parameters are few; this only guards against surprises
+                self._refusals.clear()
+            message = self._t.refusal(decision.message_key, decision.params)
+            body = self._refusals[key] = json.dumps({"errcode": "M_FORBIDDEN", "error": message}).encode()
+        return web.Response(body=body, status=403, content_type="application/json")
 
     async def _health_handler(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **self._health()})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

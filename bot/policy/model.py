@@ -29,7 +29,9 @@ class Reason(enum.StrEnum):
     AGREEMENT_OUTDATED = "agreement_outdated"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field, and the gate builds one Action
+# per request. Treat it as immutable all the same.
+@dataclass(slots=True)
 class Action:
     kind: ActionKind
     user_id: str

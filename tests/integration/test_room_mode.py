@@ -1,0 +1,104 @@
+"""Room mode on a Synapse without the module: the bot enforces with the room's own tools."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.harness import User, new_user, until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def people(plain):
+    moderator, alice, dave = [await new_user(plain, name) for name in ("mod", "alice", "dave")]
+    yield moderator, alice, dave
+    for user in (moderator, alice, dave):
+        await user.close()
+
+
+async def protected_room(moderator: User, bot_id: str, **levels: int) -> str:
+    status, body = await moderator.create_room(
+        preset="public_chat",
+        name="Protected",
+        invite=[bot_id],
+        # Room version 12: the creator has unlimited power and must not be listed.
+        power_level_content_override={"users": {bot_id: 100, **levels}},
+    )
+    assert status == 200, body
+    return body["room_id"]
+
+
+async def event_content(user: User, room_id: str, event_id: str) -> dict:
+    status, event = await user.api("GET", f"/_matrix/client/v3/rooms/{room_id}/event/{event_id}")
+    assert status == 200, event
+    return event.get("content", {})
+
+
+async def test_unagreed_post_is_redacted_muted_and_restored_on_agreement(plain, make_bot, people):
+    moderator, alice, dave = people
+    bot_id = plain.bot.user_id
+    # dave already had a level of his own (10); it must come back exactly, not as the default.
+    room = await protected_room(moderator, bot_id, **{dave.user_id: 10})
+    process = make_bot(plain, plain.bot, moderators=[moderator.user_id], protected_rooms=[room])
+    process.start()
+    await alice.join(room)
+    await dave.join(room)
+
+    posted = await alice.say(room, "hello before agreeing")
+    assert getattr(posted, "event_id", None), "without the gate the homeserver accepts it"
+    await until(lambda: _redacted(moderator, room, posted.event_id), what="the redaction")
+    levels = await moderator.power_levels(room)
+    assert levels["users"][alice.user_id] < levels.get("events_default", 0)
+
+    # She is told why in a DM, and gets the agreement there.
+    dm = await alice.wait_for_invite(bot_id)
+    await alice.join(dm)
+    await alice.wait_for_message(dm, bot_id, "was removed because")
+    await alice.wait_for_message(dm, bot_id, "!agree")
+
+    # Muted: the homeserver itself now refuses her posts in the room.
+    refused = await alice.say(room, "again")
+    assert getattr(refused, "status_code", None) == "M_FORBIDDEN"
+
+    dave_post = await dave.say(room, "me too")
+    await until(lambda: _redacted(moderator, room, dave_post.event_id), what="dave's redaction")
+    assert (await moderator.power_levels(room))["users"][dave.user_id] < 0
+
+    await alice.say(dm, "!agree")
+    await alice.wait_for_message(dm, bot_id, "recorded")
+    levels = await moderator.power_levels(room)
+    assert alice.user_id not in levels["users"], "the entry the bot added is removed, not left behind"
+    kept = await alice.say(room, "hello after agreeing")
+    assert getattr(kept, "event_id", None), kept
+    await judged_after(alice, room, plain.bot.user_id, "accepted at")
+    assert not await _redacted(moderator, room, kept.event_id)
+
+    dave_dm = await dave.wait_for_invite(bot_id)
+    await dave.join(dave_dm)
+    await dave.wait_for_message(dave_dm, bot_id, "!agree")
+    await dave.say(dave_dm, "!agree")
+    await dave.wait_for_message(dave_dm, bot_id, "recorded")
+    assert (await moderator.power_levels(room))["users"][dave.user_id] == 10
+
+
+async def test_moderator_posts_are_left_alone(plain, make_bot, people):
+    moderator, _, _ = people
+    room = await protected_room(moderator, plain.bot.user_id)
+    process = make_bot(plain, plain.bot, moderators=[moderator.user_id], protected_rooms=[room])
+    process.start()
+    posted = await moderator.say(room, "moderators never agree")
+    await judged_after(moderator, room, plain.bot.user_id, "a moderator")
+    assert not await _redacted(moderator, room, posted.event_id)
+    assert moderator.user_id not in (await moderator.power_levels(room))["users"]
+
+
+async def _redacted(user: User, room_id: str, event_id: str) -> bool:
+    return not (await event_content(user, room_id, event_id))
+
+
+async def judged_after(user: User, room_id: str, bot_id: str, answer: str) -> None:
+    """Proof the bot has handled everything the user posted so far: it answers a later !status."""
+    before = len(user.messages(room_id, bot_id))
+    await user.say(room_id, "!status")
+    await user.wait_for_message(room_id, bot_id, answer, after=before)
