@@ -11,16 +11,12 @@ from typing import Any, Awaitable, Callable
 
 from nio import SyncResponse
 
-from bot.agreement import AgreementService, Outcome, is_accept_reaction
+from bot.agreement import Outcome, is_accept_reaction
 from bot.commands.agreement import describe_outcome
 from bot.commands.context import Context, Services
 from bot.commands.dispatch import Dispatcher
-from bot.i18n import Translator
 from bot.matrix.client import Matrix, MatrixError, txn_id
-from bot.matrix.onboarding import Onboarding
 from bot.matrix.roommode import RoomMode
-from bot.policy import PolicyState
-from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +25,20 @@ class Router:
     def __init__(
         self,
         matrix: Matrix,
-        store: Store,
-        state: PolicyState,
         services: Services,
         dispatcher: Dispatcher,
         room_mode: RoomMode,
-        onboarding: Onboarding,
-        agreements: AgreementService,
-        t: Translator,
         room_name: Callable[[str], str],
     ) -> None:
         self._matrix = matrix
-        self._store = store
-        self._state = state
         self._services = services
+        self._store = services.store
+        self._state = services.state
+        self._onboarding = services.onboarding
+        self._agreements = services.agreements
+        self._t = services.t
         self._dispatcher = dispatcher
         self._room_mode = room_mode
-        self._onboarding = onboarding
-        self._agreements = agreements
-        self._t = t
         self._room_name = room_name
         self.management_room: str | None = None
 

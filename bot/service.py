@@ -87,10 +87,7 @@ class Service:
         self.agreements = AgreementService(store, state, self.document, self.clock, self.room_mode.restore)
         registry = Registry(COMMANDS)
         services = Services(self.t, state, store, self.agreements, self.onboarding, registry)
-        self.router = Router(
-            matrix, store, state, services, Dispatcher(registry, services, matrix), self.room_mode,
-            self.onboarding, self.agreements, self.t, self._room_name,
-        )
+        self.router = Router(matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name)
 
         if settings.gate.enabled:
             assert settings.gate.token is not None

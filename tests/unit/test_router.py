@@ -40,7 +40,8 @@ def _batch(*events):
 def _router():
     state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1")
     dispatcher, room_mode = FakeDispatcher(), FakeRoomMode()
-    router = Router(None, None, state, None, dispatcher, room_mode, None, None, None, lambda r: r)
+    services = SimpleNamespace(store=None, state=state, onboarding=None, agreements=None, t=None)
+    router = Router(None, services, dispatcher, room_mode, lambda r: r)
     return router, dispatcher, room_mode
 
 
