@@ -34,8 +34,16 @@ BatchHandler = Callable[[SyncResponse, bool], Awaitable[None]]
 
 
 class SyncLoop:
-    def __init__(self, client: AsyncClient, store: Store, handle: BatchHandler, timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        store: Store,
+        handle: BatchHandler,
+        timeout_ms: int = 30_000,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._client = client
+        self._sleep = sleep
         self._store = store
         self._handle = handle
         self._timeout_ms = timeout_ms
@@ -59,12 +67,22 @@ class SyncLoop:
                 response = exc
             if not isinstance(response, SyncResponse):
                 log.warning("sync failed (%s); retrying in %.0f s", response, backoff)
-                await asyncio.sleep(backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            try:
+                await self._handle(response, live)
+                await self._store.put(SYNC_TOKEN_KEY, response.next_batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Events are isolated one by one, so this is the store or a bug: keep the old
+                # token and fetch the batch again later. Handlers are idempotent by event ID.
+                log.exception("handling a sync batch failed; retrying it in %.0f s", backoff)
+                await self._sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
                 continue
             backoff = 1.0
-            await self._handle(response, live)
-            await self._store.put(SYNC_TOKEN_KEY, response.next_batch)
             if first:
                 log.info("first sync complete; handling events from now on")
             since, first, live = response.next_batch, False, True

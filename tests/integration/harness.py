@@ -85,6 +85,7 @@ class User:
         self.client.restore_login(account.user_id, account.device_id, account.access_token)
         self.timeline: list[tuple[str, dict[str, Any]]] = []
         self.invites: dict[str, str] = {}
+        self.invite_content: dict[str, dict[str, Any]] = {}
 
     async def login(self) -> str:
         """A password login on a new device: Synapse calls check_login_for_spam for it."""
@@ -102,6 +103,7 @@ class User:
             for event in info.invite_state:
                 if isinstance(event, InviteMemberEvent) and event.state_key == self.user_id:
                     self.invites[room_id] = event.sender
+                    self.invite_content[room_id] = event.content
         for room_id, info in response.rooms.join.items():
             for event in info.timeline.events:
                 self.timeline.append((room_id, event.source))

@@ -1,0 +1,107 @@
+"""Every command answers in a reply: what it did, or why not. Never raw exception text."""
+
+import pytest
+
+from bot.commands.agreement import COMMANDS
+from bot.commands.context import Services, UserError
+from bot.commands.dispatch import Dispatcher
+from bot.commands.registry import Command, Registry
+from bot.i18n import Translator
+from bot.policy import PolicyState
+
+
+class FakeMatrix:
+    def __init__(self):
+        self.sent = []
+
+    async def send_notice(self, room_id, body, *, txn, reply_to=None):
+        self.sent.append((room_id, body, reply_to, txn))
+        return "$reply"
+
+
+async def _crash(ctx):
+    raise RuntimeError("secret internal detail /var/lib/db")
+
+
+async def _refuse(ctx):
+    raise UserError("that cannot be done, and here is why")
+
+
+async def _ok(ctx):
+    return f"done for {ctx.sender}"
+
+
+@pytest.fixture
+def setup():
+    state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1", moderators=frozenset({"@mod:hs"}))
+    registry = Registry([
+        *COMMANDS,
+        Command("crash", (), "cmd.help.summary", _crash),
+        Command("refuse", (), "cmd.help.summary", _refuse),
+        Command("modonly", (), "cmd.help.summary", _ok, moderator_only=True),
+    ])
+    services = Services(Translator("en"), state, None, None, None, registry)
+    matrix = FakeMatrix()
+    return Dispatcher(registry, services, matrix), matrix
+
+
+def message(body, sender="@u:hs", event_id="$cmd"):
+    return {"event_id": event_id, "sender": sender, "type": "m.room.message", "content": {"msgtype": "m.text", "body": body}}
+
+
+async def test_unknown_command_gets_a_hint_in_own_rooms_only(setup):
+    dispatcher, matrix = setup
+    assert await dispatcher.handle("!dm", message("!nope"), answer_unknown=True)
+    assert matrix.sent == [("!dm", "I do not know the command !nope. Send !help for the list.", "$cmd", matrix.sent[0][3])]
+    assert not await dispatcher.handle("!shared", message("!nope"), answer_unknown=False)
+    assert len(matrix.sent) == 1
+
+
+async def test_bad_arguments_get_usage(setup):
+    dispatcher, matrix = setup
+    await dispatcher.handle("!dm", message("!status now"), answer_unknown=False)
+    assert matrix.sent[0][1] == "Usage: !status"
+
+
+async def test_moderator_only_command_is_refused_for_others(setup):
+    dispatcher, matrix = setup
+    await dispatcher.handle("!dm", message("!modonly"), answer_unknown=True)
+    await dispatcher.handle("!dm", message("!modonly", sender="@mod:hs", event_id="$2"), answer_unknown=True)
+    assert [s[1] for s in matrix.sent] == ["!modonly is for moderators only.", "done for @mod:hs"]
+
+
+async def test_crash_gets_a_short_generic_reply_without_internals(setup, caplog):
+    dispatcher, matrix = setup
+    await dispatcher.handle("!dm", message("!crash"), answer_unknown=True)
+    reply = matrix.sent[0][1]
+    assert "went wrong" in reply and "secret" not in reply and "/var/lib" not in reply
+    assert "secret internal detail" in caplog.text  # logged with its traceback for the operator
+
+
+async def test_user_error_is_shown_as_it_is(setup):
+    dispatcher, matrix = setup
+    await dispatcher.handle("!dm", message("!refuse"), answer_unknown=True)
+    assert matrix.sent[0][1] == "that cannot be done, and here is why"
+
+
+async def test_replies_are_threaded_and_deduplicated_by_the_command_event(setup):
+    dispatcher, matrix = setup
+    await dispatcher.handle("!dm", message("!refuse", event_id="$a"), answer_unknown=True)
+    await dispatcher.handle("!dm", message("!refuse", event_id="$a"), answer_unknown=True)  # a replay
+    await dispatcher.handle("!dm", message("!refuse", event_id="$b"), answer_unknown=True)
+    assert [s[2] for s in matrix.sent] == ["$a", "$a", "$b"]
+    assert matrix.sent[0][3] == matrix.sent[1][3] != matrix.sent[2][3]
+
+
+@pytest.mark.parametrize("content", [{"body": 5}, {}, {"body": None}, {"body": "plain chat"}])
+async def test_non_commands_and_malformed_bodies_are_ignored(setup, content):
+    dispatcher, matrix = setup
+    event = {"event_id": "$x", "sender": "@u:hs", "type": "m.room.message", "content": content}
+    assert not await dispatcher.handle("!dm", event, answer_unknown=True)
+    assert matrix.sent == []
+
+
+async def test_huge_message_is_answered_with_usage_not_processed(setup):
+    dispatcher, matrix = setup
+    await dispatcher.handle("!dm", message("!status " + "x " * 500_000), answer_unknown=True)
+    assert matrix.sent[0][1] == "Usage: !status"
