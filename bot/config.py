@@ -108,6 +108,53 @@ class AgreementConfig(_Section):
         return value.strip()
 
 
+def _check_duration(value: str, *, permanent_ok: bool = True) -> str:
+    from bot.policy.sanctions import parse_duration
+
+    try:
+        ms = parse_duration(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a duration like 30m, 12h, 7d, 4w or permanent") from None
+    if ms is None and not permanent_ok:
+        raise ValueError("a time window cannot be permanent")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+Window = Annotated[str, AfterValidator(lambda v: _check_duration(v, permanent_ok=False))]
+
+
+class LadderStepConfig(_Section):
+    """After ``after`` cases of kind ``of`` within ``within``, impose ``then`` for ``duration``."""
+
+    after: int = Field(ge=1, le=100)
+    of: Literal["warn", "restrict", "suspend"]
+    within: Window
+    then: Literal["restrict", "suspend", "close"]
+    duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _duration_when_timed(self) -> "LadderStepConfig":
+        if self.then != "close" and self.duration is None:
+            raise ValueError(f"a step to {self.then} needs a duration")
+        if self.then == "close" and self.duration is not None:
+            raise ValueError("a closure has no duration")
+        return self
+
+
+DEFAULT_LADDER = [
+    LadderStepConfig(after=3, of="warn", within="90d", then="restrict", duration="24h"),
+    LadderStepConfig(after=2, of="restrict", within="180d", then="suspend", duration="7d"),
+    LadderStepConfig(after=2, of="suspend", within="365d", then="close"),
+]
+
+
+class SanctionsConfig(_Section):
+    ladder: list[LadderStepConfig] = Field(default_factory=lambda: list(DEFAULT_LADDER))
+    # How long a closure the ladder proposes waits for a moderator's !confirm.
+    proposal_valid_for: Window = "24h"
+
+
 class ServiceConfig(_Section):
     """What the operator declares about itself (article 4): shown in !rules."""
 
@@ -125,6 +172,7 @@ class Settings(BaseSettings):
     gate: GateConfig = Field(default_factory=GateConfig)
     agreement: AgreementConfig = Field(default_factory=AgreementConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    sanctions: SanctionsConfig = Field(default_factory=SanctionsConfig)
     moderators: list[UserId] = Field(default_factory=list)
     management_room: RoomRef | None = None
     protected_rooms: list[RoomRef] = Field(default_factory=list)

@@ -29,6 +29,7 @@ class Router:
         dispatcher: Dispatcher,
         room_mode: RoomMode,
         room_name: Callable[[str], str],
+        members: Callable[[str], set[str]],
     ) -> None:
         self._matrix = matrix
         self._services = services
@@ -40,6 +41,7 @@ class Router:
         self._dispatcher = dispatcher
         self._room_mode = room_mode
         self._room_name = room_name
+        self._members = members
         self.management_room: str | None = None
 
     async def handle_batch(self, response: SyncResponse, live: bool) -> None:
@@ -72,8 +74,11 @@ class Router:
             await self._on_membership(room_id, event)
             return
         if kind == "m.room.message":
-            own_room = self._state.is_dm_of(room_id, sender) or room_id == self.management_room
-            await self._dispatcher.handle(room_id, event, answer_unknown=own_room)
+            moderator_place = room_id == self.management_room or (
+                sender in self._state.moderators and self._members(room_id) == {sender, self._state.bot_user_id}
+            )
+            own_room = moderator_place or self._state.is_dm_of(room_id, sender)
+            await self._dispatcher.handle(room_id, event, answer_unknown=own_room, moderator_place=moderator_place)
         elif kind == "m.reaction":
             await self._on_reaction(room_id, event)
         # After commands: an `!agree` posted in a protected room counts before enforcement looks.

@@ -15,19 +15,22 @@ from typing import Any, Awaitable, Callable
 from nio import AsyncClient
 
 from bot.agreement import AgreementDocument, AgreementService
-from bot.commands.agreement import COMMANDS
+from bot.commands import agreement as agreement_commands
+from bot.commands import sanctions as sanction_commands
 from bot.commands.context import Services
 from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Registry
 from bot.config import Settings
 from bot.gate.server import Gate
 from bot.i18n import Translator
-from bot.matrix.client import Matrix, MatrixError, client_config, connect, lift_own_ratelimit
+from bot.matrix.admin import AdminApi
+from bot.matrix.client import Matrix, MatrixError, client_config, connect
 from bot.matrix.onboarding import Onboarding
 from bot.matrix.roommode import RoomMode
 from bot.matrix.sync import SyncLoop
 from bot.policy import PolicyState
 from bot.router import Router
+from bot.sanctions import Sanctions
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -82,26 +85,42 @@ class Service:
 
         self.client = AsyncClient(hs.url, hs.user_id, config=client_config())
         matrix = Matrix(self.client)
+        self.admin = None if hs.admin_token is None else AdminApi(hs.url, hs.admin_token.get_secret_value())
         self.onboarding = Onboarding(matrix, store, state, self.document, self.t, settings, self.clock)
-        self.room_mode = RoomMode(matrix, store, state, self.onboarding, self.t, self.clock)
-        self.agreements = AgreementService(store, state, self.document, self.clock, self.room_mode.restore)
-        registry = Registry(COMMANDS)
-        services = Services(self.t, state, store, self.agreements, self.onboarding, registry)
-        self.router = Router(matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name)
+        self.room_mode = RoomMode(matrix, store, state, self.onboarding, self.t, self.clock, self._members)
+        self.agreements = AgreementService(store, state, self.document, self.clock, self.room_mode.apply)
+        self.sanctions = Sanctions(store, state, matrix, self.room_mode, self.onboarding, self.admin, self.t, settings, self.clock)
+        # Measures in force go into memory before the gate answers; overdue ones end after login.
+        await self.sanctions.load()
+        registry = Registry([*agreement_commands.COMMANDS, *sanction_commands.COMMANDS])
+        services = Services(
+            self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock
+        )
+        self.router = Router(
+            matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name, self._members
+        )
 
         if settings.gate.enabled:
             assert settings.gate.token is not None
-            self.gate = Gate(state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health)
+            self.gate = Gate(
+                state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health, self.clock
+            )
             await self.gate.start(settings.gate.host, settings.gate.port)
 
         await self._login()
-        await lift_own_ratelimit(settings)
+        if self.admin is not None:
+            try:
+                await self.admin.lift_ratelimit(hs.user_id)
+                log.info("lifted the homeserver's message rate limit for %s", hs.user_id)
+            except MatrixError as exc:
+                log.warning("could not lift the bot's rate limit: %s", exc)
         self._matrix = matrix
         if not await self.join_configured_rooms():
             self.spawn(self._retry_rooms(), "join-rooms")
         self.sync = SyncLoop(self.client, store, self.router.handle_batch)
         self.spawn(self.sync.run(), "sync")
         self.spawn(self.onboarding.run(), "onboarding")
+        self.spawn(self.sanctions.run_expiry(), "expiry")
         # A changed agreement version: ask everyone who agreed to (or was shown) an older one.
         for user_id in await store.agreements.users_to_ask_again(self.document.version):
             self.onboarding.request(user_id)
@@ -143,7 +162,7 @@ class Service:
             if room in self.settings.protected_rooms:
                 self.room_mode.protected.add(room_id)
             if room == self.settings.management_room:
-                self.router.management_room = room_id
+                self.router.management_room = self.sanctions.management_room = room_id
             if room_id in self.client.rooms:
                 continue
             try:
@@ -158,6 +177,11 @@ class Service:
             await asyncio.sleep(every)
             if await self.join_configured_rooms():
                 return
+
+    def _members(self, room_id: str) -> set[str]:
+        """Joined and invited members, as the last sync told."""
+        room = self.client.rooms.get(room_id) if self.client is not None else None
+        return set(room.users) if room is not None else set()
 
     def _room_name(self, room_id: str) -> str:
         room = self.client.rooms.get(room_id) if self.client is not None else None
@@ -175,6 +199,8 @@ class Service:
             await self.gate.stop()
         if self.client is not None:
             await self.client.close()
+        if self.admin is not None:
+            await self.admin.close()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")

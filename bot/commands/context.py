@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from bot.i18n import Translator
 
 if TYPE_CHECKING:
     from bot.agreement import AgreementService
     from bot.commands.registry import Registry
+    from bot.matrix.client import Matrix
     from bot.matrix.onboarding import Onboarding
+    from bot.sanctions import Sanctions
     from bot.policy import PolicyState
     from bot.store import Store
-
-
-class UserError(Exception):
-    """An error meant for the person who gave the command; ``str()`` is the message shown."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,9 @@ class Services:
     agreements: "AgreementService"
     onboarding: "Onboarding"
     registry: "Registry"
+    sanctions: "Sanctions"
+    matrix: "Matrix"
+    clock: Callable[[], int]
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,10 @@ class Context:
     sender: str
     room_id: str
     event_id: str
-    args: dict[str, str]
+    args: dict[str, Any]
     flags: frozenset[str]
     services: Services
+    reply_to: str | None = None  # the event this command answers, if it was sent as a reply
 
     @property
     def t(self) -> Translator:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.commands.context import Context, Services, UserError
+from bot.commands.context import Context, Services
 from bot.commands.registry import Registry, UnknownCommand, UsageError
+from bot.i18n import Refusal
 from bot.matrix.client import Matrix, txn_id
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,15 @@ class Dispatcher:
         self._services = services
         self._matrix = matrix
 
-    async def handle(self, room_id: str, event: dict[str, Any], *, answer_unknown: bool) -> bool:
+    async def handle(
+        self, room_id: str, event: dict[str, Any], *, answer_unknown: bool, moderator_place: bool = False
+    ) -> bool:
         """Handle a message if it is a command; True if it was one.
 
         ``answer_unknown``: whether an unknown ``!word`` gets a hint. Only in the bot's own rooms
         (DMs, the management room): in shared rooms it may be meant for another bot.
+        ``moderator_place``: the management room, or a moderator's direct chat with the bot: the
+        only places moderator commands run.
         """
         content = event.get("content") or {}
         body = content.get("body")
@@ -45,14 +50,24 @@ class Dispatcher:
             return False
         command = invocation.command
         sender = event["sender"]
-        if command.moderator_only and not self._services.state.is_exempt(sender):
-            await self._reply(room_id, event, t("cmd.forbidden", command="!" + command.name))
-            return True
-        ctx = Context(sender, room_id, event["event_id"], invocation.args, invocation.flags, self._services)
+        if command.moderator_only:
+            if sender not in self._services.state.moderators:
+                await self._services.store.cases.record(
+                    now_ms=self._services.clock(), actor=sender, action="command.refused", target=sender,
+                    details={"command": command.name, "room_id": room_id, "event_id": event["event_id"]},
+                )
+                await self._reply(room_id, event, t("cmd.forbidden", command="!" + command.name))
+                return True
+            if not moderator_place:
+                await self._reply(room_id, event, t("cmd.wrong_place", command="!" + command.name))
+                return True
+        ctx = Context(
+            sender, room_id, event["event_id"], invocation.args, invocation.flags, self._services, _reply_to(content)
+        )
         try:
             answer = await command.run(ctx)
-        except UserError as exc:
-            answer = str(exc)
+        except Refusal as exc:
+            answer = t(exc.key, **exc.params)
         except Exception:
             log.exception("command !%s from %s failed", command.name, sender)
             answer = t("cmd.failed", command="!" + command.name)
@@ -63,3 +78,10 @@ class Dispatcher:
     async def _reply(self, room_id: str, event: dict[str, Any], text: str) -> None:
         event_id = event["event_id"]
         await self._matrix.send_notice(room_id, text, reply_to=event_id, txn=txn_id("reply", event_id))
+
+
+def _reply_to(content: dict[str, Any]) -> str | None:
+    relates = content.get("m.relates_to")
+    reply = relates.get("m.in_reply_to") if isinstance(relates, dict) else None
+    event_id = reply.get("event_id") if isinstance(reply, dict) else None
+    return event_id if isinstance(event_id, str) else None

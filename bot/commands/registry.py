@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from bot.policy.sanctions import Rate, parse_duration
 
 if TYPE_CHECKING:
     from bot.commands.context import Context
@@ -23,6 +25,30 @@ class ParamKind(enum.Enum):
     USER_ID = "user_id"  # a full Matrix user ID, nothing else
     WORD = "word"  # one token
     TEXT = "text"  # the rest of the line, verbatim
+    DURATION = "duration"  # 30m, 12h, 7d, 4w, permanent/永久 -> ms or None
+    RATE = "rate"  # N/PERIOD -> Rate
+    CASE = "case"  # 12 or #12 -> int
+    CHOICE = "choice"  # one of Param.choices
+
+
+def _convert(kind: ParamKind, value: str, choices: tuple[str, ...]) -> Any:
+    """The typed value of one token; ValueError when it is not of the kind."""
+    if kind is ParamKind.USER_ID:
+        if not USER_ID_RE.match(value):
+            raise ValueError(value)
+        return value
+    if kind is ParamKind.DURATION:
+        return parse_duration(value)
+    if kind is ParamKind.RATE:
+        return Rate.parse(value)
+    if kind is ParamKind.CASE:
+        number = value.removeprefix("#")
+        if not number.isdigit() or len(number) > 12:
+            raise ValueError(value)
+        return int(number)
+    if kind is ParamKind.CHOICE and value.casefold() not in choices:
+        raise ValueError(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -30,9 +56,10 @@ class Param:
     name: str
     kind: ParamKind
     required: bool = True
+    choices: tuple[str, ...] = ()
 
     def usage(self) -> str:
-        label = f"{self.name}…" if self.kind is ParamKind.TEXT else self.name
+        label = f"{self.name}…" if self.kind is ParamKind.TEXT else "|".join(self.choices[:1]) or self.name
         return f"<{label}>" if self.required else f"[{label}]"
 
 
@@ -47,17 +74,24 @@ class Command:
     run: Handler
     params: tuple[Param, ...] = ()
     flags: tuple[str, ...] = ()
+    # Flags that take a value (`--rate 3/1h`); the value lands in args under the flag's name.
+    options: tuple[Param, ...] = ()
     moderator_only: bool = False
 
     def usage(self) -> str:
-        parts = [PREFIX + self.name, *(p.usage() for p in self.params), *(f"[--{f}]" for f in self.flags)]
+        parts = [
+            PREFIX + self.name,
+            *(p.usage() for p in self.params),
+            *(f"[--{o.name} {o.name.upper()}]" for o in self.options),
+            *(f"[--{f}]" for f in self.flags),
+        ]
         return " ".join(parts)
 
 
 @dataclass(frozen=True)
 class Invocation:
     command: Command
-    args: dict[str, str] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
     flags: frozenset[str] = frozenset()
 
 
@@ -110,23 +144,42 @@ class Registry:
 
     def _bind(self, command: Command, rest: str) -> Invocation:
         tokens = rest.split()
-        flags = frozenset(t[2:] for t in tokens if t.startswith("--"))
-        if not flags <= set(command.flags):
-            raise UsageError(command)
-        words = [t for t in tokens if not t.startswith("--")]
-        args: dict[str, str] = {}
+        options = {o.name: o for o in command.options}
+        args: dict[str, Any] = {}
+        flags: set[str] = set()
+        words: list[str] = []
+        while tokens:
+            token = tokens.pop(0)
+            if not token.startswith("--") or len(token) == 2:
+                words.append(token)
+                continue
+            name, has_value, value = token[2:].partition("=")
+            if name in options:
+                if not has_value:
+                    if not tokens:
+                        raise UsageError(command)
+                    value = tokens.pop(0)
+                args[name] = self._typed(command, options[name], value)
+            elif name in command.flags and not has_value:
+                flags.add(name)
+            else:
+                raise UsageError(command)
         for param in command.params:
             if param.kind is ParamKind.TEXT:
                 if words:
                     args[param.name] = " ".join(words)
                     words = []
             elif words:
-                value = words.pop(0)
-                if param.kind is ParamKind.USER_ID and not USER_ID_RE.match(value):
-                    raise UsageError(command)
-                args[param.name] = value
+                args[param.name] = self._typed(command, param, words.pop(0))
             if param.required and param.name not in args:
                 raise UsageError(command)
         if words:
             raise UsageError(command)
-        return Invocation(command, args, flags)
+        return Invocation(command, args, frozenset(flags))
+
+    @staticmethod
+    def _typed(command: Command, param: Param, value: str) -> Any:
+        try:
+            return _convert(param.kind, value, param.choices)
+        except ValueError:
+            raise UsageError(command) from None

@@ -44,8 +44,10 @@ class Gate:
         token: str,
         on_prompt: Callable[[str], None],
         health: Callable[[], dict[str, Any]] = lambda: {},
+        clock: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._state = state
+        self._clock = clock
         self._t = translate
         self._token = f"Bearer {token}".encode()
         self._on_prompt = on_prompt
@@ -123,9 +125,12 @@ class Gate:
         except SchemaError as exc:
             self.metrics.count(name, "bad_request")
             return _error(400, "M_INVALID_PARAM", str(exc))
-        decision = decide(action, self._state)
+        now = self._clock()
+        decision = decide(action, self._state, now)
         if decision.prompt_agreement:
             self._on_prompt(action.user_id)
+        elif decision.count_post:
+            self._state.note_post(action.user_id, now)
         response = _allow() if decision.allowed else self._refusal(decision)
         self.metrics.count(name, "allow" if decision.allowed else "deny")
         self.metrics.observe(time.perf_counter() - started)

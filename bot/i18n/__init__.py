@@ -10,6 +10,15 @@ from bot.i18n import en, zh_CN
 CATALOGS: dict[str, dict[str, str]] = {"en": en.MESSAGES, "zh-CN": zh_CN.MESSAGES}
 
 
+class Refusal(Exception):
+    """An error meant for a person, as a catalog key and its parameters (translated on the way out)."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
+
 class Translator:
     def __init__(self, language: str) -> None:
         if language not in CATALOGS:
@@ -21,8 +30,16 @@ class Translator:
         return self._messages[key].format(**params)
 
     def refusal(self, message_key: str, params: Mapping[str, str]) -> str:
-        """The user-facing reason of a refused action (a policy Decision's key and parameters)."""
-        rest = {key: value for key, value in params.items() if key != "action"}
+        """The user-facing reason of a refused action (a policy Decision's key and parameters).
+
+        Times arrive as ``*_ms`` strings (the core has no notion of how people read time).
+        """
+        rest: dict[str, str] = {}
+        for key, value in params.items():
+            if key.endswith("_ms"):
+                rest[key[:-3]] = self.time(int(value)) if value else self("sanction.permanent")
+            elif key != "action":
+                rest[key] = value
         return self(message_key, what=self(f"action.{params['action']}"), **rest)
 
     def time(self, ms: int | None) -> str:

@@ -58,5 +58,78 @@ MESSAGES: dict[str, str] = {
         "Your message in {room} was removed because you have not accepted the service agreement "
         "(version {version}) yet. Send !agree here to accept it; you can post again right after."
     ),
+    "deny.restricted": (
+        "{what}: your posting is restricted until {until} (case #{case}). You can still use your "
+        "direct chat with the bot."
+    ),
+    "deny.rate_limited": (
+        "{what}: your posting is limited to {rate} (case #{case}). Your next post is possible at {next}."
+    ),
+    "deny.suspended": (
+        "{what}: your account's updates are suspended until {until} (case #{case}). You can still "
+        "read, leave rooms and use your direct chat with the bot."
+    ),
+    "deny.closed": "{what}: this account has been closed (case #{case}).",
+    "kind.warn": "warning",
+    "kind.restrict": "posting restriction",
+    "kind.suspend": "suspension",
+    "kind.close": "closure",
+    "how.lifted": "lifted",
+    "how.expired": "expired",
+    "sanction.permanent": "until lifted",
+    "sanction.for": "for {duration}",
+    "sanction.erase": "(erase requested)",
+    "sanction.with_evidence": "(with evidence)",
+    "sanction.not_the_bot": "The bot cannot be the target of a measure.",
+    "sanction.not_a_moderator": "{user} is a moderator; moderators cannot be the target of a measure.",
+    "sanction.no_such_case": "There is no case #{case}.",
+    "sanction.warning_not_liftable": "Case #{case} is a warning: there is nothing in force to lift.",
+    "sanction.already_ended": "Case #{case} is no longer in force.",
+    "sanction.no_such_code": "No pending closure has the code {code} (it may have expired or been used). Send !close again.",
+    "sanction.evidence_unavailable": "I could not read the message this command replies to, so nothing was done. Try again, or give the command without replying.",
+    "sanction.dry_run": "Dry run: would {summary}. Reason: {reason}. Nothing was done.",
+    "sanction.imposed": "Case #{case}: {summary}. Recorded and in effect; the account has been told.",
+    "sanction.close_confirm": "To {summary}, send !confirm {code} within 2 minutes. Reason: {reason}",
+    "sanction.lifted": "Case #{case} ({user}) lifted; the account has been told.",
+    "sanction.ended_expired": "Case #{case}: your {kind} has ended.",
+    "sanction.ended_lifted": "Case #{case}: your {kind} was lifted. Reason: {reason}",
+    "sanction.announce_end": "Case #{case} ({kind} of {user}) {how} by {actor}: {reason}",
+    "sanction.admin_failed": "Case #{case}: the homeserver's admin API refused the measure ({error}); the bot's own enforcement is in effect.",
+    "ladder.reason": "escalation ladder: {count} {kind} cases ({cases})",
+    "ladder.propose_close": (
+        "The escalation ladder proposes closing {user} (cases {cases}). A moderator confirms with "
+        "!confirm {code} before {until}; otherwise nothing happens."
+    ),
+    "notice.warn": "Case #{case}: you have received a warning.",
+    "notice.restrict": "Case #{case}: your posting is restricted until {until}.",
+    "notice.restrict_rate": "Case #{case}: your posting is limited to {rate} until {until}.",
+    "notice.suspend": "Case #{case}: your account's updates are suspended until {until}. You can still read and leave rooms.",
+    "notice.close": "Case #{case}: your account is being closed.",
+    "notice.reason": "Reason: {reason}",
+    "notice.appeal": "If you think this is wrong, contact a moderator and mention case #{case}.",
+    "case.line": "Case #{case}: {kind} of {user}, by {actor} at {time}",
+    "case.reason": "  reason: {reason}",
+    "case.until": "  until: {until}",
+    "case.rate": "at most {rate}",
+    "case.caused_by": "  caused by: {cases}",
+    "case.evidence": "  evidence: {sender}: {body}",
+    "case.ended": "  {how} at {time} by {actor}: {reason}",
+    "case.in_force": "  in force",
+    "cases.none": "No cases.",
+    "cases.header_active": "Measures in force ({count}):",
+    "cases.header_recent": "Latest cases ({count}):",
+    "cases.line": "#{case} {kind} — {user} — {time} — {reason}",
+    "history.none": "{user} has no cases.",
+    "history.header": "{count} case(s) for {user}:",
+    "cmd.warn.summary": "warn an account (reply to a message to attach it as evidence)",
+    "cmd.restrict.summary": "restrict an account's posting; --rate N/PERIOD allows N posts per period",
+    "cmd.suspend.summary": "suspend an account's updates: nothing but reading, leaving and the DM with me",
+    "cmd.close.summary": "close an account (asks for !confirm; --erase also erases it)",
+    "cmd.confirm.summary": "confirm a pending closure",
+    "cmd.lift.summary": "end a measure early",
+    "cmd.case.summary": "show one case",
+    "cmd.history.summary": "show an account's cases",
+    "cmd.cases.summary": "list the latest cases, or the measures in force",
+    "cmd.wrong_place": "{command} works only in the management room or in your direct chat with me.",
     "time.never": "never",
 }

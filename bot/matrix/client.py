@@ -8,7 +8,6 @@ import html
 import logging
 from typing import Any
 
-import aiohttp
 from nio import AsyncClient, AsyncClientConfig, ErrorResponse, LoginResponse, RoomPreset, RoomVisibility, WhoamiResponse
 
 from bot.config import Settings
@@ -106,6 +105,16 @@ class Matrix:
     async def leave(self, room_id: str) -> None:
         _check(f"leave {room_id}", await self.client.room_leave(room_id))
 
+    async def get_event(self, room_id: str, event_id: str) -> dict[str, Any]:
+        response = await self.client.room_get_event(room_id, event_id)
+        return dict(_check(f"read {event_id}", response).event.source)
+
+    async def ban(self, room_id: str, user_id: str, reason: str) -> None:
+        _check(f"ban {user_id} from {room_id}", await self.client.room_ban(room_id, user_id, reason=reason))
+
+    async def unban(self, room_id: str, user_id: str) -> None:
+        _check(f"unban {user_id} in {room_id}", await self.client.room_unban(room_id, user_id))
+
     async def resolve(self, room: str) -> str:
         if room.startswith("!"):
             return room
@@ -143,21 +152,3 @@ async def connect(client: AsyncClient, settings: Settings, store: Store) -> None
         raise MatrixError("login with homeserver.password failed", response)
     await store.put("access_token", response.access_token)
     await store.put("device_id", response.device_id)
-
-
-async def lift_own_ratelimit(settings: Settings) -> bool:
-    """Remove Synapse's per-account message rate limit for the bot (needs an admin token)."""
-    if settings.homeserver.admin_token is None:
-        return False
-    url = f"{settings.homeserver.url}/_synapse/admin/v1/users/{settings.homeserver.user_id}/override_ratelimit"
-    headers = {"Authorization": f"Bearer {settings.homeserver.admin_token.get_secret_value()}"}
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            async with session.post(url, json={"messages_per_second": 0, "burst_count": 0}, headers=headers) as resp:
-                if resp.status == 200:
-                    log.info("lifted the homeserver's message rate limit for %s", settings.homeserver.user_id)
-                    return True
-                log.warning("could not lift the bot's rate limit: HTTP %d %s", resp.status, (await resp.text())[:200])
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        log.warning("could not lift the bot's rate limit: %s", exc)
-    return False

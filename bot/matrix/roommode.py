@@ -1,9 +1,14 @@
 """Room mode: enforcement after the fact in protected rooms, with the room's own tools.
 
 Used where the gate cannot see the sender (remote users, or ``gate.enabled: false``): the same
-policy core decides; a refused event is redacted, the sender is muted by power level, and asked
-to agree in its DM. On agreement the previous power level is put back and the entry the bot
-added is removed, so ``m.room.power_levels`` does not grow with every member.
+policy core decides. A refused post is redacted. If the refusal stops all posting (no agreement,
+a restriction, a suspension) the sender is muted by power level; a closed account is banned;
+a post over a rate cap is only redacted.
+
+``apply(user)`` makes every protected room match what the core says now, and runs whenever that
+may have changed: an agreement, a new case, a case that ends. Unmuting puts the previous level
+back, and removes the entry the bot added, so ``m.room.power_levels`` does not grow with every
+member.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ from typing import Any, Callable
 from bot.i18n import Translator
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.onboarding import Onboarding
-from bot.policy import Action, ActionKind, PolicyState, Source, decide
+from bot.policy import Action, ActionKind, Decision, PolicyState, Reason, Source, decide
+from bot.policy.model import MUTING_REASONS
 from bot.store import Mute, Store
 
 log = logging.getLogger(__name__)
 
-MUTE_REASON_AGREEMENT = "agreement"
 _NOT_POSTS = frozenset({"m.room.redaction"})
 
 
@@ -51,6 +56,7 @@ class RoomMode:
         onboarding: Onboarding,
         t: Translator,
         clock: Callable[[], int],
+        members: Callable[[str], set[str]],
     ) -> None:
         self._matrix = matrix
         self._store = store
@@ -58,32 +64,76 @@ class RoomMode:
         self._onboarding = onboarding
         self._t = t
         self._clock = clock
+        self._members = members
         self.protected: set[str] = set()
         # Power levels are read-modify-write: one edit per room at a time.
         self._room_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message") -> Decision:
+        action = Action(ActionKind.SEND_EVENT, user_id, source=Source.ROOM, room_id=room_id, event_type=event_type)
+        return decide(action, self._state, self._clock())
 
     async def on_event(self, room_id: str, event: dict[str, Any], room_name: str) -> None:
         if room_id not in self.protected or "state_key" in event or event.get("type") in _NOT_POSTS:
             return
         sender = event["sender"]
-        action = Action(ActionKind.SEND_EVENT, sender, source=Source.ROOM, room_id=room_id, event_type=event.get("type"))
-        decision = decide(action, self._state)
+        decision = self._decide(room_id, sender, event.get("type", ""))
         if decision.allowed:
+            if decision.count_post:
+                self._state.note_post(sender, self._clock())
             return
         event_id = event["event_id"]
-        reason = self._t.refusal(decision.message_key, decision.params)
         try:
-            await self._matrix.redact(room_id, event_id, reason, txn=txn_id("redact", event_id))
+            await self._matrix.redact(room_id, event_id, self._t.refusal(decision.message_key, decision.params),
+                                      txn=txn_id("redact", event_id))
         except MatrixError as exc:
             log.warning("could not redact %s in %s: %s", event_id, room_id, exc)
-        newly_muted = await self.mute(room_id, sender)
-        note = None
-        if newly_muted:
-            text = self._t("roommode.redacted", room=room_name, version=self._state.agreement_version)
-            note = (text, event_id)
-        self._onboarding.request(sender, note)
+        changed = await self._enforce(room_id, sender, decision)
+        if decision.prompt_agreement:
+            note = None
+            if changed:
+                text = self._t("roommode.redacted", room=room_name, version=self._state.agreement_version)
+                note = (text, event_id)
+            self._onboarding.request(sender, note)
 
-    async def mute(self, room_id: str, user_id: str) -> bool:
+    async def apply(self, user_id: str) -> None:
+        """Bring every protected room in line with what the core says about ``user_id`` now."""
+        muted_in = {mute.room_id: mute for mute in await self._store.rooms.mutes_of(user_id)}
+        for room_id in sorted(self.protected):
+            decision = self._decide(room_id, user_id)
+            if room_id not in muted_in and user_id not in self._members(room_id) and decision.reason is not Reason.CLOSED:
+                continue  # not there and not muted: nothing to line up (a ban needs no membership)
+            if decision.allowed or decision.reason is Reason.RATE_LIMITED:
+                if room_id in muted_in:
+                    await self._unmute(muted_in[room_id])
+            else:
+                await self._enforce(room_id, user_id, decision)
+
+    async def _enforce(self, room_id: str, user_id: str, decision: Decision) -> bool:
+        if decision.reason is Reason.CLOSED:
+            return await self._ban(room_id, user_id, decision)
+        if decision.reason in MUTING_REASONS:
+            return await self._mute(room_id, user_id, str(decision.reason))
+        return False
+
+    async def _ban(self, room_id: str, user_id: str, decision: Decision) -> bool:
+        try:
+            await self._matrix.ban(room_id, user_id, self._t.refusal(decision.message_key, decision.params))
+        except MatrixError as exc:
+            log.warning("could not ban %s from %s: %s", user_id, room_id, exc)
+            return False
+        log.info("banned %s from %s (case %s)", user_id, room_id, decision.params.get("case"))
+        return True
+
+    async def unban_everywhere(self, user_id: str) -> None:
+        """A closure was lifted: let the account back into the protected rooms."""
+        for room_id in sorted(self.protected):
+            try:
+                await self._matrix.unban(room_id, user_id)
+            except MatrixError as exc:
+                log.info("unbanning %s in %s: %s", user_id, room_id, exc)
+
+    async def _mute(self, room_id: str, user_id: str, reason: str) -> bool:
         """Lower the user's power level below what posting needs; False if nothing was changed."""
         async with self._room_locks[room_id]:
             if await self._store.rooms.mute_in(room_id, user_id) is not None:
@@ -99,7 +149,7 @@ class RoomMode:
                 user_id=user_id,
                 previous_level=None if previous is None else _level(previous),
                 muted_level=needed - 1,
-                reason=MUTE_REASON_AGREEMENT,
+                reason=reason,
                 muted_at=self._clock(),
             )
             # The store first: if the bot dies right after the change, the record to undo it exists.
@@ -113,28 +163,26 @@ class RoomMode:
                     mute, actor=self._state.bot_user_id, now_ms=self._clock(), restored_level=mute.previous_level
                 )
                 return False
-            log.info("muted %s in %s until they agree", user_id, room_id)
+            log.info("muted %s in %s (%s)", user_id, room_id, reason)
             return True
 
-    async def restore(self, user_id: str) -> None:
-        """Undo this bot's agreement mutes of ``user_id``, in every room."""
-        for mute in await self._store.rooms.mutes_of(user_id, MUTE_REASON_AGREEMENT):
-            async with self._room_locks[mute.room_id]:
-                restored: int | None = None
-                try:
-                    levels = await self._matrix.power_levels(mute.room_id)
-                    users = dict(levels.get("users") or {})
-                    # Put back only what the bot itself set: a moderator's later change wins.
-                    if user_id in users and _level(users[user_id]) == mute.muted_level:
-                        if mute.previous_level is None:
-                            del users[user_id]
-                        else:
-                            users[user_id] = mute.previous_level
-                        restored = mute.previous_level
-                        await self._matrix.set_power_levels(mute.room_id, {**levels, "users": users})
-                except MatrixError as exc:
-                    log.warning("could not restore %s's power level in %s: %s", user_id, mute.room_id, exc)
-                    continue
-                await self._store.rooms.remove_mute(
-                    mute, actor=self._state.bot_user_id, now_ms=self._clock(), restored_level=restored
-                )
+    async def _unmute(self, mute: Mute) -> None:
+        async with self._room_locks[mute.room_id]:
+            restored: int | None = None
+            try:
+                levels = await self._matrix.power_levels(mute.room_id)
+                users = dict(levels.get("users") or {})
+                # Put back only what the bot itself set: a moderator's later change wins.
+                if mute.user_id in users and _level(users[mute.user_id]) == mute.muted_level:
+                    if mute.previous_level is None:
+                        del users[mute.user_id]
+                    else:
+                        users[mute.user_id] = mute.previous_level
+                    restored = mute.previous_level
+                    await self._matrix.set_power_levels(mute.room_id, {**levels, "users": users})
+            except MatrixError as exc:
+                log.warning("could not restore %s's power level in %s: %s", mute.user_id, mute.room_id, exc)
+                return
+            await self._store.rooms.remove_mute(
+                mute, actor=self._state.bot_user_id, now_ms=self._clock(), restored_level=restored
+            )

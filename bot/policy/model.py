@@ -27,6 +27,10 @@ class Source(enum.StrEnum):
 class Reason(enum.StrEnum):
     NOT_AGREED = "not_agreed"
     AGREEMENT_OUTDATED = "agreement_outdated"
+    RESTRICTED = "restricted"
+    RATE_LIMITED = "rate_limited"
+    SUSPENDED = "suspended"
+    CLOSED = "closed"
 
 
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, and the gate builds one Action
@@ -45,13 +49,15 @@ class Action:
 class Decision:
     """Allow, or deny with a reason code and the parameters its message needs.
 
-    ``prompt_agreement`` asks the caller to make sure the user has been sent the current agreement.
+    ``prompt_agreement`` asks the caller to make sure the user has been sent the current agreement;
+    ``count_post`` to count the allowed post against the account's rate cap.
     """
 
     allowed: bool
     reason: Reason | None = None
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     prompt_agreement: bool = False
+    count_post: bool = False
 
     @property
     def message_key(self) -> str | None:
@@ -60,3 +66,7 @@ class Decision:
 
 ALLOW = Decision(allowed=True)
 ALLOW_AND_PROMPT = Decision(allowed=True, prompt_agreement=True)
+ALLOW_AND_COUNT = Decision(allowed=True, count_post=True)
+
+# Refusals that stop all posting, so room mode mutes for them; a rate cap only redacts the excess.
+MUTING_REASONS = frozenset({Reason.NOT_AGREED, Reason.AGREEMENT_OUTDATED, Reason.RESTRICTED, Reason.SUSPENDED})

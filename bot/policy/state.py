@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.policy.sanctions import ActiveSanctions, Measure
+
 
 @dataclass
 class PolicyState:
@@ -20,6 +22,8 @@ class PolicyState:
     # user -> their direct chat with the bot, and the reverse
     dm_room_by_user: dict[str, str] = field(default_factory=dict)
     dm_user_by_room: dict[str, str] = field(default_factory=dict)
+    # user -> measures in force (only accounts that have some)
+    sanctions: dict[str, ActiveSanctions] = field(default_factory=dict)
 
     def is_exempt(self, user_id: str) -> bool:
         return user_id == self.bot_user_id or user_id in self.moderators
@@ -48,3 +52,24 @@ class PolicyState:
 
     def is_dm_of(self, room_id: str | None, user_id: str) -> bool:
         return room_id is not None and self.dm_user_by_room.get(room_id) == user_id
+
+    def add_measure(self, user_id: str, measure: Measure) -> None:
+        self.sanctions.setdefault(user_id, ActiveSanctions()).measures[measure.case_id] = measure
+
+    def end_measure(self, user_id: str, case_id: int) -> Measure | None:
+        active = self.sanctions.get(user_id)
+        if active is None:
+            return None
+        measure = active.measures.pop(case_id, None)
+        if not active.measures:
+            del self.sanctions[user_id]
+        return measure
+
+    def note_post(self, user_id: str, now: int) -> None:
+        """Count a post against the account's rate cap (the core asked for it with count_post)."""
+        active = self.sanctions.get(user_id)
+        if active is None:
+            return
+        window = max((m.rate.period_ms for m in active.measures.values() if m.rate is not None), default=0)
+        active.recent_posts[:] = [t for t in active.recent_posts if t > now - window]
+        active.recent_posts.append(now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.store.agreements import Acceptance, AgreementRepo, Prompt
+from bot.store.cases import Case, CaseRepo, ClosureRequest, NewCase
 from bot.store.db import Database, DatabaseTooNew
 from bot.store.rooms import Mute, RoomRepo
 
@@ -14,6 +15,7 @@ class Store:
         self.db = db
         self.agreements = AgreementRepo(db)
         self.rooms = RoomRepo(db)
+        self.cases = CaseRepo(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Store":
@@ -35,4 +37,4 @@ class Store:
             await conn.execute("DELETE FROM kv WHERE key = ?", (key,))
 
 
-__all__ = ["Acceptance", "Database", "DatabaseTooNew", "Mute", "Prompt", "Store"]
+__all__ = ["Acceptance", "Case", "ClosureRequest", "Database", "DatabaseTooNew", "Mute", "NewCase", "Prompt", "Store"]

@@ -75,6 +75,47 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX audit_log_target ON audit_log (target, created_at);
         """,
     ),
+    Migration(
+        2,
+        "sanctions: cases, their ends, closure confirmations",
+        """
+        -- Append-only: a case is never updated; ending it is a row in case_ends.
+        CREATE TABLE cases (
+            id         INTEGER PRIMARY KEY,
+            target     TEXT NOT NULL,
+            kind       TEXT NOT NULL CHECK (kind IN ('warn', 'restrict', 'suspend', 'close')),
+            actor      TEXT NOT NULL,               -- a moderator's user ID, or 'ladder'
+            reason     TEXT NOT NULL,
+            evidence   TEXT,                        -- JSON copy of the offending event, or NULL
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER,                     -- NULL: until lifted
+            rate       TEXT,                        -- 'N/period' for a rate-capped restriction
+            options    TEXT NOT NULL DEFAULT '{}',  -- JSON: {"erase": true} for a closure
+            caused_by  TEXT NOT NULL DEFAULT '[]'   -- JSON list of the cases the ladder counted
+        );
+        CREATE INDEX cases_target ON cases (target, created_at);
+        CREATE TABLE case_ends (
+            case_id  INTEGER PRIMARY KEY REFERENCES cases (id),
+            ended_at INTEGER NOT NULL,
+            actor    TEXT NOT NULL,
+            how      TEXT NOT NULL CHECK (how IN ('lifted', 'expired')),
+            reason   TEXT NOT NULL
+        );
+        -- A closure waits for !confirm <code>; the request is kept whether or not it is used.
+        CREATE TABLE closure_requests (
+            code         TEXT PRIMARY KEY,
+            target       TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            reason       TEXT NOT NULL,
+            erase        INTEGER NOT NULL,
+            evidence     TEXT,
+            caused_by    TEXT NOT NULL DEFAULT '[]',
+            created_at   INTEGER NOT NULL,
+            expires_at   INTEGER NOT NULL,
+            used_at      INTEGER
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

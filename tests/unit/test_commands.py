@@ -73,3 +73,40 @@ def test_usage_text_lists_parameters_and_flags(registry):
 def test_duplicate_names_are_refused():
     with pytest.raises(ValueError, match="declared twice"):
         Registry([*COMMANDS, Command("agree2", ("同意",), "cmd.help.summary", _noop)])
+
+
+def test_sanction_commands_parse_typed_arguments():
+    from bot.commands.sanctions import COMMANDS as SANCTIONS
+    from bot.policy.sanctions import Rate
+
+    registry = Registry([*COMMANDS, *SANCTIONS])
+    restrict = registry.parse("!限制 @bob:hs.test 12h --rate 3/1h spamming links")
+    assert restrict.command.name == "restrict"
+    assert restrict.args == {"user": "@bob:hs.test", "duration": 12 * 3_600_000, "rate": Rate(3, 3_600_000),
+                             "reason": "spamming links"}
+    assert registry.parse("!suspend @bob:hs.test permanent x").args["duration"] is None
+    assert registry.parse("!lift #12 appeal granted").args["case"] == 12
+    assert registry.parse("!close @bob:hs.test abuse --erase").flags == {"erase"}
+    assert registry.parse("!cases active").args == {"filter": "active"}
+    assert registry.parse("!restrict @bob:hs.test 1h --rate=2/d x").args["rate"] == Rate(2, 86_400_000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "!restrict @bob:hs.test 5s spam",
+        "!restrict @bob:hs.test soon spam",
+        "!restrict bob 1h spam",
+        "!restrict @bob:hs.test 1h --rate lots spam",
+        "!restrict @bob:hs.test 1h spam --rate",
+        "!suspend @bob:hs.test 1h",
+        "!lift twelve reason",
+        "!cases all",
+        "!warn @bob:hs.test",
+    ],
+)
+def test_sanction_commands_with_bad_arguments_give_usage(body):
+    from bot.commands.sanctions import COMMANDS as SANCTIONS
+
+    with pytest.raises(UsageError):
+        Registry([*COMMANDS, *SANCTIONS]).parse(body)

@@ -3,10 +3,10 @@
 import pytest
 
 from bot.commands.agreement import COMMANDS
-from bot.commands.context import Services, UserError
+from bot.commands.context import Services
 from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Command, Registry
-from bot.i18n import Translator
+from bot.i18n import Refusal, Translator
 from bot.policy import PolicyState
 
 
@@ -24,7 +24,7 @@ async def _crash(ctx):
 
 
 async def _refuse(ctx):
-    raise UserError("that cannot be done, and here is why")
+    raise Refusal("sanction.no_such_case", case=42)
 
 
 async def _ok(ctx):
@@ -40,9 +40,25 @@ def setup():
         Command("refuse", (), "cmd.help.summary", _refuse),
         Command("modonly", (), "cmd.help.summary", _ok, moderator_only=True),
     ])
-    services = Services(Translator("en"), state, None, None, None, registry)
+    store = FakeStore()
+    services = Services(Translator("en"), state, store, None, None, registry, None, None, lambda: 1234)
     matrix = FakeMatrix()
-    return Dispatcher(registry, services, matrix), matrix
+    dispatcher = Dispatcher(registry, services, matrix)
+    dispatcher.records = store.cases.records
+    return dispatcher, matrix
+
+
+class FakeCases:
+    def __init__(self):
+        self.records = []
+
+    async def record(self, **record):
+        self.records.append(record)
+
+
+class FakeStore:
+    def __init__(self):
+        self.cases = FakeCases()
 
 
 def message(body, sender="@u:hs", event_id="$cmd"):
@@ -63,11 +79,21 @@ async def test_bad_arguments_get_usage(setup):
     assert matrix.sent[0][1] == "Usage: !status"
 
 
-async def test_moderator_only_command_is_refused_for_others(setup):
+async def test_moderator_only_command_is_refused_for_others_and_recorded(setup):
     dispatcher, matrix = setup
-    await dispatcher.handle("!dm", message("!modonly"), answer_unknown=True)
-    await dispatcher.handle("!dm", message("!modonly", sender="@mod:hs", event_id="$2"), answer_unknown=True)
+    await dispatcher.handle("!mgmt", message("!modonly"), answer_unknown=True, moderator_place=True)
+    await dispatcher.handle("!mgmt", message("!modonly", sender="@mod:hs", event_id="$2"), answer_unknown=True, moderator_place=True)
     assert [s[1] for s in matrix.sent] == ["!modonly is for moderators only.", "done for @mod:hs"]
+    assert dispatcher.records == [{
+        "now_ms": 1234, "actor": "@u:hs", "action": "command.refused", "target": "@u:hs",
+        "details": {"command": "modonly", "room_id": "!mgmt", "event_id": "$cmd"},
+    }]
+
+
+async def test_moderator_commands_run_only_in_a_moderators_place(setup):
+    dispatcher, matrix = setup
+    await dispatcher.handle("!lobby", message("!modonly", sender="@mod:hs"), answer_unknown=False, moderator_place=False)
+    assert matrix.sent[0][1] == "!modonly works only in the management room or in your direct chat with me."
 
 
 async def test_crash_gets_a_short_generic_reply_without_internals(setup, caplog):
@@ -78,10 +104,10 @@ async def test_crash_gets_a_short_generic_reply_without_internals(setup, caplog)
     assert "secret internal detail" in caplog.text  # logged with its traceback for the operator
 
 
-async def test_user_error_is_shown_as_it_is(setup):
+async def test_refusal_is_translated_for_the_user(setup):
     dispatcher, matrix = setup
     await dispatcher.handle("!dm", message("!refuse"), answer_unknown=True)
-    assert matrix.sent[0][1] == "that cannot be done, and here is why"
+    assert matrix.sent[0][1] == "There is no case #42."
 
 
 async def test_replies_are_threaded_and_deduplicated_by_the_command_event(setup):

@@ -8,6 +8,7 @@ BOT, MOD, NEW, AGREED, OLD, REMOTE = (
     "@bot:hs.test", "@mod:hs.test", "@new:hs.test", "@agreed:hs.test", "@old:hs.test", "@far:elsewhere.test",
 )
 DM, ROOM = "!dm:hs.test", "!room:hs.test"
+NOW = 1_700_000_000_000
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ GATED_KINDS = [ActionKind.SEND_EVENT, ActionKind.INVITE, ActionKind.CREATE_ROOM,
 
 @pytest.mark.parametrize("kind", GATED_KINDS)
 def test_account_that_has_not_agreed_is_refused_and_prompted(state, kind):
-    decision = decide(Action(kind, NEW, room_id=ROOM), state)
+    decision = decide(Action(kind, NEW, room_id=ROOM), state, NOW)
     assert not decision.allowed
     assert decision.reason is Reason.NOT_AGREED
     assert decision.prompt_agreement
@@ -33,7 +34,7 @@ def test_account_that_has_not_agreed_is_refused_and_prompted(state, kind):
 
 @pytest.mark.parametrize("kind", GATED_KINDS)
 def test_account_that_agreed_to_an_older_version_is_refused_as_outdated(state, kind):
-    decision = decide(Action(kind, OLD, room_id=ROOM), state)
+    decision = decide(Action(kind, OLD, room_id=ROOM), state, NOW)
     assert not decision.allowed
     assert decision.reason is Reason.AGREEMENT_OUTDATED
     assert decision.message_key == "deny.agreement_outdated"
@@ -41,55 +42,55 @@ def test_account_that_agreed_to_an_older_version_is_refused_as_outdated(state, k
 
 @pytest.mark.parametrize("kind", GATED_KINDS)
 def test_account_that_agreed_to_the_current_version_may_act(state, kind):
-    assert decide(Action(kind, AGREED, room_id=ROOM), state).allowed
+    assert decide(Action(kind, AGREED, room_id=ROOM), state, NOW).allowed
 
 
 @pytest.mark.parametrize("user", [BOT, MOD])
 @pytest.mark.parametrize("kind", GATED_KINDS)
 def test_bot_and_moderators_are_never_gated(state, user, kind):
-    decision = decide(Action(kind, user, room_id=ROOM), state)
+    decision = decide(Action(kind, user, room_id=ROOM), state, NOW)
     assert decision.allowed and not decision.prompt_agreement
 
 
 def test_account_may_talk_to_the_bot_in_its_own_dm(state):
-    assert decide(Action(ActionKind.SEND_EVENT, NEW, room_id=DM), state).allowed
+    assert decide(Action(ActionKind.SEND_EVENT, NEW, room_id=DM), state, NOW).allowed
 
 
 def test_dm_of_another_user_does_not_open_the_gate(state):
-    decision = decide(Action(ActionKind.SEND_EVENT, OLD, room_id=DM), state)
+    decision = decide(Action(ActionKind.SEND_EVENT, OLD, room_id=DM), state, NOW)
     assert not decision.allowed
 
 
 def test_invite_is_refused_even_into_the_dm(state):
-    assert not decide(Action(ActionKind.INVITE, NEW, room_id=DM, target_user_id=OLD), state).allowed
+    assert not decide(Action(ActionKind.INVITE, NEW, room_id=DM, target_user_id=OLD), state, NOW).allowed
 
 
 def test_joining_rooms_is_always_allowed_without_prompt(state):
-    decision = decide(Action(ActionKind.JOIN_ROOM, NEW, room_id=ROOM), state)
+    decision = decide(Action(ActionKind.JOIN_ROOM, NEW, room_id=ROOM), state, NOW)
     assert decision.allowed and not decision.prompt_agreement
 
 
 def test_login_is_allowed_and_asks_for_a_prompt_until_agreed(state):
-    assert decide(Action(ActionKind.LOGIN, NEW), state).prompt_agreement
-    assert decide(Action(ActionKind.LOGIN, OLD), state).prompt_agreement
-    login = decide(Action(ActionKind.LOGIN, AGREED), state)
+    assert decide(Action(ActionKind.LOGIN, NEW), state, NOW).prompt_agreement
+    assert decide(Action(ActionKind.LOGIN, OLD), state, NOW).prompt_agreement
+    login = decide(Action(ActionKind.LOGIN, AGREED), state, NOW)
     assert login.allowed and not login.prompt_agreement
 
 
 def test_gate_lets_remote_senders_through_for_room_mode_to_judge(state):
-    assert decide(Action(ActionKind.SEND_EVENT, REMOTE, room_id=ROOM), state).allowed
+    assert decide(Action(ActionKind.SEND_EVENT, REMOTE, room_id=ROOM), state, NOW).allowed
 
 
 def test_room_mode_judges_remote_senders_too(state):
-    decision = decide(Action(ActionKind.SEND_EVENT, REMOTE, source=Source.ROOM, room_id=ROOM), state)
+    decision = decide(Action(ActionKind.SEND_EVENT, REMOTE, source=Source.ROOM, room_id=ROOM), state, NOW)
     assert not decision.allowed and decision.reason is Reason.NOT_AGREED
 
 
 def test_a_version_change_gates_everyone_again(state):
     state.agreement_version = "3"
-    assert not decide(Action(ActionKind.SEND_EVENT, AGREED, room_id=ROOM), state).allowed
+    assert not decide(Action(ActionKind.SEND_EVENT, AGREED, room_id=ROOM), state, NOW).allowed
 
 
 def test_leaving_the_dm_closes_that_exception(state):
     assert state.forget_dm_room(DM) == NEW
-    assert not decide(Action(ActionKind.SEND_EVENT, NEW, room_id=DM), state).allowed
+    assert not decide(Action(ActionKind.SEND_EVENT, NEW, room_id=DM), state, NOW).allowed

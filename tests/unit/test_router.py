@@ -11,7 +11,7 @@ class FakeDispatcher:
     def __init__(self):
         self.seen = []
 
-    async def handle(self, room_id, event, *, answer_unknown):
+    async def handle(self, room_id, event, *, answer_unknown, moderator_place=False):
         self.seen.append(event["event_id"])
         if event["event_id"] == "$bad":
             raise RuntimeError("boom")
@@ -41,7 +41,7 @@ def _router():
     state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1")
     dispatcher, room_mode = FakeDispatcher(), FakeRoomMode()
     services = SimpleNamespace(store=None, state=state, onboarding=None, agreements=None, t=None)
-    router = Router(None, services, dispatcher, room_mode, lambda r: r)
+    router = Router(None, services, dispatcher, room_mode, lambda r: r, lambda r: set())
     return router, dispatcher, room_mode
 
 

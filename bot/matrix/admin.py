@@ -1,0 +1,51 @@
+"""Synapse's admin API, for what the client-server API cannot do: lift the bot's own rate limit,
+suspend and deactivate accounts. Used only when ``homeserver.admin_token`` is configured."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from bot.matrix.client import MatrixError
+
+log = logging.getLogger(__name__)
+
+
+class AdminApi:
+    def __init__(self, base_url: str, token: str) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=aiohttp.ClientTimeout(total=60))
+        try:
+            async with self._session.request(method, self._base + path, json=body) as resp:
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    data = {}
+                if resp.status != 200:
+                    raise MatrixError(f"admin API {method} {path}", errcode=str(data.get("errcode") or f"HTTP {resp.status}"))
+                return data
+        except aiohttp.ClientError as exc:
+            raise MatrixError(f"admin API {method} {path}", errcode=type(exc).__name__) from exc
+
+    async def lift_ratelimit(self, user_id: str) -> None:
+        await self._call("POST", f"/_synapse/admin/v1/users/{quote(user_id)}/override_ratelimit",
+                         {"messages_per_second": 0, "burst_count": 0})
+
+    async def suspend(self, user_id: str, suspended: bool) -> None:
+        await self._call("PUT", f"/_synapse/admin/v1/suspend/{quote(user_id)}", {"suspend": suspended})
+
+    async def deactivate(self, user_id: str, erase: bool) -> None:
+        await self._call("POST", f"/_synapse/admin/v1/deactivate/{quote(user_id)}", {"erase": erase})

@@ -1,0 +1,310 @@
+"""Graduated sanctions (article 8): cases, their effects, expiry, and the escalation ladder.
+
+Every measure is a case committed to the store first, then applied to memory (so the gate
+enforces it at once), then carried out with the room's and the server's tools, then announced
+to the management room and to the account in its direct chat. Ending a case is a record of its
+own. Timed measures end by themselves, across restarts too: overdue ones end at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from bot.config import Settings
+from bot.i18n import Refusal, Translator
+from bot.matrix.admin import AdminApi
+from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.onboarding import Onboarding
+from bot.matrix.roommode import RoomMode
+from bot.policy import PolicyState
+from bot.policy.sanctions import CaseFact, LadderRule, Measure, Rate, SanctionKind, ladder_step, parse_duration
+from bot.store import Case, ClosureRequest, NewCase, Store
+
+log = logging.getLogger(__name__)
+
+LADDER_ACTOR = "ladder"
+CLOSE_CONFIRM_MS = 2 * 60_000
+# Wake at least this often: a clock that jumps (suspend, NTP) must not postpone an expiry long.
+MAX_SLEEP_S = 60.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """A measure a moderator (or the ladder) asks for."""
+
+    target: str
+    kind: SanctionKind
+    actor: str
+    reason: str
+    duration_ms: int | None = None  # None: permanent (or not timed, for warnings and closures)
+    rate: Rate | None = None
+    evidence: dict[str, Any] | None = None
+    caused_by: tuple[int, ...] = ()
+    erase: bool = False
+
+
+def ladder_rules(settings: Settings) -> list[LadderRule]:
+    return [
+        LadderRule(
+            after=step.after,
+            of=SanctionKind(step.of),
+            within_ms=parse_duration(step.within) or 0,
+            then=SanctionKind(step.then),
+            duration_ms=None if step.duration is None else parse_duration(step.duration),
+        )
+        for step in settings.sanctions.ladder
+    ]
+
+
+class Sanctions:
+    def __init__(
+        self,
+        store: Store,
+        state: PolicyState,
+        matrix: Matrix,
+        room_mode: RoomMode,
+        onboarding: Onboarding,
+        admin: AdminApi | None,
+        t: Translator,
+        settings: Settings,
+        clock: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._matrix = matrix
+        self._room_mode = room_mode
+        self._onboarding = onboarding
+        self._admin = admin
+        self._t = t
+        self._clock = clock
+        self._rules = ladder_rules(settings)
+        self._proposal_ms = parse_duration(settings.sanctions.proposal_valid_for) or CLOSE_CONFIRM_MS
+        self.management_room: str | None = None
+        self._wake = asyncio.Event()
+
+    # -- start-up and expiry -------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Put the measures in force into memory; end the ones that expired while the bot was down."""
+        now = self._clock()
+        for case in await self._store.cases.unended():
+            if case.expires_at is not None and case.expires_at <= now:
+                await self._end(case, how="expired", actor=self._state.bot_user_id, reason="expired")
+            else:
+                self._state.add_measure(case.target, _measure(case))
+
+    async def run_expiry(self) -> None:
+        while True:
+            now = self._clock()
+            due, upcoming = [], []
+            for active in self._state.sanctions.values():
+                for measure in active.measures.values():
+                    if measure.expires_at is None:
+                        continue
+                    (due if measure.expires_at <= now else upcoming).append(measure)
+            for measure in due:
+                case = await self._store.cases.get(measure.case_id)
+                if case is not None:
+                    await self._end(case, how="expired", actor=self._state.bot_user_id, reason="expired")
+            if due:
+                continue
+            wait = MAX_SLEEP_S
+            if upcoming:
+                wait = min(wait, max(0.0, (min(m.expires_at for m in upcoming) - now) / 1000))  # type: ignore[type-var]
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- measures ------------------------------------------------------------------------------
+
+    def check_target(self, target: str) -> None:
+        if target == self._state.bot_user_id:
+            raise Refusal("sanction.not_the_bot")
+        if target in self._state.moderators:
+            raise Refusal("sanction.not_a_moderator", user=target)
+
+    async def impose(self, request: Request) -> Case:
+        """Open a case and carry it out; may set off a ladder step."""
+        self.check_target(request.target)
+        now = self._clock()
+        expires = None if request.duration_ms is None or request.kind is SanctionKind.WARN else now + request.duration_ms
+        case = await self._store.cases.open(
+            NewCase(
+                target=request.target, kind=request.kind.value, actor=request.actor, reason=request.reason,
+                created_at=now, expires_at=expires, evidence=request.evidence,
+                rate=None if request.rate is None else str(request.rate),
+                options={"erase": True} if request.erase else {}, caused_by=request.caused_by,
+            )
+        )
+        if request.kind is not SanctionKind.WARN:
+            self._state.add_measure(case.target, _measure(case))
+            self._wake.set()
+        await self._carry_out(case)
+        await self._announce(case)
+        await self._climb_ladder(case)
+        return case
+
+    async def lift(self, case_id: int, actor: str, reason: str) -> Case:
+        case = await self._store.cases.get(case_id)
+        if case is None:
+            raise Refusal("sanction.no_such_case", case=case_id)
+        if case.kind == "warn":
+            raise Refusal("sanction.warning_not_liftable", case=case_id)
+        if case.end is not None or not case.in_force(self._clock()):
+            raise Refusal("sanction.already_ended", case=case_id)
+        await self._end(case, how="lifted", actor=actor, reason=reason)
+        ended = await self._store.cases.get(case_id)
+        assert ended is not None
+        return ended
+
+    async def request_closure(self, request: Request, valid_ms: int = CLOSE_CONFIRM_MS) -> ClosureRequest:
+        self.check_target(request.target)
+        now = self._clock()
+        closure = ClosureRequest(
+            code=secrets.token_hex(3).upper(), target=request.target, requested_by=request.actor,
+            reason=request.reason, erase=request.erase, evidence=request.evidence, caused_by=request.caused_by,
+            created_at=now, expires_at=now + valid_ms, used_at=None,
+        )
+        await self._store.cases.add_closure_request(closure)
+        return closure
+
+    async def confirm_closure(self, code: str, actor: str) -> Case:
+        closure = await self._store.cases.take_closure_request(code.strip().upper(), self._clock())
+        if closure is None:
+            raise Refusal("sanction.no_such_code", code=code)
+        return await self.impose(
+            Request(
+                target=closure.target, kind=SanctionKind.CLOSE, actor=actor, reason=closure.reason,
+                evidence=closure.evidence, caused_by=closure.caused_by, erase=closure.erase,
+            )
+        )
+
+    # -- effects -------------------------------------------------------------------------------
+
+    async def _carry_out(self, case: Case) -> None:
+        local = self._state.is_local(case.target)
+        if case.kind == "suspend" and local and self._admin is not None:
+            await self._admin_call(self._admin.suspend(case.target, True), case)
+        if case.kind == "close":
+            # Tell the account first: after deactivation it can no longer read anything.
+            self._tell(case.target, self._target_notice(case), f"case-{case.id}")
+            if local and self._admin is not None:
+                await self._admin_call(self._admin.deactivate(case.target, bool(case.options.get("erase"))), case)
+        await self._room_mode.apply(case.target)
+
+    async def _end(self, case: Case, *, how: str, actor: str, reason: str) -> None:
+        if not await self._store.cases.end(case.id, ended_at=self._clock(), actor=actor, how=how, reason=reason):
+            return
+        self._state.end_measure(case.target, case.id)
+        active = self._state.sanctions.get(case.target)
+        still_suspended = active is not None and any(m.kind is SanctionKind.SUSPEND for m in active.measures.values())
+        if case.kind == "suspend" and not still_suspended and self._admin is not None and self._state.is_local(case.target):
+            await self._admin_call(self._admin.suspend(case.target, False), case)
+        if case.kind == "close":
+            await self._room_mode.unban_everywhere(case.target)
+        await self._room_mode.apply(case.target)
+        key = "sanction.ended_expired" if how == "expired" else "sanction.ended_lifted"
+        self._tell(case.target, self._t(key, case=case.id, kind=self._t(f"kind.{case.kind}"), reason=reason),
+                   f"end-{case.id}")
+        await self._to_management(
+            self._t("sanction.announce_end", case=case.id, user=case.target, kind=self._t(f"kind.{case.kind}"),
+                    how=self._t(f"how.{how}"), actor=actor, reason=reason),
+            f"end-{case.id}",
+        )
+
+    async def _admin_call(self, call: Any, case: Case) -> None:
+        try:
+            await call
+        except MatrixError as exc:
+            log.warning("admin API for case %d failed: %s", case.id, exc)
+            await self._to_management(self._t("sanction.admin_failed", case=case.id, error=str(exc.errcode)), f"admin-{case.id}")
+
+    async def _climb_ladder(self, case: Case) -> None:
+        history = [
+            CaseFact(c.id, SanctionKind(c.kind), c.created_at, c.caused_by)
+            for c in await self._store.cases.history(case.target)
+        ]
+        step = ladder_step(self._rules, history, SanctionKind(case.kind), self._clock())
+        if step is None:
+            return
+        causes = ", ".join(f"#{c}" for c in step.caused_by)
+        reason = self._t("ladder.reason", count=len(step.caused_by), kind=self._t(f"kind.{step.rule.of}"), cases=causes)
+        request = Request(
+            target=case.target, kind=step.rule.then, actor=LADDER_ACTOR, reason=reason,
+            duration_ms=step.rule.duration_ms, caused_by=step.caused_by,
+        )
+        if step.rule.then is SanctionKind.CLOSE:
+            closure = await self.request_closure(request, self._proposal_ms)
+            await self._to_management(
+                self._t("ladder.propose_close", user=case.target, cases=causes, code=closure.code,
+                        until=self._t.time(closure.expires_at)),
+                f"propose-{closure.code}",
+            )
+            return
+        await self.impose(request)
+
+    # -- telling people ------------------------------------------------------------------------
+
+    def _target_notice(self, case: Case) -> str:
+        until = self._t.time(case.expires_at) if case.expires_at else self._t("sanction.permanent")
+        lines = [self._t(f"notice.{case.kind}", case=case.id, until=until, rate=case.rate or "")]
+        lines.append(self._t("notice.reason", reason=case.reason))
+        lines.append(self._t("notice.appeal", case=case.id))
+        return "\n".join(lines)
+
+    async def _announce(self, case: Case) -> None:
+        if case.kind != "close":  # a closure told the account before the deactivation
+            self._tell(case.target, self._target_notice(case), f"case-{case.id}")
+        await self._to_management(describe_case(self._t, case), f"case-{case.id}")
+
+    def _tell(self, user_id: str, text: str, key: str) -> None:
+        self._onboarding.request(user_id, (text, key))
+
+    async def _to_management(self, text: str, key: str) -> None:
+        if self.management_room is None:
+            log.info("no management room configured: %s", text)
+            return
+        try:
+            await self._matrix.send_notice(self.management_room, text, txn=txn_id("management", key))
+        except MatrixError as exc:
+            log.warning("could not post to the management room: %s", exc)
+
+
+def _measure(case: Case) -> Measure:
+    return Measure(
+        case_id=case.id,
+        kind=SanctionKind(case.kind),
+        expires_at=case.expires_at,
+        rate=None if case.rate is None else Rate.parse(case.rate),
+    )
+
+
+def describe_case(t: Translator, case: Case, now: int | None = None) -> str:
+    """One case as moderators read it (in !case, !history and the management room)."""
+    until = t.time(case.expires_at) if case.expires_at else t("sanction.permanent")
+    parts = [
+        t("case.line", case=case.id, kind=t(f"kind.{case.kind}"), user=case.target, actor=case.actor,
+          time=t.time(case.created_at)),
+        t("case.reason", reason=case.reason),
+    ]
+    if case.kind != "warn":
+        parts.append(t("case.until", until=until))
+    if case.rate:
+        parts.append(t("case.rate", rate=case.rate))
+    if case.caused_by:
+        parts.append(t("case.caused_by", cases=", ".join(f"#{c}" for c in case.caused_by)))
+    if case.evidence:
+        body = (case.evidence.get("content") or {}).get("body")
+        parts.append(t("case.evidence", sender=case.evidence.get("sender", "?"), body=str(body)[:300] if body else "-"))
+    if case.end is not None:
+        parts.append(t("case.ended", how=t(f"how.{case.end.how}"), time=t.time(case.end.ended_at), actor=case.end.actor,
+                       reason=case.end.reason))
+    elif now is not None and case.in_force(now):
+        parts.append(t("case.in_force"))
+    return "\n".join(parts)
