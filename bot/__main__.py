@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
+import signal
 import sys
 
 from bot.config import ConfigError, load_config
@@ -28,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _logging(level: str) -> None:
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a bot that seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # nio logs every 429 and sync at INFO; keep the bot's own lines readable.
     logging.getLogger("nio").setLevel(logging.WARNING)

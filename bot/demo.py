@@ -39,10 +39,18 @@ def _port_or_free(port: int) -> int:
     return port
 
 
-async def _create_lobby(hs: Homeserver, token: str, bot_user_id: str) -> str:
-    """A public room the moderator owns and the bot protects: shows room mode next to the gate."""
-    headers = {"Authorization": f"Bearer {token}"}
-    body = {
+async def _create_room(hs: Homeserver, token: str, body: dict) -> str:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+        async with session.post(f"{hs.url}/_matrix/client/v3/createRoom", json=body) as resp:
+            data = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"creating the demo room {body.get('name')} failed: {data}")
+    return data["room_id"]
+
+
+async def _create_rooms(hs: Homeserver, token: str, bot_user_id: str) -> None:
+    """A public lobby the bot protects (room mode next to the gate), and the moderators' room."""
+    await _create_room(hs, token, {
         "name": "Lobby",
         "room_alias_name": "lobby",
         "preset": "public_chat",
@@ -50,13 +58,14 @@ async def _create_lobby(hs: Homeserver, token: str, bot_user_id: str) -> str:
         "topic": "A protected room: accounts that have not agreed cannot post here.",
         "invite": [bot_user_id],
         "power_level_content_override": {"users": {bot_user_id: 100}},
-    }
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.post(f"{hs.url}/_matrix/client/v3/createRoom", json=body) as resp:
-            data = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"creating the demo lobby failed: {data}")
-    return data["room_id"]
+    })
+    await _create_room(hs, token, {
+        "name": "Moderators",
+        "room_alias_name": "moderators",
+        "preset": "private_chat",
+        "topic": "The management room: try !help, !warn, !restrict, !cases here.",
+        "invite": [bot_user_id],
+    })
 
 
 async def demo(port: int = 8008) -> int:
@@ -93,6 +102,7 @@ async def demo(port: int = 8008) -> int:
                     "gate": {"listen": f"127.0.0.1:{gate_port}", "token": gate_token},
                     "moderators": [moderator.user_id],
                     "protected_rooms": [lobby],
+                    "management_room": f"#moderators:{hs.server_name}",
                     "language": "en",
                     "service": {"name": "Demo homeserver", "licence": "DEMO-0001"},
                 }
@@ -101,8 +111,8 @@ async def demo(port: int = 8008) -> int:
         )
         service = Service(load_config(config_path))
         await service.start()
-        # The moderator creates the lobby once the gate answers (the module fails closed).
-        await _create_lobby(hs, moderator.access_token, bot.user_id)
+        # The moderator creates the rooms once the gate answers (the module fails closed).
+        await _create_rooms(hs, moderator.access_token, bot.user_id)
         await service.join_configured_rooms()
         accounts = "\n".join(f"    {u.user_id:<24} password: {u.password}" for u in users)
         print(
@@ -112,7 +122,7 @@ Demo is running. Log in with any Matrix client (Element, nheko, gomuks, …):
   Homeserver URL: {hs.url}
   Accounts that must agree first:
 {accounts}
-  Moderator (never gated):
+  Moderator (never gated; the bot's moderator commands work in #moderators:{hs.server_name}):
     {moderator.user_id:<24} password: {moderator.password}
 
 After the first login the bot ({bot.user_id}) opens a direct chat and sends the agreement.

@@ -43,6 +43,8 @@ class Router:
         self._room_name = room_name
         self._members = members
         self.management_room: str | None = None
+        # Called after the bot joins a room by invite: a configured alias may only now exist.
+        self.on_joined: Callable[[], Awaitable[Any]] | None = None
 
     async def handle_batch(self, response: SyncResponse, live: bool) -> None:
         for room_id, info in response.rooms.invite.items():
@@ -137,6 +139,8 @@ class Router:
         if wanted or inviter in self._state.moderators:
             log.info("accepting the invite of %s to %s", inviter, room_id)
             await self._matrix.join(room_id)
+            if self.on_joined is not None:
+                await self.on_joined()
         else:
             log.info("declining the invite of %s to %s (not a protected room, not from a moderator)", inviter, room_id)
             await self._matrix.leave(room_id)

@@ -115,6 +115,7 @@ class Service:
             except MatrixError as exc:
                 log.warning("could not lift the bot's rate limit: %s", exc)
         self._matrix = matrix
+        self.router.on_joined = self.join_configured_rooms
         if not await self.join_configured_rooms():
             self.spawn(self._retry_rooms(), "join-rooms")
         self.sync = SyncLoop(self.client, store, self.router.handle_batch)

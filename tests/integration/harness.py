@@ -136,7 +136,11 @@ class User:
                 None,
             )
 
-        return await self.wait_for(find, timeout, f"a message from {sender} containing {contains!r}")
+        try:
+            return await self.wait_for(find, timeout, f"a message from {sender} containing {contains!r}")
+        except AssertionError as exc:
+            seen = [e.get("content", {}).get("body", "")[:200] for e in self.messages(room_id, sender)[after:]][-3:]
+            raise AssertionError(f"{exc}; its latest messages there: {seen}") from None
 
     async def join(self, room: str) -> str:
         response = await self.client.join(room)

@@ -1,0 +1,245 @@
+"""Graduated sanctions end to end: moderators' commands, the gate, room mode, the admin API, the ladder."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.integration.harness import BotProcess, User, new_user, until
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Moderation:
+    bot: BotProcess
+    bot_id: str
+    moderator: User
+    room: str  # the management room
+    users: list[User]
+
+    async def command(self, text: str, expect: str, timeout: float = 20.0) -> dict:
+        """A moderator's command in the management room, and the bot's reply containing ``expect``."""
+        before = len(self.moderator.messages(self.room, self.bot_id))
+        await self.moderator.say(self.room, text)
+        return await self.moderator.wait_for_message(self.room, self.bot_id, expect, timeout, after=before)
+
+    async def member(self, name: str, hs) -> User:
+        """A user who has agreed, with its DM to the bot open."""
+        user = await new_user(hs, name)
+        self.users.append(user)
+        await user.login()
+        user.dm = await user.wait_for_invite(self.bot_id)
+        await user.join(user.dm)
+        await user.wait_for_message(user.dm, self.bot_id, "!agree")
+        await user.say(user.dm, "!agree")
+        await user.wait_for_message(user.dm, self.bot_id, "recorded")
+        return user
+
+
+async def setup(hs, account, make_bot, gate=None, **config) -> Moderation:
+    """A moderator, the bot running, and a management room created afterwards, as an operator would:
+    the bot recognises the configured alias when it is invited."""
+    moderator = await new_user(hs, "mod")
+    alias = f"mods-{moderator.user_id[5:13]}"
+    process = make_bot(hs, account, gate=gate, admin_token=True, moderators=[moderator.user_id],
+                       management_room=f"#{alias}:{hs.server_name}", **config)
+    process.start()
+    status, room = await moderator.create_room(name="Moderators", room_alias_name=alias, invite=[account.user_id])
+    assert status == 200, room
+    moderation = Moderation(process, account.user_id, moderator, room["room_id"], [moderator])
+    await moderation.command("!cases", "No cases")  # answered only once the room is known as the management room
+    return moderation
+
+
+@pytest.fixture
+async def mod(gated, make_bot):
+    moderation = await setup(gated.hs, gated.bot, make_bot, gate=gated)
+    yield moderation
+    for user in moderation.users:
+        await user.close()
+
+
+def case_number(reply: dict) -> int:
+    return int(re.search(r"Case #(\d+)", reply["content"]["body"]).group(1))
+
+
+def refused(response, needle: str) -> None:
+    assert getattr(response, "status_code", None), f"expected a refusal, got {response}"
+    assert needle in response.message, response.message
+
+
+async def test_warning_reaches_the_dm_with_the_case_number(gated, mod):
+    alice = await mod.member("alice", gated.hs)
+    reply = await mod.command(f"!warn {alice.user_id} rude to other members", "Recorded and in effect")
+    case = case_number(reply)
+    notice = await alice.wait_for_message(alice.dm, mod.bot_id, f"Case #{case}: you have received a warning")
+    body = notice["content"]["body"]
+    assert "rude to other members" in body and "contact a moderator" in body
+    await mod.moderator.wait_for_message(mod.room, mod.bot_id, f"Case #{case}: warning of {alice.user_id}")
+    shown = await mod.command(f"!case {case}", f"Case #{case}")
+    assert mod.moderator.user_id in shown["content"]["body"]
+
+
+async def test_restriction_refuses_survives_a_restart_and_ends_on_time(gated, mod):
+    alice = await mod.member("alice", gated.hs)
+    status, room = await alice.create_room(name="alice's room")
+    assert status == 200
+    started = time.monotonic()
+    case = case_number(await mod.command(f"!restrict {alice.user_id} 1m posting spam", "Recorded and in effect"))
+    refused(await alice.say(room["room_id"], "more spam"), f"restricted until")
+    # The DM with the bot stays open, and invites and room creation are not part of a posting restriction.
+    assert getattr(await alice.say(alice.dm, "!status"), "event_id", None)
+    assert mod.bot.stop(signal.SIGTERM) == 0
+    mod.bot.start()
+    refused(await alice.say(room["room_id"], "after the restart"), f"case #{case}")
+    await alice.wait_for_message(alice.dm, mod.bot_id, f"Case #{case}: your posting restriction has ended", timeout=90)
+    assert time.monotonic() - started >= 55, "it must not end early"
+    sent = await alice.say(room["room_id"], "back again")
+    assert getattr(sent, "event_id", None), sent
+    await mod.moderator.wait_for_message(mod.room, mod.bot_id, f"Case #{case} (posting restriction of {alice.user_id}) expired")
+
+
+async def test_rate_cap_allows_n_and_refuses_the_next(gated, mod):
+    bob = await mod.member("bob", gated.hs)
+    status, room = await bob.create_room(name="bob's room")
+    await mod.command(f"!restrict {bob.user_id} 1h --rate 2/1h too many posts", "at most 2/1h")
+    for n in (1, 2):
+        assert getattr(await bob.say(room["room_id"], f"post {n}"), "event_id", None)
+    refused(await bob.say(room["room_id"], "post 3"), "Your next post is possible at")
+
+
+async def test_suspension_refuses_posts_invites_and_room_creation_until_lifted(gated, mod):
+    carol, dave = await mod.member("carol", gated.hs), await mod.member("dave", gated.hs)
+    status, room = await carol.create_room(name="carol's room")
+    case = case_number(await mod.command(f"!suspend {carol.user_id} 7d suspicious activity", "Recorded and in effect"))
+    refused(await carol.client.room_create(name="another"), "suspended until")
+    refused(await carol.client.room_invite(room["room_id"], dave.user_id), "suspended")
+    assert getattr(await carol.say(room["room_id"], "hello"), "status_code", None), "posting is refused too"
+    # With the admin token, Synapse's own suspension is set as well.
+    admin = User(gated.hs, gated.bot)
+    await until(lambda: _suspended(admin, carol.user_id), what="Synapse's suspension")
+    await mod.command(f"!lift {case} appeal granted", f"Case #{case} ({carol.user_id}) lifted")
+    await until(lambda: _not(_suspended(admin, carol.user_id)), what="the suspension to be lifted")
+    assert getattr(await carol.say(room["room_id"], "hello again"), "event_id", None)
+    await carol.wait_for_message(carol.dm, mod.bot_id, f"Case #{case}: your suspension was lifted")
+    await admin.close()
+
+
+async def _suspended(admin: User, user_id: str) -> bool:
+    status, body = await admin.api("GET", f"/_synapse/admin/v2/users/{user_id}")
+    return status == 200 and body.get("suspended") is True
+
+
+async def _not(coro) -> bool:
+    return not await coro
+
+
+async def test_closure_needs_confirmation_then_bans_and_deactivates(gated, make_bot):
+    mod = await setup(gated.hs, gated.bot, make_bot, gate=gated)
+    status, lobby = await mod.moderator.create_room(
+        preset="public_chat", name="Lobby", invite=[mod.bot_id],
+        power_level_content_override={"users": {mod.bot_id: 100}},
+    )
+    mod.bot.stop()
+    mod.bot.config["protected_rooms"] = [lobby["room_id"]]
+    mod.bot.start()
+    erin = await mod.member("erin", gated.hs)
+    await erin.join(lobby["room_id"])
+    reply = await mod.command(f"!close {erin.user_id} repeated serious violations --erase", "!confirm")
+    code = re.search(r"!confirm (\w+)", reply["content"]["body"]).group(1)
+    assert getattr(await erin.say(lobby["room_id"], "still here"), "event_id", None), "nothing happens before !confirm"
+    await mod.command("!confirm WRONG1", "No pending closure has the code WRONG1")
+    case = case_number(await mod.command(f"!confirm {code}", "Recorded and in effect"))
+    await until(lambda: _membership(mod.moderator, lobby["room_id"], erin.user_id), what="the ban")
+    again = User(gated.hs, erin.account)
+    login = await again.client.login(erin.account.password)
+    await again.close()
+    assert getattr(login, "status_code", None) in ("M_USER_DEACTIVATED", "M_FORBIDDEN"), login
+    await mod.command(f"!confirm {code}", f"No pending closure has the code {code}")  # single use
+    shown = await mod.command(f"!case {case}", f"Case #{case}: closure of {erin.user_id}")
+    assert "in force" in shown["content"]["body"]
+    for user in mod.users:
+        await user.close()
+
+
+async def _membership(user: User, room_id: str, member: str) -> bool:
+    status, body = await user.api("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{member}")
+    return status == 200 and body.get("membership") == "ban"
+
+
+async def test_the_ladder_escalates_after_three_warnings(gated, mod):
+    frank = await mod.member("frank", gated.hs)
+    first = case_number(await mod.command(f"!warn {frank.user_id} one", "Recorded"))
+    await mod.command(f"!警告 {frank.user_id} two", "Recorded")
+    third = case_number(await mod.command(f"!warn {frank.user_id} three", "Recorded"))
+    announcement = await mod.moderator.wait_for_message(mod.room, mod.bot_id, "posting restriction of")
+    body = announcement["content"]["body"]
+    assert "by ladder" in body and f"#{first}" in body and f"#{third}" in body
+    status, room = await frank.create_room(name="frank's")
+    refused(await frank.say(room["room_id"], "hi"), "restricted until")
+
+
+async def test_non_moderator_is_refused_and_the_attempt_recorded(gated, mod):
+    alice, bob = await mod.member("alice", gated.hs), await mod.member("bob", gated.hs)
+    await alice.say(alice.dm, f"!warn {bob.user_id} I do not like him")
+    await alice.wait_for_message(alice.dm, mod.bot_id, "!warn is for moderators only")
+    with sqlite3.connect(mod.bot.config["database"]["path"]) as db:
+        rows = db.execute("SELECT actor, action FROM audit_log WHERE action = 'command.refused'").fetchall()
+        cases = db.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
+    assert rows == [(alice.user_id, "command.refused")] and cases == 0
+
+
+async def test_bad_durations_and_user_ids_get_usage_and_nothing_happens(gated, mod):
+    alice = await mod.member("alice", gated.hs)
+    for bad in (f"!restrict {alice.user_id} 5s spam", f"!restrict {alice.user_id} tomorrow spam",
+                "!restrict alice 1h spam", f"!suspend {alice.user_id} 1h", "!lift abc reason"):
+        reply = await mod.command(bad, "Usage: !")
+        assert reply["content"]["body"].split()[1] == bad.split()[0]
+    await mod.command(f"!history {alice.user_id}", "has no cases")
+    await mod.command(f"!warn {mod.moderator.user_id} test", "moderators cannot be the target")
+    await mod.command(f"!restrict {alice.user_id} 1h spam --dry-run", "Dry run: would posting restriction")
+    await mod.command(f"!history {alice.user_id}", "has no cases")
+
+
+async def test_room_mode_mutes_and_restores_on_lift(plain, make_bot):
+    mod = await setup(plain, plain.bot, make_bot)
+    status, room = await mod.moderator.create_room(
+        preset="public_chat", name="Protected", invite=[mod.bot_id],
+        power_level_content_override={"users": {mod.bot_id: 100}},
+    )
+    mod.bot.stop()
+    mod.bot.config["protected_rooms"] = [room["room_id"]]
+    mod.bot.start()
+    # Without the module no login is reported: a first post in a protected room brings the agreement.
+    gina = await new_user(plain, "gina")
+    mod.users.append(gina)
+    await gina.join(room["room_id"])
+    await gina.say(room["room_id"], "hello")
+    dm = await gina.wait_for_invite(mod.bot_id)
+    await gina.join(dm)
+    await gina.wait_for_message(dm, mod.bot_id, "!agree")
+    await gina.say(dm, "!agree")
+    await gina.wait_for_message(dm, mod.bot_id, "recorded")
+    await until(lambda: _no_entry(mod.moderator, room["room_id"], gina.user_id), what="the agreement mute to end")
+    case = case_number(await mod.command(f"!restrict {gina.user_id} 1d flooding", "Recorded and in effect"))
+    await until(lambda: _level(mod.moderator, room["room_id"], gina.user_id, below=0), what="the mute")
+    refused(await gina.say(room["room_id"], "let me speak"), "")
+    await mod.command(f"!lift {case} sorted out", "lifted")
+    await until(lambda: _no_entry(mod.moderator, room["room_id"], gina.user_id), what="the restore")
+    assert getattr(await gina.say(room["room_id"], "thanks"), "event_id", None)
+    for user in mod.users:
+        await user.close()
+
+
+async def _level(user: User, room_id: str, member: str, below: int) -> bool:
+    return (await user.power_levels(room_id)).get("users", {}).get(member, 0) < below
+
+
+async def _no_entry(user: User, room_id: str, member: str) -> bool:
+    return member not in (await user.power_levels(room_id)).get("users", {})
