@@ -29,6 +29,18 @@ class Moderation:
         await self.moderator.say(self.room, text)
         return await self.moderator.wait_for_message(self.room, self.bot_id, expect, timeout, after=before)
 
+    async def protected_room(self) -> str:
+        """A public room the moderator owns, the bot at power 100, and the bot restarted to protect it."""
+        status, room = await self.moderator.create_room(
+            preset="public_chat", name="Protected", invite=[self.bot_id],
+            power_level_content_override={"users": {self.bot_id: 100}},
+        )
+        assert status == 200, room
+        self.bot.stop()
+        self.bot.config["protected_rooms"] = [room["room_id"]]
+        self.bot.start()
+        return room["room_id"]
+
     async def member(self, name: str, hs) -> User:
         """A user who has agreed, with its DM to the bot open."""
         user = await new_user(hs, name)
@@ -142,13 +154,7 @@ async def _not(coro) -> bool:
 
 async def test_closure_needs_confirmation_then_bans_and_deactivates(gated, make_bot):
     mod = await setup(gated.hs, gated.bot, make_bot, gate=gated)
-    status, lobby = await mod.moderator.create_room(
-        preset="public_chat", name="Lobby", invite=[mod.bot_id],
-        power_level_content_override={"users": {mod.bot_id: 100}},
-    )
-    mod.bot.stop()
-    mod.bot.config["protected_rooms"] = [lobby["room_id"]]
-    mod.bot.start()
+    lobby = {"room_id": await mod.protected_room()}
     erin = await mod.member("erin", gated.hs)
     await erin.join(lobby["room_id"])
     reply = await mod.command(f"!close {erin.user_id} repeated serious violations --erase", "!confirm")
@@ -209,13 +215,7 @@ async def test_bad_durations_and_user_ids_get_usage_and_nothing_happens(gated, m
 
 async def test_room_mode_mutes_and_restores_on_lift(plain, make_bot):
     mod = await setup(plain, plain.bot, make_bot)
-    status, room = await mod.moderator.create_room(
-        preset="public_chat", name="Protected", invite=[mod.bot_id],
-        power_level_content_override={"users": {mod.bot_id: 100}},
-    )
-    mod.bot.stop()
-    mod.bot.config["protected_rooms"] = [room["room_id"]]
-    mod.bot.start()
+    room = {"room_id": await mod.protected_room()}
     # Without the module no login is reported: a first post in a protected room brings the agreement.
     gina = await new_user(plain, "gina")
     mod.users.append(gina)
