@@ -1,4 +1,4 @@
-"""Command line: python -m bot run | check-config | demo | audit verify."""
+"""Command line: python -m bot run | check-config | demo | export | audit verify."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", required=True, help="YAML config file")
     demo = commands.add_parser("demo", help="start a throw-away local Synapse with the gate and the bot")
     demo.add_argument("--port", type=int, default=8008, help="Synapse's client port (default 8008; a free one if that is taken, or with 0)")
+    export = commands.add_parser("export", help="export records for the authority (CSV or JSON Lines)")
+    export.add_argument("--config", required=True, help="YAML config file")
+    export.add_argument("--kind", required=True, choices=["agreements", "cases", "reports", "appeals", "audit"])
+    export.add_argument("--format", required=True, choices=["csv", "jsonl"])
+    export.add_argument("--since", help="from this date (inclusive), e.g. 2026-11-01")
+    export.add_argument("--until", help="up to this date (exclusive)")
+    export.add_argument("--output", help="file to write (default: standard output)")
+    export.add_argument("--bom", action="store_true", help="start CSV with a UTF-8 byte-order mark (for spreadsheets)")
     audit = commands.add_parser("audit", help="the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
@@ -54,6 +62,36 @@ async def _audit_verify(config_path: str) -> int:
     return 1
 
 
+async def _export(args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    from bot.export import ExportError, export, parse_date
+    from bot.store import Store
+
+    settings = load_config(args.config)
+    try:
+        since = None if args.since is None else parse_date(args.since)
+        until = None if args.until is None else parse_date(args.until)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = await Store.open(settings.database.path)
+    try:
+        data, rows = await export(store, kind=args.kind, fmt=args.format, since=since, until=until, bom=args.bom,
+                                  actor=f"cli:{getpass.getuser()}", now=int(time.time() * 1000))
+    finally:
+        await store.close()
+    if args.output:
+        with open(args.output, "wb") as out:
+            out.write(data)
+        print(f"wrote {rows} {args.kind} row(s) to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -73,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import demo
 
             return asyncio.run(demo(args.port))
+        if args.command == "export":
+            return asyncio.run(_export(args))
         if args.command == "audit":
             return asyncio.run(_audit_verify(args.config))
     except ConfigError as exc:

@@ -155,6 +155,14 @@ class SanctionsConfig(_Section):
     proposal_valid_for: Window = "24h"
 
 
+class RecordsConfig(_Section):
+    # Message content copied as evidence (into cases and reports) is purged after this many days;
+    # the records themselves are kept.
+    evidence_days: int = Field(default=180, ge=1, le=36500)
+    # How often to take in reports made with Matrix's own report button (needs the admin token).
+    report_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
 class ServiceConfig(_Section):
     """What the operator declares about itself (article 4): shown in !rules."""
 
@@ -173,6 +181,7 @@ class Settings(BaseSettings):
     agreement: AgreementConfig = Field(default_factory=AgreementConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     sanctions: SanctionsConfig = Field(default_factory=SanctionsConfig)
+    records: RecordsConfig = Field(default_factory=RecordsConfig)
     moderators: list[UserId] = Field(default_factory=list)
     management_room: RoomRef | None = None
     protected_rooms: list[RoomRef] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from bot.commands.agreement import describe_outcome
 from bot.commands.context import Context, Services
 from bot.commands.dispatch import Dispatcher
 from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.management import ManagementRoom
 from bot.matrix.roommode import RoomMode
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Router:
         room_mode: RoomMode,
         room_name: Callable[[str], str],
         members: Callable[[str], set[str]],
+        management: ManagementRoom,
     ) -> None:
         self._matrix = matrix
         self._services = services
@@ -42,7 +44,7 @@ class Router:
         self._room_mode = room_mode
         self._room_name = room_name
         self._members = members
-        self.management_room: str | None = None
+        self._management = management
         # Called after the bot joins a room by invite: a configured alias may only now exist.
         self.on_joined: Callable[[], Awaitable[Any]] | None = None
 
@@ -76,7 +78,7 @@ class Router:
             await self._on_membership(room_id, event)
             return
         if kind == "m.room.message":
-            moderator_place = room_id == self.management_room or (
+            moderator_place = room_id == self._management.room_id or (
                 sender in self._state.moderators and self._members(room_id) == {sender, self._state.bot_user_id}
             )
             own_room = moderator_place or self._state.is_dm_of(room_id, sender)
@@ -135,7 +137,7 @@ class Router:
             ),
             None,
         )
-        wanted = room_id in self._room_mode.protected or room_id == self.management_room
+        wanted = room_id in self._room_mode.protected or room_id == self._management.room_id
         if wanted or inviter in self._state.moderators:
             log.info("accepting the invite of %s to %s", inviter, room_id)
             await self._matrix.join(room_id)

@@ -17,7 +17,8 @@ from typing import Any, Callable
 from bot.config import Settings
 from bot.i18n import Refusal, Translator
 from bot.matrix.admin import AdminApi
-from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.client import Matrix, MatrixError
+from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.matrix.roommode import RoomMode
 from bot.policy import PolicyState
@@ -69,11 +70,13 @@ class Sanctions:
         room_mode: RoomMode,
         onboarding: Onboarding,
         admin: AdminApi | None,
+        management: ManagementRoom,
         t: Translator,
         settings: Settings,
         clock: Callable[[], int],
     ) -> None:
         self._store = store
+        self._management = management
         self._state = state
         self._matrix = matrix
         self._room_mode = room_mode
@@ -83,7 +86,6 @@ class Sanctions:
         self._clock = clock
         self._rules = ladder_rules(settings)
         self._proposal_ms = parse_duration(settings.sanctions.proposal_valid_for) or CLOSE_CONFIRM_MS
-        self.management_room: str | None = None
         self._wake = asyncio.Event()
 
     # -- start-up and expiry -------------------------------------------------------------------
@@ -163,27 +165,30 @@ class Sanctions:
         assert ended is not None
         return ended
 
-    async def request_closure(self, request: Request, valid_ms: int = CLOSE_CONFIRM_MS) -> ClosureRequest:
+    async def request_closure(
+        self, request: Request, valid_ms: int = CLOSE_CONFIRM_MS, report_id: int | None = None
+    ) -> ClosureRequest:
         self.check_target(request.target)
         now = self._clock()
         closure = ClosureRequest(
             code=secrets.token_hex(3).upper(), target=request.target, requested_by=request.actor,
             reason=request.reason, erase=request.erase, evidence=request.evidence, caused_by=request.caused_by,
-            created_at=now, expires_at=now + valid_ms, used_at=None,
+            created_at=now, expires_at=now + valid_ms, used_at=None, report_id=report_id,
         )
         await self._store.cases.add_closure_request(closure)
         return closure
 
-    async def confirm_closure(self, code: str, actor: str) -> Case:
+    async def confirm_closure(self, code: str, actor: str) -> tuple[Case, ClosureRequest]:
         closure = await self._store.cases.take_closure_request(code.strip().upper(), self._clock())
         if closure is None:
             raise Refusal("sanction.no_such_code", code=code)
-        return await self.impose(
+        case = await self.impose(
             Request(
                 target=closure.target, kind=SanctionKind.CLOSE, actor=actor, reason=closure.reason,
                 evidence=closure.evidence, caused_by=closure.caused_by, erase=closure.erase,
             )
         )
+        return case, closure
 
     # -- effects -------------------------------------------------------------------------------
 
@@ -212,7 +217,7 @@ class Sanctions:
         key = "sanction.ended_expired" if how == "expired" else "sanction.ended_lifted"
         self._tell(case.target, self._t(key, case=case.id, kind=self._t(f"kind.{case.kind}"), reason=reason),
                    f"end-{case.id}")
-        await self._to_management(
+        await self._management.post(
             self._t("sanction.announce_end", case=case.id, user=case.target, kind=self._t(f"kind.{case.kind}"),
                     how=self._t(f"how.{how}"), actor=actor, reason=reason),
             f"end-{case.id}",
@@ -223,7 +228,7 @@ class Sanctions:
             await call
         except MatrixError as exc:
             log.warning("admin API for case %d failed: %s", case.id, exc)
-            await self._to_management(self._t("sanction.admin_failed", case=case.id, error=str(exc.errcode)), f"admin-{case.id}")
+            await self._management.post(self._t("sanction.admin_failed", case=case.id, error=str(exc.errcode)), f"admin-{case.id}")
 
     async def _climb_ladder(self, case: Case) -> None:
         history = [
@@ -241,7 +246,7 @@ class Sanctions:
         )
         if step.rule.then is SanctionKind.CLOSE:
             closure = await self.request_closure(request, self._proposal_ms)
-            await self._to_management(
+            await self._management.post(
                 self._t("ladder.propose_close", user=case.target, cases=causes, code=closure.code,
                         until=self._t.time(closure.expires_at)),
                 f"propose-{closure.code}",
@@ -261,19 +266,10 @@ class Sanctions:
     async def _announce(self, case: Case) -> None:
         if case.kind != "close":  # a closure told the account before the deactivation
             self._tell(case.target, self._target_notice(case), f"case-{case.id}")
-        await self._to_management(describe_case(self._t, case), f"case-{case.id}")
+        await self._management.post(describe_case(self._t, case), f"case-{case.id}")
 
     def _tell(self, user_id: str, text: str, key: str) -> None:
         self._onboarding.request(user_id, (text, key))
-
-    async def _to_management(self, text: str, key: str) -> None:
-        if self.management_room is None:
-            log.info("no management room configured: %s", text)
-            return
-        try:
-            await self._matrix.send_notice(self.management_room, text, txn=txn_id("management", key))
-        except MatrixError as exc:
-            log.warning("could not post to the management room: %s", exc)
 
 
 def _measure(case: Case) -> Measure:

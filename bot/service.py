@@ -16,6 +16,7 @@ from nio import AsyncClient
 
 from bot.agreement import AgreementDocument, AgreementService
 from bot.commands import agreement as agreement_commands
+from bot.commands import records as record_commands
 from bot.commands import sanctions as sanction_commands
 from bot.commands.context import Services
 from bot.commands.dispatch import Dispatcher
@@ -25,10 +26,12 @@ from bot.gate.server import Gate
 from bot.i18n import Translator
 from bot.matrix.admin import AdminApi
 from bot.matrix.client import Matrix, MatrixError, client_config, connect
+from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.matrix.roommode import RoomMode
 from bot.matrix.sync import SyncLoop
 from bot.policy import PolicyState
+from bot.reports import Reports
 from bot.router import Router
 from bot.sanctions import Sanctions
 from bot.store import Store
@@ -89,15 +92,24 @@ class Service:
         self.onboarding = Onboarding(matrix, store, state, self.document, self.t, settings, self.clock)
         self.room_mode = RoomMode(matrix, store, state, self.onboarding, self.t, self.clock, self._members)
         self.agreements = AgreementService(store, state, self.document, self.clock, self.room_mode.apply)
-        self.sanctions = Sanctions(store, state, matrix, self.room_mode, self.onboarding, self.admin, self.t, settings, self.clock)
+        self.management = ManagementRoom(matrix)
+        self.sanctions = Sanctions(
+            store, state, matrix, self.room_mode, self.onboarding, self.admin, self.management, self.t, settings,
+            self.clock,
+        )
+        self.reports = Reports(
+            store, matrix, self.sanctions, self.onboarding, self.admin, self.management, self.t, settings, self.clock
+        )
         # Measures in force go into memory before the gate answers; overdue ones end after login.
         await self.sanctions.load()
-        registry = Registry([*agreement_commands.COMMANDS, *sanction_commands.COMMANDS])
+        registry = Registry([*agreement_commands.COMMANDS, *sanction_commands.COMMANDS, *record_commands.COMMANDS])
         services = Services(
-            self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock
+            self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock,
+            self.reports,
         )
         self.router = Router(
-            matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name, self._members
+            matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name, self._members,
+            self.management,
         )
 
         if settings.gate.enabled:
@@ -122,6 +134,8 @@ class Service:
         self.spawn(self.sync.run(), "sync")
         self.spawn(self.onboarding.run(), "onboarding")
         self.spawn(self.sanctions.run_expiry(), "expiry")
+        self.spawn(self.reports.run_retention(), "retention")
+        self.spawn(self.reports.poll_homeserver(), "homeserver-reports")
         # A changed agreement version: ask everyone who agreed to (or was shown) an older one.
         for user_id in await store.agreements.users_to_ask_again(self.document.version):
             self.onboarding.request(user_id)
@@ -163,7 +177,7 @@ class Service:
             if room in self.settings.protected_rooms:
                 self.room_mode.protected.add(room_id)
             if room == self.settings.management_room:
-                self.router.management_room = self.sanctions.management_room = room_id
+                self.management.room_id = room_id
             if room_id in self.client.rooms:
                 continue
             try:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from bot.commands.registry import Registry
     from bot.matrix.client import Matrix
     from bot.matrix.onboarding import Onboarding
+    from bot.reports import Reports
     from bot.sanctions import Sanctions
     from bot.policy import PolicyState
     from bot.store import Store
@@ -28,6 +29,7 @@ class Services:
     sanctions: "Sanctions"
     matrix: "Matrix"
     clock: Callable[[], int]
+    reports: "Reports"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Context:
     flags: frozenset[str]
     services: Services
     reply_to: str | None = None  # the event this command answers, if it was sent as a reply
+    command: str = ""  # the command's English name, whichever alias was typed
 
     @property
     def t(self) -> Translator:

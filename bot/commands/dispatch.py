@@ -62,7 +62,8 @@ class Dispatcher:
                 await self._reply(room_id, event, t("cmd.wrong_place", command="!" + command.name))
                 return True
         ctx = Context(
-            sender, room_id, event["event_id"], invocation.args, invocation.flags, self._services, _reply_to(content)
+            sender, room_id, event["event_id"], invocation.args, invocation.flags, self._services, _reply_to(content),
+            command.name,
         )
         try:
             answer = await command.run(ctx)

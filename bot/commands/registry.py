@@ -59,7 +59,7 @@ class Param:
     choices: tuple[str, ...] = ()
 
     def usage(self) -> str:
-        label = f"{self.name}…" if self.kind is ParamKind.TEXT else "|".join(self.choices[:1]) or self.name
+        label = f"{self.name}…" if self.kind is ParamKind.TEXT else "|".join(self.choices) or self.name
         return f"<{label}>" if self.required else f"[{label}]"
 
 
@@ -127,6 +127,9 @@ class Registry:
                 if key in self._by_name:
                     raise ValueError(f"command name {name!r} is declared twice")
                 self._by_name[key] = command
+
+    def find(self, name: str) -> Command:
+        return self._by_name[name.casefold()]
 
     def parse(self, body: str) -> Invocation | None:
         """None when the body is not a command at all."""

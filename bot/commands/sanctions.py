@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from bot.commands.context import Context
-from bot.commands.registry import Command, Param, ParamKind
+from bot.commands.registry import Command, Invocation, Param, ParamKind
 from bot.i18n import Refusal
 from bot.policy.sanctions import SanctionKind, format_duration
+from bot.reports import snapshot_of
 from bot.sanctions import Request, describe_case
 
 USER = Param("user", ParamKind.USER_ID)
@@ -18,7 +19,7 @@ REASON = Param("reason", ParamKind.TEXT)
 CASE = Param("case", ParamKind.CASE)
 RATE = Param("rate", ParamKind.RATE)
 DRY_RUN = "dry-run"
-EVIDENCE_FIELDS = ("event_id", "room_id", "sender", "type", "content", "origin_server_ts")
+SANCTION_KINDS = {kind.value: kind for kind in SanctionKind}
 
 
 async def evidence_of(ctx: Context) -> dict[str, Any] | None:
@@ -29,9 +30,7 @@ async def evidence_of(ctx: Context) -> dict[str, Any] | None:
         event = await ctx.services.matrix.get_event(ctx.room_id, ctx.reply_to)
     except Exception:  # noqa: BLE001 — any failure means the same thing to the moderator
         raise Refusal("sanction.evidence_unavailable") from None
-    snapshot = {key: event.get(key) for key in EVIDENCE_FIELDS}
-    snapshot["room_id"] = snapshot["room_id"] or ctx.room_id
-    return snapshot
+    return snapshot_of(event, ctx.room_id)
 
 
 def _summary(ctx: Context, request: Request) -> str:
@@ -48,42 +47,41 @@ def _summary(ctx: Context, request: Request) -> str:
     return " ".join(parts)
 
 
-async def _impose(ctx: Context, kind: SanctionKind) -> str:
+async def impose_from(
+    ctx: Context, invocation: Invocation, *, evidence: dict[str, Any] | None, report_id: int | None = None
+) -> str:
+    """Carry out a parsed sanction command; also the second half of `!resolve <report> <command…>`,
+    which passes the report's copy of the message as evidence and links the case to the report."""
+    args, flags = invocation.args, invocation.flags
     sanctions = ctx.services.sanctions
+    kind = SANCTION_KINDS[invocation.command.name]
     request = Request(
-        target=ctx.args["user"], kind=kind, actor=ctx.sender, reason=ctx.args["reason"],
-        duration_ms=ctx.args.get("duration"), rate=ctx.args.get("rate"), evidence=await evidence_of(ctx),
-        erase="erase" in ctx.flags,
+        target=args["user"], kind=kind, actor=ctx.sender, reason=args["reason"],
+        duration_ms=args.get("duration"), rate=args.get("rate"), evidence=evidence, erase="erase" in flags,
     )
     sanctions.check_target(request.target)
-    if DRY_RUN in ctx.flags:
+    if DRY_RUN in flags:
         return ctx.t("sanction.dry_run", summary=_summary(ctx, request), reason=request.reason)
     if kind is SanctionKind.CLOSE:
-        closure = await sanctions.request_closure(request)
+        closure = await sanctions.request_closure(request, report_id=report_id)
         return ctx.t("sanction.close_confirm", summary=_summary(ctx, request), code=closure.code,
                      reason=request.reason)
     case = await sanctions.impose(request)
+    if report_id is not None:
+        await ctx.services.reports.link(report_id, ctx.sender, case)
     return ctx.t("sanction.imposed", case=case.id, summary=_summary(ctx, request))
 
 
-async def warn(ctx: Context) -> str:
-    return await _impose(ctx, SanctionKind.WARN)
-
-
-async def restrict(ctx: Context) -> str:
-    return await _impose(ctx, SanctionKind.RESTRICT)
-
-
-async def suspend(ctx: Context) -> str:
-    return await _impose(ctx, SanctionKind.SUSPEND)
-
-
-async def close(ctx: Context) -> str:
-    return await _impose(ctx, SanctionKind.CLOSE)
+async def sanction(ctx: Context) -> str:
+    """!warn, !restrict, !suspend and !close: the message replied to, if any, is the evidence."""
+    invocation = Invocation(ctx.services.registry.find(ctx.command), ctx.args, ctx.flags)
+    return await impose_from(ctx, invocation, evidence=await evidence_of(ctx))
 
 
 async def confirm(ctx: Context) -> str:
-    case = await ctx.services.sanctions.confirm_closure(ctx.args["code"], ctx.sender)
+    case, closure = await ctx.services.sanctions.confirm_closure(ctx.args["code"], ctx.sender)
+    if closure.report_id is not None:
+        await ctx.services.reports.link(closure.report_id, ctx.sender, case)
     return ctx.t("sanction.imposed", case=case.id, summary=f"{ctx.t('kind.close')} {case.target}")
 
 
@@ -138,10 +136,10 @@ def _moderator(name: str, alias: str, run, params, **kwargs) -> Command:  # type
 
 
 COMMANDS = [
-    _moderator("warn", "警告", warn, (USER, REASON), flags=(DRY_RUN,)),
-    _moderator("restrict", "限制", restrict, (USER, DURATION, REASON), options=(RATE,), flags=(DRY_RUN,)),
-    _moderator("suspend", "暂停", suspend, (USER, DURATION, REASON), flags=(DRY_RUN,)),
-    _moderator("close", "关闭", close, (USER, REASON), flags=("erase", DRY_RUN)),
+    _moderator("warn", "警告", sanction, (USER, REASON), flags=(DRY_RUN,)),
+    _moderator("restrict", "限制", sanction, (USER, DURATION, REASON), options=(RATE,), flags=(DRY_RUN,)),
+    _moderator("suspend", "暂停", sanction, (USER, DURATION, REASON), flags=(DRY_RUN,)),
+    _moderator("close", "关闭", sanction, (USER, REASON), flags=("erase", DRY_RUN)),
     _moderator("confirm", "确认", confirm, (Param("code", ParamKind.WORD),)),
     _moderator("lift", "解除", lift, (CASE, REASON), flags=(DRY_RUN,)),
     _moderator("case", "案件", show_case, (CASE,)),

@@ -42,6 +42,18 @@ class Translator:
                 rest[key] = value
         return self(message_key, what=self(f"action.{params['action']}"), **rest)
 
+    def span(self, ms: int) -> str:
+        """A length of time, as people read it: 2d 3h, 5h 10m, 45m, 30s."""
+        seconds = ms // 1000
+        days, rest = divmod(seconds, 86400)
+        hours, rest = divmod(rest, 3600)
+        minutes, secs = divmod(rest, 60)
+        if days:
+            return f"{days}d {hours}h"
+        if hours:
+            return f"{hours}h {minutes}m"
+        return f"{minutes}m" if minutes else f"{secs}s"
+
     def time(self, ms: int | None) -> str:
         """A timestamp in milliseconds, as people read it (UTC, to the minute)."""
         if ms is None:

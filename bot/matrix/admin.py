@@ -25,7 +25,7 @@ class AdminApi:
             await self._session.close()
             self._session = None
 
-    async def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=aiohttp.ClientTimeout(total=60))
         try:
@@ -49,3 +49,11 @@ class AdminApi:
 
     async def deactivate(self, user_id: str, erase: bool) -> None:
         await self._call("POST", f"/_synapse/admin/v1/deactivate/{quote(user_id)}", {"erase": erase})
+
+    async def event_reports(self, offset: int, limit: int = 100) -> list[dict[str, Any]]:
+        """Reports made with Matrix's report button, oldest first, from ``offset``."""
+        data = await self._call("GET", f"/_synapse/admin/v1/event_reports?from={offset}&limit={limit}&dir=f", None)
+        return list(data.get("event_reports") or [])
+
+    async def event_report(self, report_id: int) -> dict[str, Any]:
+        return await self._call("GET", f"/_synapse/admin/v1/event_reports/{report_id}", None)

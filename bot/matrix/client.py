@@ -77,6 +77,14 @@ class Matrix:
         response = await self.client.room_send(room_id, "m.room.message", notice_content(body, reply_to), tx_id=txn)
         return _check(f"send to {room_id}", response).event_id
 
+    async def send_file(self, room_id: str, data: Any, size: int, filename: str, mimetype: str) -> str:
+        """Upload ``data`` (a file object) and post it as an ``m.file`` message."""
+        upload, _ = await self.client.upload(data, content_type=mimetype, filename=filename, filesize=size)
+        uri = _check(f"upload {filename}", upload).content_uri
+        content = {"msgtype": "m.file", "body": filename, "url": uri, "info": {"mimetype": mimetype, "size": size}}
+        response = await self.client.room_send(room_id, "m.room.message", content, tx_id=txn_id("file", uri))
+        return _check(f"send {filename} to {room_id}", response).event_id
+
     async def redact(self, room_id: str, event_id: str, reason: str, *, txn: str) -> None:
         _check(f"redact {event_id}", await self.client.room_redact(room_id, event_id, reason=reason, tx_id=txn))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from bot.store.agreements import Acceptance, AgreementRepo, Prompt
 from bot.store.cases import Case, CaseRepo, ClosureRequest, NewCase
 from bot.store.db import Database, DatabaseTooNew
+from bot.store.reports import AlreadyOpen, Appeal, AppealRepo, Report, ReportRepo
 from bot.store.rooms import Mute, RoomRepo
 
 
@@ -16,6 +17,8 @@ class Store:
         self.agreements = AgreementRepo(db)
         self.rooms = RoomRepo(db)
         self.cases = CaseRepo(db)
+        self.reports = ReportRepo(db)
+        self.appeals = AppealRepo(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Store":
@@ -37,4 +40,4 @@ class Store:
             await conn.execute("DELETE FROM kv WHERE key = ?", (key,))
 
 
-__all__ = ["Acceptance", "Case", "ClosureRequest", "Database", "DatabaseTooNew", "Mute", "NewCase", "Prompt", "Store"]
+__all__ = ["AlreadyOpen", "Appeal", "Report", "Acceptance", "Case", "ClosureRequest", "Database", "DatabaseTooNew", "Mute", "NewCase", "Prompt", "Store"]

@@ -17,6 +17,13 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def evidence_hash(evidence: Any) -> str | None:
+    """What the audit log keeps of copied message content: enough to prove it, nothing to read."""
+    if evidence is None:
+        return None
+    return hashlib.sha256(canonical_json(evidence).encode("utf-8")).hexdigest()
+
+
 def row_hash(prev_hash: str, row_id: int, created_at: int, actor: str, action: str, target: str, details: str) -> str:
     payload = canonical_json([row_id, created_at, actor, action, target, details])
     return hashlib.sha256((prev_hash + payload).encode("utf-8")).hexdigest()

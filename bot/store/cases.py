@@ -69,6 +69,7 @@ class ClosureRequest:
     created_at: int
     expires_at: int
     used_at: int | None
+    report_id: int | None = None  # the report this closure resolves, if any
 
 
 def _case(row: Any) -> Case:
@@ -102,7 +103,10 @@ class CaseRepo:
                 conn, now_ms=new.created_at, actor=new.actor, action=f"case.{new.kind}", target=new.target,
                 details={
                     "case": case_id, "reason": new.reason, "expires_at": new.expires_at, "rate": new.rate,
-                    "evidence": new.evidence, "options": new.options, "caused_by": list(new.caused_by),
+                    # The hash, not the content: evidence is purged after the retention period,
+                    # and the chained audit row must outlive it unchanged.
+                    "evidence_sha256": audit.evidence_hash(new.evidence),
+                    "options": new.options, "caused_by": list(new.caused_by),
                 },
             )
         case = await self.get(case_id)
@@ -148,12 +152,12 @@ class CaseRepo:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO closure_requests"
-                " (code, target, requested_by, reason, erase, evidence, caused_by, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " (code, target, requested_by, reason, erase, evidence, caused_by, created_at, expires_at, report_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.code, request.target, request.requested_by, request.reason, int(request.erase),
                     None if request.evidence is None else audit.canonical_json(request.evidence),
-                    json.dumps(list(request.caused_by)), request.created_at, request.expires_at,
+                    json.dumps(list(request.caused_by)), request.created_at, request.expires_at, request.report_id,
                 ),
             )
             await audit.append(
@@ -165,8 +169,8 @@ class CaseRepo:
         """The unused, unexpired request with this code, marked used; None otherwise."""
         async with self._db.transaction() as conn:
             row = await (await conn.execute(
-                "SELECT code, target, requested_by, reason, erase, evidence, caused_by, created_at, expires_at, used_at"
-                " FROM closure_requests WHERE code = ? AND used_at IS NULL AND expires_at > ?",
+                "SELECT code, target, requested_by, reason, erase, evidence, caused_by, created_at, expires_at, used_at,"
+                " report_id FROM closure_requests WHERE code = ? AND used_at IS NULL AND expires_at > ?",
                 (code, now),
             )).fetchone()
             if row is None:
@@ -174,7 +178,7 @@ class CaseRepo:
             await conn.execute("UPDATE closure_requests SET used_at = ? WHERE code = ?", (now, code))
         return ClosureRequest(
             row[0], row[1], row[2], row[3], bool(row[4]), None if row[5] is None else json.loads(row[5]),
-            tuple(json.loads(row[6])), row[7], row[8], now,
+            tuple(json.loads(row[6])), row[7], row[8], now, row[10],
         )
 
     async def record(self, *, now_ms: int, actor: str, action: str, target: str, details: dict[str, Any]) -> None:

@@ -116,6 +116,51 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "reports, appeals, evidence retention",
+        """
+        -- Evidence (copied message content) is purged after records.evidence_days; the case stays.
+        ALTER TABLE cases ADD COLUMN evidence_purged_at INTEGER;
+        ALTER TABLE closure_requests ADD COLUMN report_id INTEGER;
+        -- One report per reported event; every reporter is kept in report_reporters.
+        CREATE TABLE reports (
+            id                 INTEGER PRIMARY KEY,
+            event_id           TEXT NOT NULL UNIQUE,
+            room_id            TEXT NOT NULL,
+            sender             TEXT NOT NULL,     -- who posted the reported event
+            snapshot           TEXT,              -- JSON copy of the event; NULL once purged
+            snapshot_purged_at INTEGER,
+            created_at         INTEGER NOT NULL,
+            resolved_at        INTEGER,           -- set once, with an audit record
+            resolved_by        TEXT,
+            resolution         TEXT CHECK (resolution IN ('dismissed', 'actioned')),
+            resolution_reason  TEXT,
+            case_id            INTEGER REFERENCES cases (id)
+        );
+        CREATE INDEX reports_open ON reports (resolved_at, created_at);
+        CREATE TABLE report_reporters (
+            report_id   INTEGER NOT NULL REFERENCES reports (id),
+            reporter    TEXT NOT NULL,
+            reason      TEXT NOT NULL,
+            reported_at INTEGER NOT NULL,
+            source      TEXT NOT NULL CHECK (source IN ('command', 'homeserver')),
+            PRIMARY KEY (report_id, reporter)
+        );
+        CREATE TABLE appeals (
+            id              INTEGER PRIMARY KEY,
+            case_id         INTEGER NOT NULL REFERENCES cases (id),
+            appellant       TEXT NOT NULL,
+            text            TEXT NOT NULL,
+            created_at      INTEGER NOT NULL,
+            decided_at      INTEGER,              -- set once, with an audit record
+            decided_by      TEXT,
+            decision        TEXT CHECK (decision IN ('granted', 'denied')),
+            decision_reason TEXT
+        );
+        CREATE UNIQUE INDEX appeals_one_open_per_case ON appeals (case_id) WHERE decided_at IS NULL;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -162,6 +162,13 @@ class User:
             async with session.request(method, self.hs.url + path, json=body, headers=headers) as resp:
                 return resp.status, await resp.json()
 
+    async def download(self, mxc: str) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        url = f"{self.hs.url}/_matrix/client/v1/media/download/{mxc.removeprefix('mxc://')}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, headers=headers) as resp:
+                return resp.status, await resp.read()
+
     async def create_room(self, **body: Any) -> tuple[int, dict[str, Any]]:
         return await self.api("POST", "/_matrix/client/v3/createRoom", body)
 

@@ -92,7 +92,7 @@ async def test_warning_reaches_the_dm_with_the_case_number(gated, mod):
     case = case_number(reply)
     notice = await alice.wait_for_message(alice.dm, mod.bot_id, f"Case #{case}: you have received a warning")
     body = notice["content"]["body"]
-    assert "rude to other members" in body and "contact a moderator" in body
+    assert "rude to other members" in body and f"!appeal {case}" in body
     await mod.moderator.wait_for_message(mod.room, mod.bot_id, f"Case #{case}: warning of {alice.user_id}")
     shown = await mod.command(f"!case {case}", f"Case #{case}")
     assert mod.moderator.user_id in shown["content"]["body"]

@@ -25,7 +25,20 @@ def _verify(config):
     )
 
 
-def test_audit_verify(tmp_path):
+import pytest
+
+
+@pytest.mark.parametrize(
+    "tamper, problem",
+    [
+        ("UPDATE audit_log SET actor = '@someone-else:hs' WHERE id = 2", "row 2 was altered"),
+        ("DELETE FROM audit_log WHERE id = 2", "row 2 is missing"),
+        ("INSERT INTO audit_log SELECT 4, created_at, actor, action, target, details, hash, 'forged' FROM audit_log WHERE id = 3",
+         "row 4 was altered"),
+    ],
+    ids=["edited", "deleted", "inserted"],
+)
+def test_audit_verify(tmp_path, tamper, problem):
     db = tmp_path / "bot.db"
     asyncio.run(_fill(db))
     config = tmp_path / "bot.yaml"
@@ -41,6 +54,6 @@ def test_audit_verify(tmp_path):
     ok = _verify(config)
     assert ok.returncode == 0 and "3 rows checked" in ok.stdout
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE audit_log SET actor = '@someone-else:hs' WHERE id = 2")
+        conn.execute(tamper)
     broken = _verify(config)
-    assert broken.returncode == 1 and "row 2" in broken.stdout and "altered" in broken.stdout
+    assert broken.returncode == 1 and problem in broken.stdout, broken.stdout

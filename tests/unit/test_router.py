@@ -41,7 +41,7 @@ def _router():
     state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1")
     dispatcher, room_mode = FakeDispatcher(), FakeRoomMode()
     services = SimpleNamespace(store=None, state=state, onboarding=None, agreements=None, t=None)
-    router = Router(None, services, dispatcher, room_mode, lambda r: r, lambda r: set())
+    router = Router(None, services, dispatcher, room_mode, lambda r: r, lambda r: set(), SimpleNamespace(room_id=None))
     return router, dispatcher, room_mode
 
 

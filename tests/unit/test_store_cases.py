@@ -39,11 +39,11 @@ async def test_closure_code_is_single_use_and_expires(store):
     assert await store.cases.take_closure_request("DEF456", 60_001) is None  # used
 
 
-async def test_migration_two_upgrades_a_version_one_database(tmp_path):
+async def test_later_migrations_upgrade_a_version_one_database(tmp_path):
     import sqlite3
 
     from bot.store import Store
-    from bot.store.migrations import MIGRATIONS
+    from bot.store.migrations import LATEST_VERSION, MIGRATIONS
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
@@ -52,7 +52,7 @@ async def test_migration_two_upgrades_a_version_one_database(tmp_path):
         conn.execute("PRAGMA user_version = 1")
     store = await Store.open(path)
     try:
-        assert await store.db.schema_version() == 2
+        assert await store.db.schema_version() == LATEST_VERSION
         assert await store.get("sync_token") == "s1"
         assert await store.cases.recent() == []
     finally:

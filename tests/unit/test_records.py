@@ -1,0 +1,150 @@
+"""Reports, appeals, exports and retention in the store: merge, single open appeal, round trips, purge."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from bot.export import KINDS, ExportError, collect, encode, export, parse_date
+from bot.store import Acceptance, AlreadyOpen, NewCase
+from bot.store.audit import verify
+from bot.store.retention import purge_evidence
+
+DAY = 86_400_000
+T0 = parse_date("2026-11-01")
+
+
+async def fill(store):
+    await store.agreements.record_acceptance(Acceptance("@a:hs", "1", "ab" * 32, T0, "$agree", "!dm:hs", "command"))
+    case = await store.cases.open(NewCase("@b:hs", "restrict", "@mod:hs", "垃圾广告 spam, with \"quotes\"", T0 + DAY,
+                                          expires_at=T0 + 2 * DAY, rate="3/1h",
+                                          evidence={"sender": "@b:hs", "content": {"body": "买买买\nline two"}}))
+    await store.cases.end(case.id, ended_at=T0 + DAY + 5, actor="@mod:hs", how="lifted", reason="ok")
+    snapshot = {"event_id": "$bad", "sender": "@b:hs", "content": {"body": "bad"}}
+    await store.reports.add(event_id="$bad", room_id="!r:hs", sender="@b:hs", snapshot=snapshot,
+                            reporter="@a:hs", reason="rude", now=T0 + 3 * DAY, source="command")
+    await store.reports.add(event_id="$bad", room_id="!r:hs", sender="@b:hs", snapshot=snapshot,
+                            reporter="@c:hs", reason="also rude", now=T0 + 3 * DAY + 1, source="homeserver")
+    await store.appeals.add(case_id=case.id, appellant="@b:hs", text="不公平", now=T0 + 4 * DAY)
+    return case
+
+
+async def test_reports_of_one_event_merge_keeping_every_reporter(store):
+    await fill(store)
+    [report] = await store.reports.open()
+    assert report.event_id == "$bad" and [r.reporter for r in report.reporters] == ["@a:hs", "@c:hs"]
+    again, new = await store.reports.add(event_id="$bad", room_id="!r:hs", sender="@b:hs", snapshot=None,
+                                         reporter="@a:hs", reason="dup", now=T0, source="command")
+    assert not new and len(again.reporters) == 2
+    assert await store.reports.resolve(report.id, by="@mod:hs", resolution="dismissed", reason="fine", now=T0 + 5 * DAY)
+    assert not await store.reports.resolve(report.id, by="@mod:hs", resolution="actioned", reason="x", now=T0)
+    assert await store.reports.open() == []
+
+
+async def test_one_open_appeal_per_case(store):
+    case = await fill(store)
+    with pytest.raises(AlreadyOpen):
+        await store.appeals.add(case_id=case.id, appellant="@b:hs", text="again", now=T0)
+    [appeal] = await store.appeals.open()
+    assert await store.appeals.decide(appeal.id, by="@mod:hs", decision="denied", reason="no", now=T0)
+    second = await store.appeals.add(case_id=case.id, appellant="@b:hs", text="new facts", now=T0)  # after a decision
+    assert second.id != appeal.id
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+async def test_every_kind_round_trips_in_both_formats(store, kind, fmt):
+    await fill(store)
+    columns, rows = await collect(store, kind)
+    assert rows, f"{kind} has rows to export"
+    data = encode(columns, rows, fmt, bom=False)
+    if fmt == "jsonl":
+        parsed = [json.loads(line) for line in data.decode("utf-8").splitlines()]
+        assert parsed == rows
+    else:
+        parsed = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+        assert [list(p) for p in parsed][0] == columns
+        for got, want in zip(parsed, rows):
+            for column in columns:
+                value = want[column]
+                expected = "" if value is None else (json.dumps(value, ensure_ascii=False, sort_keys=True)
+                                                     if isinstance(value, (dict, list)) else str(value))
+                assert got[column] == expected, (kind, column)
+
+
+async def test_csv_bom_times_and_chinese_text(store):
+    await fill(store)
+    columns, rows = await collect(store, "cases")
+    data = encode(columns, rows, "csv", bom=True)
+    assert data.startswith(b"\xef\xbb\xbf")
+    text = data.decode("utf-8-sig")
+    assert "垃圾广告" in text and "2026-11-02T00:00:00.000Z" in text
+    assert rows[0]["evidence"]["content"]["body"] == "买买买\nline two"
+
+
+async def test_since_until_filter_and_every_export_is_audited(store):
+    await fill(store)
+    _, rows = await collect(store, "reports", since=T0 + 3 * DAY, until=T0 + 4 * DAY)
+    assert len(rows) == 1
+    _, none = await collect(store, "reports", since=T0 + 4 * DAY)
+    assert none == []
+    data, count = await export(store, kind="appeals", fmt="jsonl", actor="@mod:hs", now=T0 + 9 * DAY)
+    assert count == 1
+    last = await store.db.fetchone("SELECT actor, action, target, details FROM audit_log ORDER BY id DESC LIMIT 1")
+    assert (last["actor"], last["action"], last["target"]) == ("@mod:hs", "records.export", "appeals")
+    assert json.loads(last["details"])["rows"] == 1
+
+
+def test_bad_dates_and_kinds():
+    with pytest.raises(ExportError, match="not a date"):
+        parse_date("yesterday")
+    assert parse_date("2026-11-01T08:00:00+08:00") == parse_date("2026-11-01")
+
+
+async def test_evidence_older_than_retention_is_purged_and_the_purge_recorded(store):
+    await fill(store)
+    purged = await purge_evidence(store.db, cutoff=T0 + 2 * DAY, now=T0 + 200 * DAY, actor="@bot:hs", days=180)
+    assert purged.cases == [1] and purged.reports == []
+    case = await store.cases.get(1)
+    assert case.evidence is None and case.reason.startswith("垃圾广告")  # the record itself is kept
+    [report] = await store.reports.open()
+    assert report.snapshot is not None  # newer than the cutoff
+    purged = await purge_evidence(store.db, cutoff=T0 + 200 * DAY, now=T0 + 201 * DAY, actor="@bot:hs", days=180)
+    assert purged.reports == [report.id] and (await store.reports.get(report.id)).snapshot is None
+    actions = [r[0] for r in await store.db.fetchall("SELECT action FROM audit_log WHERE action = 'evidence.purge'")]
+    assert len(actions) == 2
+    assert (await verify(store.db.conn)).ok, "purging content never touches the audit chain"
+
+
+def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path):
+    import asyncio
+
+    from bot.store import Store
+
+    async def prepare():
+        store = await Store.open(tmp_path / "bot.db")
+        await fill(store)
+        await store.close()
+
+    asyncio.run(prepare())
+    config = tmp_path / "bot.yaml"
+    config.write_text(yaml.safe_dump({
+        "homeserver": {"url": "http://127.0.0.1:1", "user_id": "@b:hs", "password": "p"},
+        "database": {"path": str(tmp_path / "bot.db")}, "gate": {"enabled": False},
+    }))
+    out = tmp_path / "cases.csv"
+    run = subprocess.run([sys.executable, "-m", "bot", "export", "--config", str(config), "--kind", "cases",
+                          "--format", "csv", "--bom", "--since", "2026-11-01", "--output", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "wrote 1 cases row(s)" in run.stderr and out.read_bytes().startswith(b"\xef\xbb\xbf")
+    bad = subprocess.run([sys.executable, "-m", "bot", "export", "--config", str(config), "--kind", "cases",
+                          "--format", "csv", "--since", "last week"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a date" in bad.stderr
+    wrong = subprocess.run([sys.executable, "-m", "bot", "export", "--config", str(config), "--kind", "gossip",
+                            "--format", "csv"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
