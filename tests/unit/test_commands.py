@@ -110,3 +110,12 @@ def test_sanction_commands_with_bad_arguments_give_usage(body):
 
     with pytest.raises(UsageError):
         Registry([*COMMANDS, *SANCTIONS]).parse(body)
+
+
+def test_only_report_and_appeal_are_open_to_everyone_among_the_record_commands():
+    # What moderators see (reports, cases, histories, exports) never answers anyone else.
+    from bot.commands.records import COMMANDS as RECORDS
+    from bot.commands.sanctions import COMMANDS as SANCTIONS
+
+    open_to_all = {c.name for c in [*RECORDS, *SANCTIONS] if not c.moderator_only}
+    assert open_to_all == {"report", "appeal"}
