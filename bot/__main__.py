@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8008, help="Synapse's client port (default 8008; a free one if that is taken, or with 0)")
     export = commands.add_parser("export", help="export records for the authority (CSV or JSON Lines)")
     export.add_argument("--config", required=True, help="YAML config file")
-    export.add_argument("--kind", required=True, choices=["agreements", "cases", "reports", "appeals", "audit"])
+    export.add_argument("--kind", required=True, choices=["agreements", "cases", "filings", "reports", "appeals", "audit"])
     export.add_argument("--format", required=True, choices=["csv", "jsonl"])
     export.add_argument("--since", help="from this date (inclusive), e.g. 2026-11-01")
     export.add_argument("--until", help="up to this date (exclusive)")

@@ -163,6 +163,39 @@ class RecordsConfig(_Section):
     report_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
+DEFAULT_CATEGORIES = [
+    "news-organisation", "news-website", "government", "enterprise", "institution", "self-media", "individual",
+]
+
+
+class PublicAccountsConfig(_Section):
+    """Article 7: public accounts are reviewed and filed by category."""
+
+    categories: list[Annotated[str, AfterValidator(lambda v: _check_category(v))]] = Field(
+        default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1
+    )
+    # Placeholders: {year}, {category} (the category's position, 1-based, as two digits) and {seq}
+    # (the filing's sequence number); format specs work: {seq:06d}.
+    filing_number_format: str = "IM{year}-{category}-{seq:06d}"
+
+    @field_validator("filing_number_format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        try:
+            sample = value.format(year=2026, category="01", seq=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not a filing number format: {exc}") from None
+        if sample == value.format(year=2026, category="01", seq=2):
+            raise ValueError("the format must contain {seq}, or every filing number would be the same")
+        return value
+
+
+def _check_category(value: str) -> str:
+    if not re.match(r"^[a-z0-9][a-z0-9-]{0,39}$", value):
+        raise ValueError(f"{value!r} is not a category name (lowercase letters, digits and dashes)")
+    return value
+
+
 class ServiceConfig(_Section):
     """What the operator declares about itself (article 4): shown in !rules."""
 
@@ -182,6 +215,7 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     sanctions: SanctionsConfig = Field(default_factory=SanctionsConfig)
     records: RecordsConfig = Field(default_factory=RecordsConfig)
+    public_accounts: PublicAccountsConfig = Field(default_factory=PublicAccountsConfig)
     moderators: list[UserId] = Field(default_factory=list)
     management_room: RoomRef | None = None
     protected_rooms: list[RoomRef] = Field(default_factory=list)

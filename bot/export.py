@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.store import Store, audit
 
-KINDS = ("agreements", "cases", "reports", "appeals", "audit")
+KINDS = ("agreements", "cases", "filings", "reports", "appeals", "audit")
 FORMATS = ("csv", "jsonl")
 
 # kind -> (SQL selecting the columns in order, the time column that --since/--until filter on)
@@ -35,6 +35,10 @@ _QUERIES: dict[str, tuple[str, str]] = {
         " r.snapshot AS evidence, r.snapshot_purged_at AS evidence_purged_at, r.resolved_at, r.resolved_by,"
         " r.resolution, r.resolution_reason, r.case_id FROM reports r", "r.created_at",
     ),
+    "filings": (
+        "SELECT id, filing_number, owner, category, name, tier, licence, reviewer, approved_at, application_id,"
+        " revoked_at, revoked_by, revoke_reason FROM filings", "approved_at",
+    ),
     "appeals": (
         "SELECT id, case_id, appellant, text, created_at, decided_at, decided_by, decision, decision_reason"
         " FROM appeals", "created_at",
@@ -42,7 +46,7 @@ _QUERIES: dict[str, tuple[str, str]] = {
     "audit": ("SELECT id, created_at, actor, action, target, details, prev_hash, hash FROM audit_log", "created_at"),
 }
 _TIME_COLUMNS = {"accepted_at", "created_at", "expires_at", "ended_at", "resolved_at", "decided_at",
-                 "evidence_purged_at"}
+                 "evidence_purged_at", "approved_at", "revoked_at"}
 _JSON_COLUMNS = {"caused_by", "evidence", "reporters", "details"}
 
 

@@ -14,7 +14,9 @@ from typing import Any, Awaitable, Callable
 
 from nio import AsyncClient
 
+from bot.accounts import PublicAccounts
 from bot.agreement import AgreementDocument, AgreementService
+from bot.commands import accounts as account_commands
 from bot.commands import agreement as agreement_commands
 from bot.commands import records as record_commands
 from bot.commands import sanctions as sanction_commands
@@ -100,12 +102,20 @@ class Service:
         self.reports = Reports(
             store, matrix, self.sanctions, self.onboarding, self.admin, self.management, self.t, settings, self.clock
         )
-        # Measures in force go into memory before the gate answers; overdue ones end after login.
+        self.accounts = PublicAccounts(
+            store, state, matrix, self.onboarding, self.management, self.t, settings, self.clock
+        )
+        # Measures in force and the register go into memory before the gate answers; overdue
+        # measures end after login.
         await self.sanctions.load()
-        registry = Registry([*agreement_commands.COMMANDS, *sanction_commands.COMMANDS, *record_commands.COMMANDS])
+        await self.accounts.load()
+        registry = Registry([
+            *agreement_commands.COMMANDS, *account_commands.COMMANDS, *sanction_commands.COMMANDS,
+            *record_commands.COMMANDS,
+        ])
         services = Services(
             self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock,
-            self.reports,
+            self.reports, self.accounts,
         )
         self.router = Router(
             matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name, self._members,
@@ -115,7 +125,8 @@ class Service:
         if settings.gate.enabled:
             assert settings.gate.token is not None
             self.gate = Gate(
-                state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health, self.clock
+                state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health, self.clock,
+                self.accounts.on_published,
             )
             await self.gate.start(settings.gate.host, settings.gate.port)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from bot.i18n import Translator
 
 if TYPE_CHECKING:
+    from bot.accounts import PublicAccounts
     from bot.agreement import AgreementService
     from bot.commands.registry import Registry
     from bot.matrix.client import Matrix
@@ -30,6 +31,7 @@ class Services:
     matrix: "Matrix"
     clock: Callable[[], int]
     reports: "Reports"
+    accounts: "PublicAccounts"
 
 
 @dataclass(frozen=True)

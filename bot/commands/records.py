@@ -7,7 +7,7 @@ import io
 from bot.commands.context import Context
 from bot.commands.registry import Command, Param, ParamKind, UnknownCommand, UsageError
 from bot.commands.sanctions import SANCTION_KINDS, impose_from
-from bot.export import ExportError, export, parse_date
+from bot.export import KINDS, ExportError, export, parse_date
 from bot.i18n import Refusal
 from bot.reports import MATRIX_TO_EVENT
 
@@ -118,7 +118,7 @@ COMMANDS = [
     _moderator("grant", "批准", grant, (APPEAL, REASON)),
     _moderator("deny", "驳回申诉", deny, (APPEAL, REASON)),
     _moderator("export", "导出", export_records, (
-        Param("kind", ParamKind.CHOICE, choices=("agreements", "cases", "reports", "appeals", "audit")),
+        Param("kind", ParamKind.CHOICE, choices=KINDS),
         Param("since", ParamKind.WORD, required=False),
     )),
 ]

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bot.gate.callbacks import GATED, PASSTHROUGH, SchemaError
 from bot.gate.metrics import GateMetrics
 from bot.i18n import Translator
-from bot.policy import Decision, PolicyState, decide
+from bot.policy import ActionKind, Decision, PolicyState, decide
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ class Gate:
         on_prompt: Callable[[str], None],
         health: Callable[[], dict[str, Any]] = lambda: {},
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
+        on_publish: Callable[[str, str], None] = lambda user, room: None,
     ) -> None:
+        self._on_publish = on_publish
         self._state = state
         self._clock = clock
         self._t = translate
@@ -131,6 +133,8 @@ class Gate:
             self._on_prompt(action.user_id)
         elif decision.count_post:
             self._state.note_post(action.user_id, now)
+        if decision.allowed and action.kind is ActionKind.PUBLISH_ROOM and action.room_id is not None:
+            self._on_publish(action.user_id, action.room_id)
         response = _allow() if decision.allowed else self._refusal(decision)
         self.metrics.count(name, "allow" if decision.allowed else "deny")
         self.metrics.observe(time.perf_counter() - started)

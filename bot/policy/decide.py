@@ -10,6 +10,7 @@ Rules, in order (the first that applies wins):
 4. An account that accepted the current agreement version may act.
 5. An account that has not may still talk to the bot in its direct chat (that is where it agrees).
 6. Everything else is refused until the account agrees; the refusal asks for a prompt.
+7. Publishing a room to the directory needs an approved public account (article 7 ¶1).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def decide(action: Action, state: PolicyState, now: int) -> Decision:
     if action.kind in _ALWAYS_ALLOWED:
         return ALLOW if agreed or action.kind is ActionKind.JOIN_ROOM else ALLOW_AND_PROMPT
     if agreed:
+        if action.kind is ActionKind.PUBLISH_ROOM and user not in state.public_accounts:
+            return Decision(
+                allowed=False, reason=Reason.NOT_PUBLIC_ACCOUNT,
+                params={"action": action.kind.value, "bot": state.bot_user_id},
+            )
         return ALLOW
     if action.kind is ActionKind.SEND_EVENT and state.is_dm_of(action.room_id, user):
         return ALLOW

@@ -31,6 +31,7 @@ class Reason(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     SUSPENDED = "suspended"
     CLOSED = "closed"
+    NOT_PUBLIC_ACCOUNT = "not_public_account"
 
 
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, and the gate builds one Action

@@ -11,6 +11,17 @@ from dataclasses import dataclass, field
 from bot.policy.sanctions import ActiveSanctions, Measure
 
 
+@dataclass(frozen=True)
+class PublicAccount:
+    """An approved public account, as the register says: its category, name, filing and news tier."""
+
+    category: str
+    name: str
+    filing_number: str
+    tier: str | None = None  # 'publisher' or 'reposter'
+    news_filing_number: str | None = None
+
+
 @dataclass
 class PolicyState:
     bot_user_id: str
@@ -24,6 +35,9 @@ class PolicyState:
     dm_user_by_room: dict[str, str] = field(default_factory=dict)
     # user -> measures in force (only accounts that have some)
     sanctions: dict[str, ActiveSanctions] = field(default_factory=dict)
+    # user -> approved public account; room -> the public account whose channel it is
+    public_accounts: dict[str, PublicAccount] = field(default_factory=dict)
+    channels: dict[str, str] = field(default_factory=dict)
 
     def is_exempt(self, user_id: str) -> bool:
         return user_id == self.bot_user_id or user_id in self.moderators

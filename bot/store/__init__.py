@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.store.accounts import AccountRepo, AlreadyPending, Application, Filing
 from bot.store.agreements import Acceptance, AgreementRepo, Prompt
 from bot.store.cases import Case, CaseRepo, ClosureRequest, NewCase
 from bot.store.db import Database, DatabaseTooNew
@@ -19,6 +20,7 @@ class Store:
         self.cases = CaseRepo(db)
         self.reports = ReportRepo(db)
         self.appeals = AppealRepo(db)
+        self.accounts = AccountRepo(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Store":
@@ -40,4 +42,4 @@ class Store:
             await conn.execute("DELETE FROM kv WHERE key = ?", (key,))
 
 
-__all__ = ["AlreadyOpen", "Appeal", "Report", "Acceptance", "Case", "ClosureRequest", "Database", "DatabaseTooNew", "Mute", "NewCase", "Prompt", "Store"]
+__all__ = ["AlreadyPending", "Application", "Filing", "AlreadyOpen", "Appeal", "Report", "Acceptance", "Case", "ClosureRequest", "Database", "DatabaseTooNew", "Mute", "NewCase", "Prompt", "Store"]

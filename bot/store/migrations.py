@@ -161,6 +161,50 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE UNIQUE INDEX appeals_one_open_per_case ON appeals (case_id) WHERE decided_at IS NULL;
         """,
     ),
+    Migration(
+        4,
+        "public accounts: applications, the filing register, channels",
+        """
+        CREATE TABLE applications (
+            id          INTEGER PRIMARY KEY,
+            applicant   TEXT NOT NULL,
+            kind        TEXT NOT NULL CHECK (kind IN ('public', 'news')),
+            category    TEXT,                     -- public: the category applied for
+            name        TEXT,                     -- public: the account's public name
+            tier        TEXT CHECK (tier IN ('publisher', 'reposter')),  -- news
+            licence     TEXT,                     -- news: the licence number
+            created_at  INTEGER NOT NULL,
+            decided_at  INTEGER,                  -- set once, with an audit record
+            decided_by  TEXT,
+            decision    TEXT CHECK (decision IN ('approved', 'rejected')),
+            note        TEXT
+        );
+        CREATE UNIQUE INDEX applications_one_pending ON applications (applicant, kind) WHERE decided_at IS NULL;
+        -- The register: one row per filing; a news tier is a later filing of the same owner.
+        CREATE TABLE filings (
+            id             INTEGER PRIMARY KEY,
+            filing_number  TEXT NOT NULL UNIQUE,
+            owner          TEXT NOT NULL,
+            category       TEXT NOT NULL,
+            name           TEXT NOT NULL,
+            tier           TEXT CHECK (tier IN ('publisher', 'reposter')),
+            licence        TEXT,
+            reviewer       TEXT NOT NULL,
+            approved_at    INTEGER NOT NULL,
+            application_id INTEGER NOT NULL REFERENCES applications (id),
+            revoked_at     INTEGER,
+            revoked_by     TEXT,
+            revoke_reason  TEXT
+        );
+        CREATE INDEX filings_owner ON filings (owner, revoked_at);
+        CREATE TABLE channels (
+            room_id  TEXT PRIMARY KEY,
+            owner    TEXT NOT NULL,
+            added_at INTEGER NOT NULL
+        );
+        CREATE INDEX channels_owner ON channels (owner);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

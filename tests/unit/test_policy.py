@@ -40,9 +40,18 @@ def test_account_that_agreed_to_an_older_version_is_refused_as_outdated(state, k
     assert decision.message_key == "deny.agreement_outdated"
 
 
-@pytest.mark.parametrize("kind", GATED_KINDS)
+@pytest.mark.parametrize("kind", [k for k in GATED_KINDS if k is not ActionKind.PUBLISH_ROOM])
 def test_account_that_agreed_to_the_current_version_may_act(state, kind):
     assert decide(Action(kind, AGREED, room_id=ROOM), state, NOW).allowed
+
+
+def test_only_an_approved_public_account_may_publish_to_the_directory(state):
+    from bot.policy.state import PublicAccount
+
+    refused = decide(Action(ActionKind.PUBLISH_ROOM, AGREED, room_id=ROOM), state, NOW)
+    assert not refused.allowed and refused.reason is Reason.NOT_PUBLIC_ACCOUNT
+    state.public_accounts[AGREED] = PublicAccount("enterprise", "ACME", "IM2026-04-000001")
+    assert decide(Action(ActionKind.PUBLISH_ROOM, AGREED, room_id=ROOM), state, NOW).allowed
 
 
 @pytest.mark.parametrize("user", [BOT, MOD])

@@ -30,6 +30,10 @@ async def fill(store):
     await store.reports.add(event_id="$bad", room_id="!r:hs", sender="@b:hs", snapshot=snapshot,
                             reporter="@c:hs", reason="also rude", now=T0 + 3 * DAY + 1, source="homeserver")
     await store.appeals.add(case_id=case.id, appellant="@b:hs", text="不公平", now=T0 + 4 * DAY)
+    application = await store.accounts.apply(applicant="@news:hs", kind="public", category="news-website",
+                                             name="每日新闻 Daily", now=T0 + 5 * DAY)
+    await store.accounts.approve(application, by="@mod:hs", note="ok", now=T0 + 6 * DAY,
+                                 filing_number="IM2026-02-000001", category="news-website", name="每日新闻 Daily")
     return case
 
 

@@ -1,0 +1,213 @@
+"""Public accounts (article 7 ¶1): applications, review, the filing register, channels.
+
+A user applies for a public account in a category, then (optionally) for a news tier for it.
+Moderators approve, giving a filing number, or reject; the applicant is told either way. Only an
+approved public account may publish a room to the directory; the rooms it publishes become its
+channels. Revoking ends every filing of the account at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Callable
+
+from bot.config import Settings
+from bot.i18n import Refusal, Translator
+from bot.matrix.client import Matrix
+from bot.matrix.management import ManagementRoom
+from bot.matrix.onboarding import Onboarding
+from bot.policy import PolicyState
+from bot.policy.state import PublicAccount
+from bot.store import AlreadyPending, Application, Filing, Store
+
+log = logging.getLogger(__name__)
+
+TIERS = ("publisher", "reposter")
+
+
+class PublicAccounts:
+    def __init__(
+        self,
+        store: Store,
+        state: PolicyState,
+        matrix: Matrix,
+        onboarding: Onboarding,
+        management: ManagementRoom,
+        t: Translator,
+        settings: Settings,
+        clock: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._matrix = matrix
+        self._onboarding = onboarding
+        self._management = management
+        self._t = t
+        self._clock = clock
+        self.categories = list(settings.public_accounts.categories)
+        self._format = settings.public_accounts.filing_number_format
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def load(self) -> None:
+        """The register's live picture into memory (before the gate answers)."""
+        self._state.public_accounts.clear()
+        for owner in {f.owner for f in await self._store.accounts.active_filings()}:
+            self._state.public_accounts[owner] = await self._account_of(owner)
+        self._state.channels.update(await self._store.accounts.channels())
+
+    async def _account_of(self, owner: str) -> PublicAccount:
+        filings = await self._store.accounts.active_filings(owner)
+        base = next(f for f in filings if f.tier is None)
+        news = next((f for f in reversed(filings) if f.tier is not None), None)
+        return PublicAccount(base.category, base.name, base.filing_number,
+                             None if news is None else news.tier, None if news is None else news.filing_number)
+
+    # -- applying ------------------------------------------------------------------------------
+
+    async def apply_public(self, user: str, category: str, name: str) -> Application:
+        category = category.casefold()
+        if category not in self.categories:
+            raise Refusal("account.unknown_category", category=category, categories=", ".join(self.categories))
+        account = self._state.public_accounts.get(user)
+        if account is not None:
+            raise Refusal("account.already_public", name=account.name, filing=account.filing_number)
+        return await self._apply(user, "public", category=category, name=name)
+
+    async def apply_news(self, user: str, tier: str, licence: str) -> Application:
+        account = self._state.public_accounts.get(user)
+        if account is None:
+            raise Refusal("account.needs_public")
+        if account.tier == tier or account.tier == "publisher":
+            raise Refusal("account.already_tier", tier=self._t(f"tier.{account.tier}"))
+        return await self._apply(user, "news", tier=tier, licence=licence)
+
+    async def _apply(self, user: str, kind: str, **fields: str) -> Application:
+        try:
+            application = await self._store.accounts.apply(applicant=user, kind=kind, now=self._clock(), **fields)
+        except AlreadyPending:
+            raise Refusal("account.pending", kind=kind) from None
+        await self._management.post(
+            self._t("account.announce", application=application.id, user=user, summary=self.summary(application)),
+            f"application-{application.id}",
+        )
+        return application
+
+    def summary(self, application: Application) -> str:
+        if application.kind == "public":
+            return self._t("account.summary_public", category=application.category, name=application.name)
+        return self._t("account.summary_news", tier=self._t(f"tier.{application.tier}"), licence=application.licence)
+
+    # -- review --------------------------------------------------------------------------------
+
+    async def _pending(self, application_id: int) -> Application:
+        application = await self._store.accounts.application(application_id)
+        if application is None:
+            raise Refusal("account.no_such", application=application_id)
+        if application.decided_at is not None:
+            raise Refusal("account.already_decided", application=application_id)
+        return application
+
+    def filing_number(self, category: str, sequence: int, now: int) -> str:
+        year = datetime.fromtimestamp(now / 1000, tz=timezone.utc).year
+        position = self.categories.index(category) + 1 if category in self.categories else 0
+        return self._format.format(year=year, category=f"{position:02d}", seq=sequence)
+
+    async def approve(self, application_id: int, moderator: str, note: str) -> Filing:
+        application = await self._pending(application_id)
+        now = self._clock()
+        if application.kind == "public":
+            category, name = application.category or "", application.name or ""
+        else:
+            account = self._state.public_accounts.get(application.applicant)
+            if account is None:  # revoked while the news application waited
+                raise Refusal("account.needs_public")
+            category, name = account.category, account.name
+        number = self.filing_number(category, await self._store.accounts.next_sequence(), now)
+        filing = await self._store.accounts.approve(application, by=moderator, note=note, now=now,
+                                                    filing_number=number, category=category, name=name)
+        if filing is None:
+            raise Refusal("account.already_decided", application=application_id)
+        self._state.public_accounts[application.applicant] = await self._account_of(application.applicant)
+        self._onboarding.request(application.applicant, (
+            self._t("account.told_approved", application=application_id, filing=number, note=note),
+            f"application-{application_id}",
+        ))
+        return filing
+
+    async def reject(self, application_id: int, moderator: str, reason: str) -> Application:
+        application = await self._pending(application_id)
+        if not await self._store.accounts.reject(application_id, by=moderator, reason=reason, now=self._clock()):
+            raise Refusal("account.already_decided", application=application_id)
+        self._onboarding.request(application.applicant, (
+            self._t("account.told_rejected", application=application_id, reason=reason),
+            f"application-{application_id}",
+        ))
+        return application
+
+    async def revoke(self, user: str, moderator: str, reason: str) -> list[Filing]:
+        revoked = await self._store.accounts.revoke_all(user, by=moderator, reason=reason, now=self._clock())
+        if not revoked:
+            raise Refusal("account.not_public", user=user)
+        self._state.public_accounts.pop(user, None)
+        numbers = ", ".join(f.filing_number for f in revoked)
+        self._onboarding.request(user, (self._t("account.told_revoked", filings=numbers, reason=reason),
+                                        f"revoke-{revoked[0].id}"))
+        return revoked
+
+    # -- channels ------------------------------------------------------------------------------
+
+    async def add_channel(self, owner: str, room: str) -> str:
+        if owner not in self._state.public_accounts:
+            raise Refusal("account.not_public", user=owner)
+        room_id = await self._matrix.resolve(room)
+        await self._store.accounts.add_channel(owner, room_id, self._clock())
+        self._state.channels[room_id] = owner
+        return room_id
+
+    async def remove_channel(self, owner: str, room: str) -> str:
+        room_id = await self._matrix.resolve(room)
+        if not await self._store.accounts.remove_channel(owner, room_id, self._clock()):
+            raise Refusal("channel.not_yours", room=room)
+        self._state.channels.pop(room_id, None)
+        return room_id
+
+    def on_published(self, user: str, room_id: str) -> None:
+        """The gate let a public account change a room's directory listing; follow it up."""
+        task = asyncio.ensure_future(self._follow_publication(user, room_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_publication(self, user: str, room_id: str, delay: float = 1.0) -> None:
+        # The callback comes before Synapse applies the change and does not say publish or
+        # unpublish: look at the directory once the change is done.
+        await asyncio.sleep(delay)
+        try:
+            response = await self._matrix.client.room_get_visibility(room_id)
+            public = getattr(response, "visibility", None) == "public"
+            if public and self._state.channels.get(room_id) != user:
+                await self._store.accounts.add_channel(user, room_id, self._clock())
+                self._state.channels[room_id] = user
+            elif not public and self._state.channels.get(room_id) == user:
+                await self._store.accounts.remove_channel(user, room_id, self._clock())
+                self._state.channels.pop(room_id, None)
+        except Exception:
+            log.exception("following the publication of %s by %s failed", room_id, user)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def whois(self, user: str) -> str:
+        account = self._state.public_accounts.get(user)
+        if account is None:
+            return self._t("whois.none", user=user)
+        lines = [self._t("whois.public", user=user, name=account.name, category=account.category,
+                         filing=account.filing_number)]
+        if account.tier is not None:
+            lines.append(self._t("whois.tier", tier=self._t(f"tier.{account.tier}"), filing=account.news_filing_number))
+        else:
+            lines.append(self._t("whois.no_tier"))
+        channels = sorted(room for room, owner in self._state.channels.items() if owner == user)
+        if channels:
+            lines.append(self._t("whois.channels", channels=", ".join(channels)))
+        return "\n".join(lines)
