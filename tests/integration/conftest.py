@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from bot.devserver import Homeserver, RegisteredUser, free_port, random_token
-from tests.integration.harness import BotProcess
+from tests.integration.harness import BotProcess, Moderation, setup
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +85,13 @@ def make_bot(tmp_path: Path) -> Iterator[Callable[..., BotProcess]]:
     yield make
     for process in bots:
         process.stop()
+
+
+@pytest.fixture
+async def mod(gated, make_bot, request) -> Iterator[Moderation]:
+    """A moderator, a management room and the bot (with the admin token) on the gated server.
+    A test module can add config with a module-level MOD_CONFIG dict."""
+    moderation = await setup(gated.hs, gated.bot, make_bot, gate=gated, **getattr(request.module, "MOD_CONFIG", {}))
+    yield moderation
+    for user in moderation.users:
+        await user.close()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -196,5 +196,55 @@ async def until(check: Callable[[], Any], timeout: float = 15.0, interval: float
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or check}")
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")
+@dataclass
+class Moderation:
+    bot: BotProcess
+    bot_id: str
+    moderator: User
+    room: str  # the management room
+    users: list[User]
+
+    async def command(self, text: str, expect: str, timeout: float = 20.0) -> dict:
+        """A moderator's command in the management room, and the bot's reply containing ``expect``."""
+        before = len(self.moderator.messages(self.room, self.bot_id))
+        await self.moderator.say(self.room, text)
+        return await self.moderator.wait_for_message(self.room, self.bot_id, expect, timeout, after=before)
+
+    async def protected_room(self) -> str:
+        """A public room the moderator owns, the bot at power 100, and the bot restarted to protect it."""
+        status, room = await self.moderator.create_room(
+            preset="public_chat", name="Protected", invite=[self.bot_id],
+            power_level_content_override={"users": {self.bot_id: 100}},
+        )
+        assert status == 200, room
+        self.bot.stop()
+        self.bot.config["protected_rooms"] = [room["room_id"]]
+        self.bot.start()
+        return room["room_id"]
+
+    async def member(self, name: str, hs) -> User:
+        """A user who has agreed, with its DM to the bot open."""
+        user = await new_user(hs, name)
+        self.users.append(user)
+        await user.login()
+        user.dm = await user.wait_for_invite(self.bot_id)
+        await user.join(user.dm)
+        await user.wait_for_message(user.dm, self.bot_id, "!agree")
+        await user.say(user.dm, "!agree")
+        await user.wait_for_message(user.dm, self.bot_id, "recorded")
+        return user
+
+
+async def setup(hs, account, make_bot, gate=None, **config) -> Moderation:
+    """A moderator, the bot running, and a management room created afterwards, as an operator would:
+    the bot recognises the configured alias when it is invited."""
+    moderator = await new_user(hs, "mod")
+    alias = f"mods-{moderator.user_id[5:13]}"
+    process = make_bot(hs, account, gate=gate, admin_token=True, moderators=[moderator.user_id],
+                       management_room=f"#{alias}:{hs.server_name}", **config)
+    process.start()
+    status, room = await moderator.create_room(name="Moderators", room_alias_name=alias, invite=[account.user_id])
+    assert status == 200, room
+    moderation = Moderation(process, account.user_id, moderator, room["room_id"], [moderator])
+    await moderation.command("!cases", "No cases")  # answered only once the room is known as the management room
+    return moderation

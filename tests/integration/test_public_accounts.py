@@ -8,17 +8,8 @@ import re
 import pytest
 
 from tests.integration.harness import until
-from tests.integration.test_sanctions import setup
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def mod(gated, make_bot):
-    moderation = await setup(gated.hs, gated.bot, make_bot, gate=gated)
-    yield moderation
-    for user in moderation.users:
-        await user.close()
 
 
 async def publish(user, room_id: str) -> tuple[int, dict]:

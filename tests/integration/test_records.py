@@ -6,18 +6,13 @@ import re
 
 import pytest
 
-from tests.integration.harness import User
-from tests.integration.test_sanctions import Moderation, case_number, setup
+from tests.integration.harness import Moderation, User
+from tests.integration.test_sanctions import case_number
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def mod(gated, make_bot):
-    moderation = await setup(gated.hs, gated.bot, make_bot, gate=gated, records={"report_poll_seconds": 1})
-    yield moderation
-    for user in moderation.users:
-        await user.close()
+MOD_CONFIG = {"records": {"report_poll_seconds": 1}}
 
 
 async def shared_room(mod: Moderation, *users: User) -> str:
