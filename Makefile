@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/gate.py
+	$(PY) bench/news.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

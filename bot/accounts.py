@@ -186,6 +186,8 @@ class PublicAccounts:
         try:
             response = await self._matrix.client.room_get_visibility(room_id)
             public = getattr(response, "visibility", None) == "public"
+            if public:
+                self._state.news_scope.add(room_id)
             if public and self._state.channels.get(room_id) != user:
                 await self._store.accounts.add_channel(user, room_id, self._clock())
                 self._state.channels[room_id] = user

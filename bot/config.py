@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from bot.policy.news import NewsRules
 
 USER_ID_RE = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 ROOM_ID_RE = re.compile(r"^![^:\s]+(:[A-Za-z0-9.\-\[\]:]+)?$")
@@ -177,6 +180,8 @@ class PublicAccountsConfig(_Section):
     # Placeholders: {year}, {category} (the category's position, 1-based, as two digits) and {seq}
     # (the filing's sequence number); format specs work: {seq:06d}.
     filing_number_format: str = "IM{year}-{category}-{seq:06d}"
+    # The news rules; None: the shipped config/rules.yaml.
+    rules_file: Path | None = None
 
     @field_validator("filing_number_format")
     @classmethod
@@ -241,6 +246,9 @@ class Settings(BaseSettings):
         # The YAML file arrives as init arguments; the environment wins over it.
         return (env_settings, init_settings)
 
+    def rules_path(self) -> Path:
+        return self.public_accounts.rules_file or SHIPPED_CONFIG_DIR / "rules.yaml"
+
     def agreement_path(self) -> Path:
         if self.agreement.file is not None:
             return self.agreement.file
@@ -285,7 +293,27 @@ def load_config(path: str | Path) -> Settings:
         settings.database.path = base / settings.database.path
     if settings.agreement.file is not None and not settings.agreement.file.is_absolute():
         settings.agreement.file = base / settings.agreement.file
+    rules = settings.public_accounts.rules_file
+    if rules is not None and not rules.is_absolute():
+        settings.public_accounts.rules_file = base / rules
+    try:
+        load_news_rules(settings.rules_path())
+    except ValueError as exc:
+        raise ConfigError(f"invalid config {path}: public_accounts.rules_file: {exc}") from None
     agreement = settings.agreement_path()
     if not agreement.is_file():
         raise ConfigError(f"invalid config {path}: agreement.file: {agreement} does not exist")
     return settings
+
+
+def load_news_rules(path: Path) -> "NewsRules":
+    """Read and compile the news rules; ValueError (RulesError) says what is wrong."""
+    from bot.policy.news import NewsRules, RulesError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RulesError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{path} is not valid YAML: {exc}") from None
+    return NewsRules.from_mapping(data)

@@ -33,6 +33,7 @@ from bot.matrix.onboarding import Onboarding
 from bot.matrix.roommode import RoomMode
 from bot.matrix.sync import SyncLoop
 from bot.policy import PolicyState
+from bot.news import News
 from bot.reports import Reports
 from bot.router import Router
 from bot.sanctions import Sanctions
@@ -109,13 +110,16 @@ class Service:
         # measures end after login.
         await self.sanctions.load()
         await self.accounts.load()
+        self.news = News(state, matrix, settings, None if hs.admin_token is None else hs.admin_token.get_secret_value(),
+                         lambda: set(self.room_mode.protected))
+        self.news.load()
         registry = Registry([
             *agreement_commands.COMMANDS, *account_commands.COMMANDS, *sanction_commands.COMMANDS,
             *record_commands.COMMANDS,
         ])
         services = Services(
             self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock,
-            self.reports, self.accounts,
+            self.reports, self.accounts, self.news,
         )
         self.router = Router(
             matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name, self._members,
@@ -138,7 +142,7 @@ class Service:
             except MatrixError as exc:
                 log.warning("could not lift the bot's rate limit: %s", exc)
         self._matrix = matrix
-        self.router.on_joined = self.join_configured_rooms
+        self.router.on_joined = self._joined_by_invite
         if not await self.join_configured_rooms():
             self.spawn(self._retry_rooms(), "join-rooms")
         self.sync = SyncLoop(self.client, store, self.router.handle_batch)
@@ -147,6 +151,7 @@ class Service:
         self.spawn(self.sanctions.run_expiry(), "expiry")
         self.spawn(self.reports.run_retention(), "retention")
         self.spawn(self.reports.poll_homeserver(), "homeserver-reports")
+        self.spawn(self.news.run_scope(), "news-scope")
         # A changed agreement version: ask everyone who agreed to (or was shown) an older one.
         for user_id in await store.agreements.users_to_ask_again(self.document.version):
             self.onboarding.request(user_id)
@@ -198,11 +203,26 @@ class Service:
                 complete = False
         return complete
 
+    async def _joined_by_invite(self) -> None:
+        # A configured alias may exist only now, and a public room joined is news scope at once.
+        await self.join_configured_rooms()
+        await self.news.refresh_scope()
+
     async def _retry_rooms(self, every: float = 30.0) -> None:
         while True:
             await asyncio.sleep(every)
             if await self.join_configured_rooms():
                 return
+
+    def reload_rules(self) -> None:
+        """SIGHUP: re-read the news rules; a bad file is logged and the old rules stay."""
+        news = getattr(self, "news", None)
+        if news is None:
+            return
+        try:
+            news.reload()
+        except Exception:  # Refusal: already logged with the reason
+            pass
 
     def _members(self, room_id: str) -> set[str]:
         """Joined and invited members, as the last sync told."""
@@ -239,6 +259,7 @@ async def run(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     service = Service(settings)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_rules)
     starting = asyncio.ensure_future(service.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:

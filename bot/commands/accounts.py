@@ -78,6 +78,12 @@ async def whois(ctx: Context) -> str:
     return ctx.services.accounts.whois(ctx.args["user"])
 
 
+async def reload_rules(ctx: Context) -> str:
+    rules = ctx.services.news.reload()
+    news_rules = len({*rules.keyword_rules.values(), *(r for r, _ in rules.regex_rules), *rules.domain_rules.values()})
+    return ctx.t("rules.reloaded", news=news_rules, sources=len(rules.source_domains))
+
+
 def _moderator(name: str, alias: str, run, params) -> Command:  # type: ignore[no-untyped-def]
     return Command(name, (alias,), f"cmd.{name}.summary", run, params=params, moderator_only=True)
 
@@ -94,4 +100,5 @@ COMMANDS = [
     _moderator("approve", "通过", approve, (APPLICATION, Param("note", ParamKind.TEXT, required=False))),
     _moderator("reject", "拒绝", reject, (APPLICATION, Param("reason", ParamKind.TEXT))),
     _moderator("revoke", "撤销", revoke, (USER, Param("reason", ParamKind.TEXT))),
+    _moderator("reload", "重新加载", reload_rules, ()),
 ]

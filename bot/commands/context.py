@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from bot.commands.registry import Registry
     from bot.matrix.client import Matrix
     from bot.matrix.onboarding import Onboarding
+    from bot.news import News
     from bot.reports import Reports
     from bot.sanctions import Sanctions
     from bot.policy import PolicyState
@@ -32,6 +33,7 @@ class Services:
     clock: Callable[[], int]
     reports: "Reports"
     accounts: "PublicAccounts"
+    news: "News"
 
 
 @dataclass(frozen=True)

@@ -133,8 +133,11 @@ class Gate:
             self._on_prompt(action.user_id)
         elif decision.count_post:
             self._state.note_post(action.user_id, now)
-        if decision.allowed and action.kind is ActionKind.PUBLISH_ROOM and action.room_id is not None:
-            self._on_publish(action.user_id, action.room_id)
+        if decision.allowed:
+            if action.body and self._state.in_news_scope(action.room_id):
+                self._state.remember_text(action.body, action.user_id, now)
+            elif action.kind is ActionKind.PUBLISH_ROOM and action.room_id is not None:
+                self._on_publish(action.user_id, action.room_id)
         response = _allow() if decision.allowed else self._refusal(decision)
         self.metrics.count(name, "allow" if decision.allowed else "deny")
         self.metrics.observe(time.perf_counter() - started)

@@ -185,6 +185,14 @@ MESSAGES: dict[str, str] = {
         "{what}: only approved public accounts may publish rooms to the directory. Apply with "
         "!apply public <category> <name> in your direct chat with {bot}."
     ),
+    "deny.news_tier_missing": (
+        "{what}: it reads as current-affairs news (rule {rule}), and posting it here needs the news "
+        "{tier} authorisation, which this account does not have. Public accounts apply with "
+        "!apply news {tier} <licence-number> in their direct chat with {bot}."
+    ),
+    "rules.reloaded": "Rules reloaded: {news} news rule(s), {sources} repost source(s).",
+    "rules.invalid": "The rules file was not loaded, and the previous rules stay in force: {error}",
+    "cmd.reload.summary": "re-read the news rules file (config/rules.yaml)",
     "account.unknown_category": "Unknown category {category}. Choose one of: {categories}.",
     "account.apply_usage": "Apply with !apply public <category> <name…> or !apply news publisher|reposter <licence number>.",
     "account.already_public": "You already have a public account ({name}, filing {filing}).",

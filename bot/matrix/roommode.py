@@ -69,18 +69,28 @@ class RoomMode:
         # Power levels are read-modify-write: one edit per room at a time.
         self._room_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message") -> Decision:
-        action = Action(ActionKind.SEND_EVENT, user_id, source=Source.ROOM, room_id=room_id, event_type=event_type)
+    def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message",
+                content: dict[str, Any] | None = None) -> Decision:
+        body = (content or {}).get("body")
+        body = body if isinstance(body, str) else None
+        relates = (content or {}).get("m.relates_to")
+        quotes = bool(body and body.startswith("> ") and isinstance(relates, dict) and "m.in_reply_to" in relates)
+        action = Action(ActionKind.SEND_EVENT, user_id, source=Source.ROOM, room_id=room_id, event_type=event_type,
+                        body=body, quotes_reply=quotes)
         return decide(action, self._state, self._clock())
 
     async def on_event(self, room_id: str, event: dict[str, Any], room_name: str) -> None:
         if room_id not in self.protected or "state_key" in event or event.get("type") in _NOT_POSTS:
             return
         sender = event["sender"]
-        decision = self._decide(room_id, sender, event.get("type", ""))
+        content = event.get("content") if isinstance(event.get("content"), dict) else {}
+        decision = self._decide(room_id, sender, event.get("type", ""), content)
         if decision.allowed:
             if decision.count_post:
                 self._state.note_post(sender, self._clock())
+            body = content.get("body")
+            if isinstance(body, str) and body and self._state.in_news_scope(room_id):
+                self._state.remember_text(body, sender, self._clock())
             return
         event_id = event["event_id"]
         try:
@@ -89,6 +99,9 @@ class RoomMode:
         except MatrixError as exc:
             log.warning("could not redact %s in %s: %s", event_id, room_id, exc)
         changed = await self._enforce(room_id, sender, decision)
+        if decision.reason is Reason.NEWS_TIER_MISSING:
+            # Redacted, not muted: the account may post anything else. Tell it why.
+            self._onboarding.request(sender, (self._t.refusal(decision.message_key, decision.params), event_id))
         if decision.prompt_agreement:
             note = None
             if changed:

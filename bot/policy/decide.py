@@ -11,6 +11,9 @@ Rules, in order (the first that applies wins):
 5. An account that has not may still talk to the bot in its direct chat (that is where it agrees).
 6. Everything else is refused until the account agrees; the refusal asks for a prompt.
 7. Publishing a room to the directory needs an approved public account (article 7 ¶1).
+8. In scope (published and public rooms, channels, protected rooms), a message the news rules
+   recognise as current-affairs news needs a tier: an original needs ``publisher``, a repost
+   ``reposter`` or ``publisher`` (article 7 ¶2).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def decide(action: Action, state: PolicyState, now: int) -> Decision:
                 allowed=False, reason=Reason.NOT_PUBLIC_ACCOUNT,
                 params={"action": action.kind.value, "bot": state.bot_user_id},
             )
+        if action.kind is ActionKind.SEND_EVENT and action.body and state.in_news_scope(action.room_id):
+            return _news(action, state, now)
         return ALLOW
     if action.kind is ActionKind.SEND_EVENT and state.is_dm_of(action.room_id, user):
         return ALLOW
@@ -87,3 +92,23 @@ def _sanction(measure: Measure, action: Action, state: PolicyState, active: Acti
     if len(recent) < measure.rate.count:
         return ALLOW_AND_COUNT
     return _refuse(Reason.RATE_LIMITED, action, measure, rate=str(measure.rate), next_ms=str(recent[0] + measure.rate.period_ms))
+
+
+def _news(action: Action, state: PolicyState, now: int) -> Decision:
+    assert action.body is not None
+    match = state.news_rules.classify(
+        action.body, quotes_a_reply=action.quotes_reply,
+        seen_from_other=state.seen_from_other(action.body, action.user_id, now),
+    )
+    if match is None:
+        return ALLOW
+    account = state.public_accounts.get(action.user_id)
+    tier = None if account is None else account.tier
+    if tier == "publisher" or (match.repost and tier == "reposter"):
+        return ALLOW
+    return Decision(
+        allowed=False,
+        reason=Reason.NEWS_TIER_MISSING,
+        params={"action": action.kind.value, "rule": match.rule_id,
+                "tier": "reposter" if match.repost else "publisher", "bot": state.bot_user_id},
+    )

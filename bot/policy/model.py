@@ -32,6 +32,7 @@ class Reason(enum.StrEnum):
     SUSPENDED = "suspended"
     CLOSED = "closed"
     NOT_PUBLIC_ACCOUNT = "not_public_account"
+    NEWS_TIER_MISSING = "news_tier_missing"
 
 
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, and the gate builds one Action
@@ -44,6 +45,8 @@ class Action:
     room_id: str | None = None
     event_type: str | None = None
     target_user_id: str | None = None
+    body: str | None = None  # the text of a message, for the news rules
+    quotes_reply: bool = False  # a reply that quotes the message it answers
 
 
 @dataclass(frozen=True, slots=True)

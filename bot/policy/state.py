@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.policy.news import NewsRules, fingerprint
 from bot.policy.sanctions import ActiveSanctions, Measure
+
+RECENT_TEXTS_LIMIT = 200_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,11 @@ class PolicyState:
     # user -> approved public account; room -> the public account whose channel it is
     public_accounts: dict[str, PublicAccount] = field(default_factory=dict)
     channels: dict[str, str] = field(default_factory=dict)
+    # Current-affairs news: the rules, the rooms they apply in (besides channels), and recent
+    # texts in those rooms (fingerprint -> first sender, time) to recognise identical reposts.
+    news_rules: NewsRules = field(default_factory=NewsRules)
+    news_scope: set[str] = field(default_factory=set)
+    recent_texts: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def is_exempt(self, user_id: str) -> bool:
         return user_id == self.bot_user_id or user_id in self.moderators
@@ -87,3 +95,20 @@ class PolicyState:
         window = max((m.rate.period_ms for m in active.measures.values() if m.rate is not None), default=0)
         active.recent_posts[:] = [t for t in active.recent_posts if t > now - window]
         active.recent_posts.append(now)
+
+    def in_news_scope(self, room_id: str | None) -> bool:
+        return room_id is not None and (room_id in self.news_scope or room_id in self.channels)
+
+    def seen_from_other(self, body: str, user_id: str, now: int) -> bool:
+        first = self.recent_texts.get(fingerprint(body))
+        return first is not None and first[0] != user_id and now - first[1] <= self.news_rules.identical_ms
+
+    def remember_text(self, body: str, user_id: str, now: int) -> None:
+        """Keep the first sender of each text seen in scope (bounded: the oldest go first)."""
+        key = fingerprint(body)
+        first = self.recent_texts.get(key)
+        if first is None or now - first[1] > self.news_rules.identical_ms:
+            self.recent_texts.pop(key, None)
+            self.recent_texts[key] = (user_id, now)
+            while len(self.recent_texts) > RECENT_TEXTS_LIMIT:
+                del self.recent_texts[next(iter(self.recent_texts))]

@@ -41,7 +41,7 @@ def setup():
         Command("modonly", (), "cmd.help.summary", _ok, moderator_only=True),
     ])
     store = FakeStore()
-    services = Services(Translator("en"), state, store, None, None, registry, None, None, lambda: 1234, None, None)
+    services = Services(Translator("en"), state, store, None, None, registry, None, None, lambda: 1234, None, None, None)
     matrix = FakeMatrix()
     dispatcher = Dispatcher(registry, services, matrix)
     dispatcher.records = store.cases.records
