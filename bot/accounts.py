@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Awaitable, Callable
 
 from bot.config import Settings
 from bot.i18n import Refusal, Translator
@@ -49,6 +49,12 @@ class PublicAccounts:
         self.categories = list(settings.public_accounts.categories)
         self._format = settings.public_accounts.filing_number_format
         self._tasks: set[asyncio.Task[None]] = set()
+        # Called after anything that changes how an account is labelled (tier, channels).
+        self.on_changed: Callable[[str], Awaitable[None]] | None = None
+
+    async def _changed(self, user: str) -> None:
+        if self.on_changed is not None:
+            await self.on_changed(user)
 
     async def load(self) -> None:
         """The register's live picture into memory (before the gate answers)."""
@@ -130,6 +136,8 @@ class PublicAccounts:
         if filing is None:
             raise Refusal("account.already_decided", application=application_id)
         self._state.public_accounts[application.applicant] = await self._account_of(application.applicant)
+        if application.kind == "news":
+            await self._changed(application.applicant)
         self._onboarding.request(application.applicant, (
             self._t("account.told_approved", application=application_id, filing=number, note=note),
             f"application-{application_id}",
@@ -151,6 +159,7 @@ class PublicAccounts:
         if not revoked:
             raise Refusal("account.not_public", user=user)
         self._state.public_accounts.pop(user, None)
+        await self._changed(user)
         numbers = ", ".join(f.filing_number for f in revoked)
         self._onboarding.request(user, (self._t("account.told_revoked", filings=numbers, reason=reason),
                                         f"revoke-{revoked[0].id}"))
@@ -164,6 +173,7 @@ class PublicAccounts:
         room_id = await self._matrix.resolve(room)
         await self._store.accounts.add_channel(owner, room_id, self._clock())
         self._state.channels[room_id] = owner
+        await self._changed(owner)
         return room_id
 
     async def remove_channel(self, owner: str, room: str) -> str:
@@ -171,6 +181,7 @@ class PublicAccounts:
         if not await self._store.accounts.remove_channel(owner, room_id, self._clock()):
             raise Refusal("channel.not_yours", room=room)
         self._state.channels.pop(room_id, None)
+        await self._changed(owner)
         return room_id
 
     def on_published(self, user: str, room_id: str) -> None:
@@ -191,9 +202,11 @@ class PublicAccounts:
             if public and self._state.channels.get(room_id) != user:
                 await self._store.accounts.add_channel(user, room_id, self._clock())
                 self._state.channels[room_id] = user
+                await self._changed(user)
             elif not public and self._state.channels.get(room_id) == user:
                 await self._store.accounts.remove_channel(user, room_id, self._clock())
                 self._state.channels.pop(room_id, None)
+                await self._changed(user)
         except Exception:
             log.exception("following the publication of %s by %s failed", room_id, user)
 

@@ -182,6 +182,9 @@ class PublicAccountsConfig(_Section):
     filing_number_format: str = "IM{year}-{category}-{seq:06d}"
     # The news rules; None: the shipped config/rules.yaml.
     rules_file: Path | None = None
+    # The tag a news account's channels' topics begin with; None: the language's default
+    # (「时政新闻发布」 / [News publisher], 「时政新闻转载」 / [News reposter]).
+    labels: dict[Literal["publisher", "reposter"], str] = Field(default_factory=dict)
 
     @field_validator("filing_number_format")
     @classmethod

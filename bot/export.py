@@ -36,8 +36,10 @@ _QUERIES: dict[str, tuple[str, str]] = {
         " r.resolution, r.resolution_reason, r.case_id FROM reports r", "r.created_at",
     ),
     "filings": (
-        "SELECT id, filing_number, owner, category, name, tier, licence, reviewer, approved_at, application_id,"
-        " revoked_at, revoked_by, revoke_reason FROM filings", "approved_at",
+        "SELECT f.id, f.filing_number, f.owner, f.category, f.name, f.tier, f.licence,"
+        " (SELECT json_group_array(room_id) FROM channels c WHERE c.owner = f.owner) AS channels,"
+        " f.reviewer, f.approved_at, f.application_id, f.revoked_at, f.revoked_by, f.revoke_reason FROM filings f",
+        "f.approved_at",
     ),
     "appeals": (
         "SELECT id, case_id, appellant, text, created_at, decided_at, decided_by, decision, decision_reason"
@@ -47,7 +49,7 @@ _QUERIES: dict[str, tuple[str, str]] = {
 }
 _TIME_COLUMNS = {"accepted_at", "created_at", "expires_at", "ended_at", "resolved_at", "decided_at",
                  "evidence_purged_at", "approved_at", "revoked_at"}
-_JSON_COLUMNS = {"caused_by", "evidence", "reporters", "details"}
+_JSON_COLUMNS = {"caused_by", "evidence", "reporters", "details", "channels"}
 
 
 class ExportError(ValueError):

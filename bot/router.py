@@ -138,11 +138,13 @@ class Router:
             None,
         )
         wanted = room_id in self._room_mode.protected or room_id == self._management.room_id
-        if wanted or inviter in self._state.moderators:
+        # Moderators bring the bot into rooms; public accounts into their channels (for labels).
+        if wanted or inviter in self._state.moderators or inviter in self._state.public_accounts:
             log.info("accepting the invite of %s to %s", inviter, room_id)
             await self._matrix.join(room_id)
             if self.on_joined is not None:
                 await self.on_joined()
         else:
-            log.info("declining the invite of %s to %s (not a protected room, not from a moderator)", inviter, room_id)
+            log.info("declining the invite of %s to %s (not a protected room; not from a moderator or public account)",
+                     inviter, room_id)
             await self._matrix.leave(room_id)

@@ -33,6 +33,7 @@ from bot.matrix.onboarding import Onboarding
 from bot.matrix.roommode import RoomMode
 from bot.matrix.sync import SyncLoop
 from bot.policy import PolicyState
+from bot.labels import Labels
 from bot.news import News
 from bot.reports import Reports
 from bot.router import Router
@@ -113,6 +114,9 @@ class Service:
         self.news = News(state, matrix, settings, None if hs.admin_token is None else hs.admin_token.get_secret_value(),
                          lambda: set(self.room_mode.protected))
         self.news.load()
+        self.labels = Labels(store, state, matrix, self.management, self.t, settings, self.clock,
+                             lambda: set(self.room_mode.protected))
+        self.accounts.on_changed = self.labels.refresh
         registry = Registry([
             *agreement_commands.COMMANDS, *account_commands.COMMANDS, *sanction_commands.COMMANDS,
             *record_commands.COMMANDS,

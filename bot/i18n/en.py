@@ -238,5 +238,7 @@ MESSAGES: dict[str, str] = {
     "cmd.revoke.summary": "revoke an account's public account and news tier",
     "cmd.channel.summary": "add or remove a channel of your public account",
     "cmd.whois.summary": "what the register says about an account (public facts only)",
+    "label.publisher": "[News publisher]",
+    "label.reposter": "[News reposter]",
     "time.never": "never",
 }

@@ -207,5 +207,7 @@ MESSAGES: dict[str, str] = {
     "cmd.revoke.summary": "撤销账号的公众账号及新闻资质",
     "cmd.channel.summary": "为您的公众账号添加或移除频道",
     "cmd.whois.summary": "查询账号的备案信息（仅公开信息）",
+    "label.publisher": "「时政新闻发布」",
+    "label.reposter": "「时政新闻转载」",
     "time.never": "从未",
 }

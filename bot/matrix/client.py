@@ -89,12 +89,18 @@ class Matrix:
         _check(f"redact {event_id}", await self.client.room_redact(room_id, event_id, reason=reason, tx_id=txn))
 
     async def power_levels(self, room_id: str) -> dict[str, Any]:
-        response = await self.client.room_get_state_event(room_id, "m.room.power_levels")
-        return dict(_check(f"read power levels of {room_id}", response).content)
+        return await self.state_content(room_id, "m.room.power_levels")
 
     async def set_power_levels(self, room_id: str, content: dict[str, Any]) -> None:
-        response = await self.client.room_put_state(room_id, "m.room.power_levels", content)
-        _check(f"set power levels of {room_id}", response)
+        await self.put_state(room_id, "m.room.power_levels", content, "")
+
+    async def state_content(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any]:
+        response = await self.client.room_get_state_event(room_id, event_type, state_key)
+        return dict(_check(f"read {event_type} in {room_id}", response).content)
+
+    async def put_state(self, room_id: str, event_type: str, content: dict[str, Any], state_key: str) -> None:
+        response = await self.client.room_put_state(room_id, event_type, content, state_key=state_key)
+        _check(f"set {event_type} in {room_id}", response)
 
     async def create_dm(self, user_id: str) -> str:
         response = await self.client.room_create(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 
 import pytest
 
@@ -90,3 +91,65 @@ async def test_news_tier_needs_a_public_account_first(gated, mod):
     await mod.command(f"!approve {third}", "approved")
     await carol.say(carol.dm, f"!whois {carol.user_id}")
     await carol.wait_for_message(carol.dm, mod.bot_id, "News authorisation: reposter")
+
+
+async def _approved(mod, user, text: str) -> None:
+    before = len(user.messages(user.dm, mod.bot_id))
+    await user.say(user.dm, text)
+    applied = await user.wait_for_message(user.dm, mod.bot_id, "Application #", after=before)
+    number = int(re.search(r"#(\d+)", applied["content"]["body"]).group(1))
+    await mod.command(f"!approve {number}", "approved")
+
+
+async def _label(user, room_id: str, owner: str) -> dict:
+    status, body = await user.api("GET", f"/_matrix/client/v3/rooms/{room_id}/state/im.rulesbot.label/user:{owner}")
+    return body if status == 200 else {}
+
+
+async def _topic(user, room_id: str) -> str:
+    status, body = await user.api("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.topic/")
+    return body.get("topic", "") if status == 200 else ""
+
+
+async def test_labels_appear_where_users_see_them_and_go_on_revoke(gated, mod):
+    lobby = await mod.protected_room()
+    pub = await mod.member("pub", gated.hs)
+    await _approved(mod, pub, "!apply public news-organisation Pub Daily")
+    await _approved(mod, pub, "!apply news publisher LIC-PUB-1")
+    status, room = await pub.create_room(name="Pub Daily", topic="Daily news", invite=[mod.bot_id],
+                                         power_level_content_override={"users": {mod.bot_id: 100}})
+    channel = room["room_id"]
+
+    async def bot_joined() -> bool:
+        status, members = await pub.api("GET", f"/_matrix/client/v3/rooms/{channel}/joined_members")
+        return mod.bot_id in members.get("joined", {})
+
+    await until(bot_joined, what="the bot to accept the public account's invite")
+    status, body = await publish(pub, channel)
+    assert status == 200, body
+    await until(lambda: _label_tier(pub, channel, pub.user_id), timeout=20, what="the label in the channel")
+    label = await _label(pub, channel, pub.user_id)
+    assert label["category"] == "news-organisation" and label["filing_number"].startswith("IM")
+    assert label["user_id"] == pub.user_id
+    await until(lambda: _topic_is(pub, channel, "[News publisher] Daily news"), what="the topic tag")
+    assert (await _label(mod.moderator, lobby, pub.user_id)).get("tier") == "publisher", "protected rooms show it too"
+
+    await mod.command(f"!revoke {pub.user_id} licence withdrawn", "has been revoked")
+    await until(lambda: _no_label(pub, channel, pub.user_id), what="the label to go")
+    await until(lambda: _topic_is(pub, channel, "Daily news"), what="the tag to go")
+    assert await _label(mod.moderator, lobby, pub.user_id) == {}
+    with sqlite3.connect(mod.bot.config["database"]["path"]) as db:
+        actions = [r[0] for r in db.execute("SELECT action FROM audit_log WHERE target = ? ORDER BY id", (pub.user_id,))]
+    assert "label.set" in actions and actions[-1] == "label.remove"
+
+
+async def _topic_is(user, room_id: str, topic: str) -> bool:
+    return await _topic(user, room_id) == topic
+
+
+async def _label_tier(user, room_id: str, owner: str) -> bool:
+    return (await _label(user, room_id, owner)).get("tier") == "publisher"
+
+
+async def _no_label(user, room_id: str, owner: str) -> bool:
+    return await _label(user, room_id, owner) == {}

@@ -34,6 +34,7 @@ async def fill(store):
                                              name="每日新闻 Daily", now=T0 + 5 * DAY)
     await store.accounts.approve(application, by="@mod:hs", note="ok", now=T0 + 6 * DAY,
                                  filing_number="IM2026-02-000001", category="news-website", name="每日新闻 Daily")
+    await store.accounts.add_channel("@news:hs", "!daily:hs", T0 + 7 * DAY)
     return case
 
 
@@ -88,6 +89,13 @@ async def test_csv_bom_times_and_chinese_text(store):
     text = data.decode("utf-8-sig")
     assert "垃圾广告" in text and "2026-11-02T00:00:00.000Z" in text
     assert rows[0]["evidence"]["content"]["body"] == "买买买\nline two"
+
+
+async def test_filings_list_their_channels(store):
+    await fill(store)
+    _, [filing] = await collect(store, "filings")
+    assert filing["channels"] == ["!daily:hs"] and filing["reviewer"] == "@mod:hs"
+    assert filing["approved_at"].startswith("2026-11-07")
 
 
 async def test_since_until_filter_and_every_export_is_audited(store):

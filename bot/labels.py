@@ -1,0 +1,87 @@
+"""Labels (article 7 ¶3): accounts allowed to publish or repost news carry a visible label.
+
+Where users see it: a state event ``im.rulesbot.label`` in each of the account's channels and in
+the protected rooms, machine-readable for clients and other bots; and the channels' topic begins
+with the tier's tag. The state key is ``user:<user ID>``: Matrix's authorisation rules refuse a
+state key that starts with ``@`` unless it is the sender's own ID, so the bare user ID cannot be
+used; the content repeats ``user_id``. Removing a label empties the state event (state
+cannot be deleted in Matrix) and takes the tag off the topics. Each change is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from bot.config import Settings
+from bot.i18n import Translator
+from bot.matrix.client import Matrix, MatrixError
+from bot.matrix.management import ManagementRoom
+from bot.policy import PolicyState
+from bot.store import Store, audit
+
+log = logging.getLogger(__name__)
+
+LABEL_EVENT = "im.rulesbot.label"
+
+
+def label_state_key(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+class Labels:
+    def __init__(self, store: Store, state: PolicyState, matrix: Matrix, management: ManagementRoom, t: Translator,
+                 settings: Settings, clock: Callable[[], int], protected: Callable[[], set[str]]) -> None:
+        self._store = store
+        self._state = state
+        self._matrix = matrix
+        self._management = management
+        self._clock = clock
+        self._protected = protected
+        self.tags = {tier: settings.public_accounts.labels.get(tier) or t(f"label.{tier}") for tier in ("publisher", "reposter")}
+
+    def _channels(self, user_id: str) -> list[str]:
+        return sorted(room for room, owner in self._state.channels.items() if owner == user_id)
+
+    async def refresh(self, user_id: str) -> None:
+        """Make the label match the register: shown with the current tier, or removed."""
+        account = self._state.public_accounts.get(user_id)
+        tier = None if account is None else account.tier
+        content: dict[str, Any] = {}
+        if account is not None and tier is not None:
+            content = {"user_id": user_id, "tier": tier, "category": account.category, "filing_number": account.news_filing_number,
+                       "public_account_filing_number": account.filing_number, "since": self._clock()}
+        channels = self._channels(user_id)
+        done, failed = [], []
+        for room_id in sorted({*channels, *self._protected()}):
+            try:
+                await self._matrix.put_state(room_id, LABEL_EVENT, content, label_state_key(user_id))
+                if room_id in channels:
+                    await self._retag_topic(room_id, tier)
+                done.append(room_id)
+            except MatrixError as exc:
+                log.warning("labelling %s in %s failed: %s", user_id, room_id, exc)
+                failed.append(room_id)
+        async with self._store.db.transaction() as conn:
+            await audit.append(conn, now_ms=self._clock(), actor=self._state.bot_user_id,
+                               action="label.set" if content else "label.remove", target=user_id,
+                               details={"tier": tier, "rooms": done, "failed": failed})
+        if failed:
+            await self._management.post(
+                f"Label of {user_id} could not be updated in {', '.join(failed)}: the bot needs to be in those rooms "
+                "with a power level that may send state events.", f"label-{user_id}-{self._clock()}")
+
+    async def _retag_topic(self, room_id: str, tier: str | None) -> None:
+        try:
+            topic = (await self._matrix.state_content(room_id, "m.room.topic")).get("topic") or ""
+        except MatrixError as exc:
+            if exc.errcode != "M_NOT_FOUND":
+                raise
+            topic = ""
+        bare = topic
+        for tag in self.tags.values():
+            if bare.startswith(tag):
+                bare = bare[len(tag):].lstrip()
+        wanted = bare if tier is None else f"{self.tags[tier]} {bare}".rstrip()
+        if wanted != topic:
+            await self._matrix.put_state(room_id, "m.room.topic", {"topic": wanted}, "")
