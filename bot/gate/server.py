@@ -14,6 +14,7 @@ import secrets
 import time
 from typing import Any, Callable
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -90,8 +91,8 @@ class Gate:
         except web.HTTPRequestEntityTooLarge:
             return _error(413, "M_TOO_LARGE", "request body is larger than 1 MiB")
         try:
-            body = json.loads(raw.decode("utf-8"))  # str input skips json's encoding detection
-        except (ValueError, UnicodeDecodeError):
+            body = orjson.loads(raw)  # several times faster than json on a 1 KB event: the gate's main cost
+        except orjson.JSONDecodeError:
             return _error(400, "M_BAD_JSON", "request body is not JSON")
         if not isinstance(body, dict):
             return _error(400, "M_INVALID_PARAM", "request body must be a JSON object")
