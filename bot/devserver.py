@@ -152,6 +152,8 @@ class Homeserver:
                 with urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1):
                     return
             except (urllib.error.URLError, OSError):
+                # start() is synchronous on purpose: pytest fixtures call it, and the demo runs it
+                # in a thread (asyncio.to_thread), so this sleep never blocks an event loop.
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Synapse did not answer within {timeout:.0f} s; see {self.log_path}")
