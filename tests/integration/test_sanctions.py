@@ -33,6 +33,16 @@ async def test_warning_reaches_the_dm_with_the_case_number(gated, mod):
     await mod.moderator.wait_for_message(mod.room, mod.bot_id, f"Case #{case}: warning of {alice.user_id}")
     shown = await mod.command(f"!case {case}", f"Case #{case}")
     assert mod.moderator.user_id in shown["content"]["body"]
+    # Given as a reply, a command copies the message it answers into the case as evidence.
+    quoted = await mod.moderator.say(mod.room, "forwarded: alice wrote something nasty")
+    await mod.moderator.client.room_send(mod.room, "m.room.message", {
+        "msgtype": "m.text", "body": f"!warn {alice.user_id} see the quoted message",
+        "m.relates_to": {"m.in_reply_to": {"event_id": quoted.event_id}},
+    })
+    with_evidence = await mod.moderator.wait_for_message(mod.room, mod.bot_id, "(with evidence). Recorded")
+    second = case_number(with_evidence)
+    shown = await mod.command(f"!case {second}", f"Case #{second}")
+    assert "evidence:" in shown["content"]["body"] and "something nasty" in shown["content"]["body"]
 
 
 async def test_restriction_refuses_survives_a_restart_and_ends_on_time(gated, mod):
