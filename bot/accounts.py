@@ -38,7 +38,9 @@ class PublicAccounts:
         t: Translator,
         settings: Settings,
         clock: Callable[[], int],
+        spawn: Callable[[Awaitable[None], str], object],
     ) -> None:
+        self._spawn = spawn
         self._store = store
         self._state = state
         self._matrix = matrix
@@ -48,7 +50,6 @@ class PublicAccounts:
         self._clock = clock
         self.categories = list(settings.public_accounts.categories)
         self._format = settings.public_accounts.filing_number_format
-        self._tasks: set[asyncio.Task[None]] = set()
         # Called after anything that changes how an account is labelled (tier, channels).
         self.on_changed: Callable[[str], Awaitable[None]] | None = None
 
@@ -186,9 +187,7 @@ class PublicAccounts:
 
     def on_published(self, user: str, room_id: str) -> None:
         """The gate let a public account change a room's directory listing; follow it up."""
-        task = asyncio.ensure_future(self._follow_publication(user, room_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._follow_publication(user, room_id), f"follow-publication-{room_id}")
 
     async def _follow_publication(self, user: str, room_id: str, delay: float = 1.0) -> None:
         # The callback comes before Synapse applies the change and does not say publish or

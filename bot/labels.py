@@ -18,7 +18,7 @@ from bot.i18n import Translator
 from bot.matrix.client import Matrix, MatrixError
 from bot.matrix.management import ManagementRoom
 from bot.policy import PolicyState
-from bot.store import Store, audit
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,9 @@ class Labels:
             except MatrixError as exc:
                 log.warning("labelling %s in %s failed: %s", user_id, room_id, exc)
                 failed.append(room_id)
-        async with self._store.db.transaction() as conn:
-            await audit.append(conn, now_ms=self._clock(), actor=self._state.bot_user_id,
-                               action="label.set" if content else "label.remove", target=user_id,
-                               details={"tier": tier, "rooms": done, "failed": failed})
+        await self._store.record(now_ms=self._clock(), actor=self._state.bot_user_id,
+                                 action="label.set" if content else "label.remove", target=user_id,
+                                 details={"tier": tier, "rooms": done, "failed": failed})
         if failed:
             await self._management.post(
                 f"Label of {user_id} could not be updated in {', '.join(failed)}: the bot needs to be in those rooms "

@@ -25,7 +25,7 @@ from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Registry
 from bot.config import Settings
 from bot.gate.server import Gate
-from bot.i18n import Translator
+from bot.i18n import Refusal, Translator
 from bot.matrix.admin import AdminApi
 from bot.matrix.client import Matrix, MatrixError, client_config, connect
 from bot.matrix.management import ManagementRoom
@@ -105,7 +105,7 @@ class Service:
             store, matrix, self.sanctions, self.onboarding, self.admin, self.management, self.t, settings, self.clock
         )
         self.accounts = PublicAccounts(
-            store, state, matrix, self.onboarding, self.management, self.t, settings, self.clock
+            store, state, matrix, self.onboarding, self.management, self.t, settings, self.clock, self.spawn
         )
         # Measures in force and the register go into memory before the gate answers; overdue
         # measures end after login.
@@ -225,8 +225,8 @@ class Service:
             return
         try:
             news.reload()
-        except Exception:  # Refusal: already logged with the reason
-            pass
+        except Refusal:
+            pass  # already logged with the reason; the previous rules stay
 
     def _members(self, room_id: str) -> set[str]:
         """Joined and invited members, as the last sync told."""

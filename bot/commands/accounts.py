@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.commands.context import Context
-from bot.commands.registry import Command, Param, ParamKind
+from bot.commands.registry import Command, Param, ParamKind, moderator_command
 from bot.i18n import Refusal
 from bot.store import Application
 
@@ -84,9 +84,6 @@ async def reload_rules(ctx: Context) -> str:
     return ctx.t("rules.reloaded", news=news_rules, sources=len(rules.source_domains))
 
 
-def _moderator(name: str, alias: str, run, params) -> Command:  # type: ignore[no-untyped-def]
-    return Command(name, (alias,), f"cmd.{name}.summary", run, params=params, moderator_only=True)
-
 
 COMMANDS = [
     Command("apply", ("申请",), "cmd.apply.summary", apply, params=(KIND, TEXT)),
@@ -96,9 +93,9 @@ COMMANDS = [
         Param("room", ParamKind.WORD),
     )),
     Command("whois", ("查询",), "cmd.whois.summary", whois, params=(USER,)),
-    _moderator("applications", "申请列表", applications, ()),
-    _moderator("approve", "通过", approve, (APPLICATION, Param("note", ParamKind.TEXT, required=False))),
-    _moderator("reject", "拒绝", reject, (APPLICATION, Param("reason", ParamKind.TEXT))),
-    _moderator("revoke", "撤销", revoke, (USER, Param("reason", ParamKind.TEXT))),
-    _moderator("reload", "重新加载", reload_rules, ()),
+    moderator_command("applications", "申请列表", applications, ()),
+    moderator_command("approve", "通过", approve, (APPLICATION, Param("note", ParamKind.TEXT, required=False))),
+    moderator_command("reject", "拒绝", reject, (APPLICATION, Param("reason", ParamKind.TEXT))),
+    moderator_command("revoke", "撤销", revoke, (USER, Param("reason", ParamKind.TEXT))),
+    moderator_command("reload", "重新加载", reload_rules, ()),
 ]

@@ -52,7 +52,7 @@ class Dispatcher:
         sender = event["sender"]
         if command.moderator_only:
             if sender not in self._services.state.moderators:
-                await self._services.store.cases.record(
+                await self._services.store.record(
                     now_ms=self._services.clock(), actor=sender, action="command.refused", target=sender,
                     details={"command": command.name, "room_id": room_id, "event_id": event["event_id"]},
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from bot.commands.context import Context
-from bot.commands.registry import Command, Param, ParamKind, UnknownCommand, UsageError
+from bot.commands.registry import Command, Param, ParamKind, UnknownCommand, UsageError, moderator_command
 from bot.commands.sanctions import SANCTION_KINDS, impose_from
 from bot.export import KINDS, ExportError, export, parse_date
 from bot.i18n import Refusal
@@ -104,20 +104,17 @@ async def export_records(ctx: Context) -> str | None:
     return ctx.t("export.done", kind=kind, rows=rows, file=filename)
 
 
-def _moderator(name: str, alias: str, run, params) -> Command:  # type: ignore[no-untyped-def]
-    return Command(name, (alias,), f"cmd.{name}.summary", run, params=params, moderator_only=True)
-
 
 COMMANDS = [
     Command("report", ("举报",), "cmd.report.summary", report, params=(TEXT,)),
     Command("appeal", ("申诉",), "cmd.appeal.summary", appeal, params=(Param("case", ParamKind.CASE), TEXT)),
-    _moderator("reports", "举报列表", list_reports, ()),
-    _moderator("resolve", "处理", resolve, (REPORT, TEXT)),
-    _moderator("stats", "统计", stats, ()),
-    _moderator("appeals", "申诉列表", list_appeals, ()),
-    _moderator("grant", "批准", grant, (APPEAL, REASON)),
-    _moderator("deny", "驳回申诉", deny, (APPEAL, REASON)),
-    _moderator("export", "导出", export_records, (
+    moderator_command("reports", "举报列表", list_reports, ()),
+    moderator_command("resolve", "处理", resolve, (REPORT, TEXT)),
+    moderator_command("stats", "统计", stats, ()),
+    moderator_command("appeals", "申诉列表", list_appeals, ()),
+    moderator_command("grant", "批准", grant, (APPEAL, REASON)),
+    moderator_command("deny", "驳回申诉", deny, (APPEAL, REASON)),
+    moderator_command("export", "导出", export_records, (
         Param("kind", ParamKind.CHOICE, choices=KINDS),
         Param("since", ParamKind.WORD, required=False),
     )),

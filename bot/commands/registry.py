@@ -88,6 +88,11 @@ class Command:
         return " ".join(parts)
 
 
+def moderator_command(name: str, alias: str, run: Handler, params: tuple[Param, ...] = (), **kwargs: Any) -> Command:
+    """A command for moderators only, with its one Chinese alias and its catalog summary."""
+    return Command(name, (alias,), f"cmd.{name}.summary", run, params=params, moderator_only=True, **kwargs)
+
+
 @dataclass(frozen=True)
 class Invocation:
     command: Command

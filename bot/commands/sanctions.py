@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.commands.context import Context
-from bot.commands.registry import Command, Invocation, Param, ParamKind
+from bot.commands.registry import Invocation, Param, ParamKind, moderator_command
 from bot.i18n import Refusal
 from bot.policy.sanctions import SanctionKind, format_duration
 from bot.reports import snapshot_of
@@ -131,18 +131,15 @@ async def list_cases(ctx: Context) -> str:
     return "\n".join(lines)
 
 
-def _moderator(name: str, alias: str, run, params, **kwargs) -> Command:  # type: ignore[no-untyped-def]
-    return Command(name, (alias,), f"cmd.{name}.summary", run, params=params, moderator_only=True, **kwargs)
-
 
 COMMANDS = [
-    _moderator("warn", "警告", sanction, (USER, REASON), flags=(DRY_RUN,)),
-    _moderator("restrict", "限制", sanction, (USER, DURATION, REASON), options=(RATE,), flags=(DRY_RUN,)),
-    _moderator("suspend", "暂停", sanction, (USER, DURATION, REASON), flags=(DRY_RUN,)),
-    _moderator("close", "关闭", sanction, (USER, REASON), flags=("erase", DRY_RUN)),
-    _moderator("confirm", "确认", confirm, (Param("code", ParamKind.WORD),)),
-    _moderator("lift", "解除", lift, (CASE, REASON), flags=(DRY_RUN,)),
-    _moderator("case", "案件", show_case, (CASE,)),
-    _moderator("history", "记录", history, (USER,)),
-    _moderator("cases", "案件列表", list_cases, (Param("filter", ParamKind.CHOICE, required=False, choices=("active", "生效")),)),
+    moderator_command("warn", "警告", sanction, (USER, REASON), flags=(DRY_RUN,)),
+    moderator_command("restrict", "限制", sanction, (USER, DURATION, REASON), options=(RATE,), flags=(DRY_RUN,)),
+    moderator_command("suspend", "暂停", sanction, (USER, DURATION, REASON), flags=(DRY_RUN,)),
+    moderator_command("close", "关闭", sanction, (USER, REASON), flags=("erase", DRY_RUN)),
+    moderator_command("confirm", "确认", confirm, (Param("code", ParamKind.WORD),)),
+    moderator_command("lift", "解除", lift, (CASE, REASON), flags=(DRY_RUN,)),
+    moderator_command("case", "案件", show_case, (CASE,)),
+    moderator_command("history", "记录", history, (USER,)),
+    moderator_command("cases", "案件列表", list_cases, (Param("filter", ParamKind.CHOICE, required=False, choices=("active", "生效")),)),
 ]

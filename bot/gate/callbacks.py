@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from bot.policy import Action, ActionKind
+from bot.policy.news import message_text
 
 
 class SchemaError(ValueError):
@@ -27,11 +28,7 @@ def _event(body: dict[str, Any]) -> Action:
     event = body.get("event")
     if not isinstance(event, dict):
         raise SchemaError("field 'event' must be an object")
-    content = event.get("content")
-    body = content.get("body") if isinstance(content, dict) else None
-    body = body if isinstance(body, str) else None
-    relates = content.get("m.relates_to") if isinstance(content, dict) else None
-    quotes = bool(body and body.startswith("> ") and isinstance(relates, dict) and "m.in_reply_to" in relates)
+    body, quotes = message_text(event.get("content"))
     return Action(
         ActionKind.SEND_EVENT, _str(event, "sender"), room_id=_str(event, "room_id"), event_type=_str(event, "type"),
         body=body, quotes_reply=quotes,

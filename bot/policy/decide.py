@@ -96,19 +96,19 @@ def _sanction(measure: Measure, action: Action, state: PolicyState, active: Acti
 
 def _news(action: Action, state: PolicyState, now: int) -> Decision:
     assert action.body is not None
-    match = state.news_rules.classify(
-        action.body, quotes_a_reply=action.quotes_reply,
-        seen_from_other=state.seen_from_other(action.body, action.user_id, now),
-    )
+    match = state.news_rules.classify(action.body, quotes_a_reply=action.quotes_reply)
     if match is None:
         return ALLOW
     account = state.public_accounts.get(action.user_id)
     tier = None if account is None else account.tier
-    if tier == "publisher" or (match.repost and tier == "reposter"):
+    # Hashing the text to look for an identical earlier post costs something on the gate's hot
+    # path: only do it when the answer can change the verdict.
+    repost = match.repost or (tier != "publisher" and state.seen_from_other(action.body, action.user_id, now))
+    if tier == "publisher" or (repost and tier == "reposter"):
         return ALLOW
     return Decision(
         allowed=False,
         reason=Reason.NEWS_TIER_MISSING,
         params={"action": action.kind.value, "rule": match.rule_id,
-                "tier": "reposter" if match.repost else "publisher", "bot": state.bot_user_id},
+                "tier": "reposter" if repost else "publisher", "bot": state.bot_user_id},
     )

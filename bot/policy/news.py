@@ -183,6 +183,17 @@ def _suffixes(host: str) -> Iterable[str]:
     return (".".join(parts[i:]) for i in range(len(parts) - 1))
 
 
+def message_text(content: Any) -> tuple[str | None, bool]:
+    """A message's text, and whether it is a reply that quotes the message it answers."""
+    if not isinstance(content, dict):
+        return None, False
+    body = content.get("body")
+    if not isinstance(body, str):
+        return None, False
+    relates = content.get("m.relates_to")
+    return body, body.startswith("> ") and isinstance(relates, dict) and "m.in_reply_to" in relates
+
+
 def fingerprint(body: str) -> str:
     """Identical after normalising whitespace and case."""
     return hashlib.sha256(WHITESPACE.sub(" ", body.strip()).casefold().encode("utf-8")).hexdigest()[:32]

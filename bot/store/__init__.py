@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bot.store.accounts import AccountRepo, AlreadyPending, Application, Filing
+from bot.store import audit
 from bot.store.agreements import Acceptance, AgreementRepo, Prompt
 from bot.store.cases import Case, CaseRepo, ClosureRequest, NewCase
 from bot.store.db import Database, DatabaseTooNew
@@ -36,6 +38,11 @@ class Store:
     async def put(self, key: str, value: str) -> None:
         async with self.db.transaction() as conn:
             await conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    async def record(self, *, now_ms: int, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+        """An audit record of its own (a refused attempt, a label change)."""
+        async with self.db.transaction() as conn:
+            await audit.append(conn, now_ms=now_ms, actor=actor, action=action, target=target, details=details)
 
     async def delete(self, key: str) -> None:
         async with self.db.transaction() as conn:

@@ -180,8 +180,3 @@ class CaseRepo:
             row[0], row[1], row[2], row[3], bool(row[4]), None if row[5] is None else json.loads(row[5]),
             tuple(json.loads(row[6])), row[7], row[8], now, row[10],
         )
-
-    async def record(self, *, now_ms: int, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
-        """An audit record of its own (a refused attempt, a notice that could not be delivered)."""
-        async with self._db.transaction() as conn:
-            await audit.append(conn, now_ms=now_ms, actor=actor, action=action, target=target, details=details)

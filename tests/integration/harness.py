@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import aiohttp
 import yaml
-from nio import AsyncClient, InviteMemberEvent, JoinResponse, LoginResponse, RoomSendResponse, SyncResponse
+from nio import AsyncClient, InviteMemberEvent, JoinResponse, LoginResponse, SyncResponse
 
 from bot.devserver import Homeserver, RegisteredUser
 

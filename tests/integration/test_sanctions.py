@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.integration.harness import Moderation, User, new_user, setup, until
+from tests.integration.harness import User, new_user, setup, until
 
 pytestmark = pytest.mark.integration
 

@@ -44,21 +44,16 @@ def setup():
     services = Services(Translator("en"), state, store, None, None, registry, None, None, lambda: 1234, None, None, None)
     matrix = FakeMatrix()
     dispatcher = Dispatcher(registry, services, matrix)
-    dispatcher.records = store.cases.records
+    dispatcher.records = store.records
     return dispatcher, matrix
 
 
-class FakeCases:
+class FakeStore:
     def __init__(self):
         self.records = []
 
     async def record(self, **record):
         self.records.append(record)
-
-
-class FakeStore:
-    def __init__(self):
-        self.cases = FakeCases()
 
 
 def message(body, sender="@u:hs", event_id="$cmd"):

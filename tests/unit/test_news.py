@@ -152,7 +152,6 @@ def test_automaton_agrees_with_a_naive_search_on_random_text():
             continue
         first_end = min(end for end, _ in ends)
         first = next(k for end, k in ends if end == first_end)
-        start = first_end - len(first)
         # The first keyword to end; of those starting no later than it, the longest.
         assert found in keywords and found in text, (keywords, text, found)
         assert len(found) >= len(first)

@@ -3,7 +3,6 @@
 import asyncio
 import time
 
-import pytest
 from nio import SyncError, SyncResponse
 
 from bot.matrix.sync import SYNC_TOKEN_KEY, SyncLoop
