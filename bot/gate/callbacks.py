@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from bot.policy import Action, ActionKind
-from bot.policy.news import message_text
+from bot.policy.text import event_text
 
 
 class SchemaError(ValueError):
@@ -28,7 +28,7 @@ def _event(body: dict[str, Any]) -> Action:
     event = body.get("event")
     if not isinstance(event, dict):
         raise SchemaError("field 'event' must be an object")
-    body, quotes = message_text(event.get("content"))
+    body, quotes = event_text(event.get("type"), event.get("content"))
     return Action(
         ActionKind.SEND_EVENT, _str(event, "sender"), room_id=_str(event, "room_id"), event_type=_str(event, "type"),
         body=body, quotes_reply=quotes,

@@ -23,7 +23,7 @@ from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.onboarding import Onboarding
 from bot.policy import Action, ActionKind, Decision, PolicyState, Reason, Source, decide
 from bot.policy.model import MUTING_REASONS
-from bot.policy.news import message_text
+from bot.policy.text import event_text
 from bot.store import Mute, Store
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class RoomMode:
 
     def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message",
                 content: dict[str, Any] | None = None) -> Decision:
-        body, quotes = message_text(content)
+        body, quotes = event_text(event_type, content)
         action = Action(ActionKind.SEND_EVENT, user_id, source=Source.ROOM, room_id=room_id, event_type=event_type,
                         body=body, quotes_reply=quotes)
         return decide(action, self._state, self._clock())
