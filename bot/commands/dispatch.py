@@ -62,7 +62,7 @@ class Dispatcher:
                 await self._reply(room_id, event, t("cmd.wrong_place", command="!" + command.name))
                 return True
         ctx = Context(
-            sender, room_id, event["event_id"], invocation.args, invocation.flags, self._services, _reply_to(content),
+            sender, room_id, event["event_id"], invocation.args, invocation.flags, self._services, replied_to(content),
             command.name,
         )
         try:
@@ -81,8 +81,16 @@ class Dispatcher:
         await self._matrix.send_notice(room_id, text, reply_to=event_id, txn=txn_id("reply", event_id))
 
 
-def _reply_to(content: dict[str, Any]) -> str | None:
+def replied_to(content: dict[str, Any]) -> str | None:
+    """The event a message really replies to, or None.
+
+    In a thread a client puts the thread's latest event in ``m.in_reply_to`` with
+    ``is_falling_back: true`` only so that clients without threads show some context: the user
+    did not pick that message, so it is not a reply and never evidence or a report's target.
+    """
     relates = content.get("m.relates_to")
-    reply = relates.get("m.in_reply_to") if isinstance(relates, dict) else None
+    if not isinstance(relates, dict) or relates.get("is_falling_back"):
+        return None
+    reply = relates.get("m.in_reply_to")
     event_id = reply.get("event_id") if isinstance(reply, dict) else None
     return event_id if isinstance(event_id, str) else None

@@ -27,6 +27,10 @@ async def _refuse(ctx):
     raise Refusal("sanction.no_such_case", case=42)
 
 
+async def _reply_target(ctx):
+    return f"evidence: {ctx.reply_to}"
+
+
 async def _ok(ctx):
     return f"done for {ctx.sender}"
 
@@ -39,6 +43,7 @@ def setup():
         Command("crash", (), "cmd.help.summary", _crash),
         Command("refuse", (), "cmd.help.summary", _refuse),
         Command("modonly", (), "cmd.help.summary", _ok, moderator_only=True),
+        Command("replyto", (), "cmd.help.summary", _reply_target),
     ])
     store = FakeStore()
     services = Services(Translator("en"), state, store, None, None, registry, None, None, lambda: 1234, None, None, None)
@@ -126,3 +131,23 @@ async def test_huge_message_is_answered_with_usage_not_processed(setup):
     dispatcher, matrix = setup
     await dispatcher.handle("!dm", message("!status " + "x " * 500_000), answer_unknown=True)
     assert matrix.sent[0][1] == "Usage: !status"
+
+
+THREAD = {"rel_type": "m.thread", "event_id": "$root"}
+
+
+@pytest.mark.parametrize("relates, expected", [
+    # A thread message: the client's fallback names the thread's latest event, not a choice.
+    ({**THREAD, "is_falling_back": True, "m.in_reply_to": {"event_id": "$latest"}}, "None"),
+    # A real reply inside a thread (is_falling_back false or absent) names the message.
+    ({**THREAD, "is_falling_back": False, "m.in_reply_to": {"event_id": "$picked"}}, "$picked"),
+    ({**THREAD, "m.in_reply_to": {"event_id": "$picked"}}, "$picked"),
+    ({"m.in_reply_to": {"event_id": "$picked"}}, "$picked"),
+    ({"m.in_reply_to": "$not-an-object"}, "None"),
+])
+async def test_only_a_real_reply_names_the_replied_to_message(setup, relates, expected):
+    dispatcher, matrix = setup
+    event = message("!replyto")
+    event["content"]["m.relates_to"] = relates
+    await dispatcher.handle("!dm", event, answer_unknown=True)
+    assert matrix.sent[0][1] == f"evidence: {expected}"

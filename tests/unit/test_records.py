@@ -160,3 +160,52 @@ def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path):
     wrong = subprocess.run([sys.executable, "-m", "bot", "export", "--config", str(config), "--kind", "gossip",
                             "--format", "csv"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+
+
+async def test_report_in_a_thread_is_not_a_report_of_the_fallback_message():
+    """A thread message's m.in_reply_to is a client fallback: `!report` there must ask how, not
+    file a report against whoever posted last in the thread."""
+    from types import SimpleNamespace
+
+    from bot.commands import records as record_commands
+    from bot.commands.context import Services
+    from bot.commands.dispatch import Dispatcher
+    from bot.commands.registry import Registry
+    from bot.i18n import Translator
+    from bot.policy import PolicyState
+
+    filed = []
+
+    class FakeReports:
+        async def report(self, **kwargs):
+            filed.append(kwargs)
+            return SimpleNamespace(id=7)
+
+    class FakeMatrix:
+        sent = []
+
+        async def send_notice(self, room_id, body, *, txn, reply_to=None):
+            self.sent.append(body)
+
+    registry = Registry(record_commands.COMMANDS)
+    state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1")
+    for lang in ("en", "zh-CN"):
+        t = Translator(lang)
+        matrix = FakeMatrix()
+        matrix.sent = []
+        services = Services(t, state, None, None, None, registry, None, matrix, lambda: 1, FakeReports(), None, None)
+        dispatcher = Dispatcher(registry, services, matrix)
+        relates = {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True,
+                   "m.in_reply_to": {"event_id": "$latest"}}
+        thread_msg = {"event_id": "$t", "sender": "@u:hs", "type": "m.room.message",
+                      "content": {"msgtype": "m.text", "body": "!report spam", "m.relates_to": relates}}
+        await dispatcher.handle("!r:hs", thread_msg, answer_unknown=False)
+        assert filed == []
+        assert matrix.sent == [t("report.how")]
+        # The same words as a real reply (inside the thread) do file a report of the picked message.
+        real = {**thread_msg, "event_id": "$real", "content": {**thread_msg["content"], "m.relates_to": {
+            **relates, "is_falling_back": False, "m.in_reply_to": {"event_id": "$picked"}}}}
+        await dispatcher.handle("!r:hs", real, answer_unknown=False)
+        assert [f["event_id"] for f in filed] == ["$picked"]
+        assert matrix.sent[-1] == t("report.thanks", report=7)
+        filed.clear()
