@@ -50,7 +50,9 @@ class Router:
 
     async def handle_batch(self, response: SyncResponse, live: bool) -> None:
         for room_id, info in response.rooms.invite.items():
-            invite_state = [e.source for e in info.invite_state if isinstance(getattr(e, "source", None), dict)]
+            # nio moves a member event's content out of ``source``: put it back for the check.
+            invite_state = [{**e.source, "content": getattr(e, "content", e.source.get("content"))}
+                            for e in info.invite_state if isinstance(getattr(e, "source", None), dict)]
             await self._isolated(f"the invite to {room_id}", self._on_invite(room_id, invite_state))
         for room_id in response.rooms.leave:
             await self._isolated(f"leaving {room_id}", self._on_bot_left(room_id))
@@ -129,17 +131,12 @@ class Router:
             log.info("%s left their direct chat %s; the next request opens a new one", user_id, room_id)
 
     async def _on_invite(self, room_id: str, invite_state: list[dict[str, Any]]) -> None:
-        inviter = next(
-            (
-                e.get("sender")
-                for e in invite_state
-                if e.get("type") == "m.room.member" and e.get("state_key") == self._state.bot_user_id
-            ),
-            None,
-        )
+        inviter = invite_sender(invite_state, self._state.bot_user_id)
         wanted = room_id in self._room_mode.protected or room_id == self._management.room_id
         # Moderators bring the bot into rooms; public accounts into their channels (for labels).
-        if wanted or inviter in self._state.moderators or inviter in self._state.public_accounts:
+        # Only local ones: their invites are made by our own server, never relayed.
+        local = inviter is not None and inviter.endswith(":" + self._state.server_name)
+        if wanted or (local and (inviter in self._state.moderators or inviter in self._state.public_accounts)):
             log.info("accepting the invite of %s to %s", inviter, room_id)
             await self._matrix.join(room_id)
             if self.on_joined is not None:
@@ -148,3 +145,22 @@ class Router:
             log.info("declining the invite of %s to %s (not a protected room; not from a moderator or public account)",
                      inviter, room_id)
             await self._matrix.leave(room_id)
+
+
+def invite_sender(invite_state: list[dict[str, Any]], bot_user_id: str) -> str | None:
+    """Who really invited the bot: the sender of the invite event itself, or None.
+
+    Everything in ``invite_state`` but its last event is stripped state that the inviting server
+    chose, so a remote server can put a member event there claiming any sender. Synapse (1.163,
+    MSC4319) appends the bot's own invite event after that state; its sender is checked (a
+    remote server may only send invites from its own users), so only that event counts.
+    """
+    if not invite_state:
+        return None
+    last = invite_state[-1]
+    content = last.get("content")
+    if (last.get("type") != "m.room.member" or last.get("state_key") != bot_user_id
+            or not isinstance(content, dict) or content.get("membership") != "invite"):
+        return None
+    sender = last.get("sender")
+    return sender if isinstance(sender, str) else None
