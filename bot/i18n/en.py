@@ -5,6 +5,7 @@ MESSAGES: dict[str, str] = {
     "action.invite": "Your invitation was not sent",
     "action.create_room": "The room was not created",
     "action.publish_room": "The room was not published to the directory",
+    "action.join_room": "You could not join the room",
     "deny.not_agreed": (
         "{what}: you have not accepted the service agreement (version {version}) yet. "
         "Open your direct chat with {bot} and send !agree (or react ✅ to the agreement message)."
@@ -70,6 +71,10 @@ MESSAGES: dict[str, str] = {
         "read, leave rooms and use your direct chat with the bot."
     ),
     "deny.closed": "{what}: this account has been closed (case #{case}).",
+    "deny.dm_private": (
+        "{what}: this is a direct chat between an account and {bot}, kept private so that the "
+        "account can agree and appeal there. Nobody else can be invited to it or join it."
+    ),
     "kind.warn": "warning",
     "kind.restrict": "posting restriction",
     "kind.suspend": "suspension",
@@ -223,6 +228,14 @@ MESSAGES: dict[str, str] = {
     "channel.removed": "{room} is no longer a channel of your public account.",
     "channel.not_yours": "{room} is not one of your channels.",
     "channel.usage": "Use !channel add <room> or !channel remove <room>.",
+    "channel.unknown_room": "I cannot find the room {room}. Give its ID (!…:server) or an alias that exists.",
+    "channel.management": "{room} is the moderators' management room; it cannot be a channel.",
+    "channel.protected": "{room} is a room this bot protects for the whole server; it cannot be one account's channel.",
+    "channel.taken": "{room} is already the channel of another public account. Only that account can remove it (with !channel remove {room}).",
+    "channel.bot_not_in_room": "I am not in {room}, so I can neither check nor label it. Invite me ({bot}) to the room, then send the command again.",
+    "channel.not_member": "You are not a member of {room}. Only a member with the power to change the room's settings can make it a channel.",
+    "channel.no_power": "Your power level in {room} is {level}; changing the room's settings needs {needed}. Ask a room admin to raise your level, then send the command again.",
+    "channel.not_public": "{room} is not public (its join rule is \"{rule}\" and it is not in the room directory). A channel is a room anyone can join or find: make the room public or publish it, then send the command again.",
     "whois.public": "{user}: public account \"{name}\", category {category}, filing {filing}.",
     "whois.tier": "News authorisation: {tier} (filing {filing}).",
     "whois.no_tier": "No news authorisation.",

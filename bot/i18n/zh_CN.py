@@ -5,6 +5,7 @@ MESSAGES: dict[str, str] = {
     "action.invite": "您的邀请未能发送",
     "action.create_room": "房间未能创建",
     "action.publish_room": "房间未能发布到目录",
+    "action.join_room": "您未能加入该房间",
     "deny.not_agreed": (
         "{what}：您尚未同意服务协议（版本 {version}）。"
         "请打开与 {bot} 的私聊，发送 !agree 或 !同意（也可以对协议消息回应 ✅）。"
@@ -49,6 +50,7 @@ MESSAGES: dict[str, str] = {
     "deny.rate_limited": "{what}：您的发布频率被限制为 {rate}（案件 #{case}）。下一次可发布时间：{next}。",
     "deny.suspended": "{what}：您的账号已被暂停更新，直至 {until}（案件 #{case}）。您仍可阅读、退出房间，并使用与机器人的私聊。",
     "deny.closed": "{what}：该账号已被关闭（案件 #{case}）。",
+    "deny.dm_private": "{what}：这是某个账号与 {bot} 的私聊，仅供该账号在此同意协议、提出申诉，不能邀请他人或由他人加入。",
     "kind.warn": "警示",
     "kind.restrict": "限制发布",
     "kind.suspend": "暂停更新",
@@ -192,6 +194,14 @@ MESSAGES: dict[str, str] = {
     "channel.removed": "{room} 已不再是您公众账号的频道。",
     "channel.not_yours": "{room} 不是您的频道。",
     "channel.usage": "请使用 !频道 add <房间> 或 !频道 remove <房间>。",
+    "channel.unknown_room": "找不到房间 {room}。请提供房间 ID（!…:服务器）或一个存在的别名。",
+    "channel.management": "{room} 是管理员的管理房间，不能作为频道。",
+    "channel.protected": "{room} 是本机器人为全站保护的房间，不能作为某个账号的频道。",
+    "channel.taken": "{room} 已是另一个公众账号的频道，只有该账号才能将其移除（!频道 移除 {room}）。",
+    "channel.bot_not_in_room": "我不在 {room} 中，无法核实或标注该房间。请先邀请我（{bot}）加入该房间，然后再次发送此命令。",
+    "channel.not_member": "您不是 {room} 的成员。只有有权修改房间设置的成员才能将其设为频道。",
+    "channel.no_power": "您在 {room} 的权限等级为 {level}，修改房间设置需要 {needed}。请房间管理员提升您的等级后再次发送此命令。",
+    "channel.not_public": "{room} 不是公开房间（加入规则为“{rule}”，且未列入房间目录）。频道须是任何人都能加入或找到的房间：请将房间设为公开或发布到目录，然后再次发送此命令。",
     "whois.public": "{user}：公众账号“{name}”，类别 {category}，备案号 {filing}。",
     "whois.tier": "时政新闻资质：{tier}（备案号 {filing}）。",
     "whois.no_tier": "无时政新闻资质。",

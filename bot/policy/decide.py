@@ -1,17 +1,25 @@
 """decide(): the one question both the gate and room mode ask.
 
-Rules, in order (the first that applies wins):
+Verdicts compose: every rule that applies is asked, and a refusal from any of them wins over an
+allow from the others, whatever the order the measures were added in. Nothing that allows stops
+the others from being asked: a rate cap that lets a post through still leaves the agreement, the
+news rules and every other measure to have their say.
+
 1. The bot and the configured moderators are never gated.
 2. The gate judges only local users; remote senders are room mode's business.
-   Measures in force come next, strongest first (closure, suspension, restriction): see
-   ``_sanction``. Each leaves the account its direct chat with the bot and its own redactions.
-3. Joining a room and logging in are always allowed: a new account must be able to read and to
+3. Measures in force (see ``_sanctions``): the strictest refusal among them wins (closure,
+   suspension, restriction, rate cap; then the longest). Only a closure reaches the account's
+   clean direct chat with the bot and its own redactions. A rate cap that allows asks the caller
+   to count the post, and only if the final answer is allow.
+4. A direct chat with the bot is for its account and the bot: nobody else may be invited to it
+   or join it.
+5. Joining a room and logging in are otherwise allowed: a new account must be able to read and to
    reach its direct chat with the bot. A login of an account that has not agreed asks for a prompt.
-4. An account that accepted the current agreement version may act.
-5. An account that has not may still talk to the bot in its direct chat (that is where it agrees).
-6. Everything else is refused until the account agrees; the refusal asks for a prompt.
-7. Publishing a room to the directory needs an approved public account (article 7 ¶1).
-8. In scope (published and public rooms, channels, protected rooms), a message the news rules
+6. An account that accepted the current agreement version may act, subject to 8 and 9.
+7. An account that has not may still talk to the bot in its direct chat while that chat is clean
+   (only the account and the bot in it); everything else is refused and asks for a prompt.
+8. Publishing a room to the directory needs an approved public account (article 7 ¶1).
+9. In scope (published and public rooms, channels, protected rooms), a message the news rules
    recognise as current-affairs news needs a tier: an original needs ``publisher``, a repost
    ``reposter`` or ``publisher`` (article 7 ¶2).
 """
@@ -19,11 +27,13 @@ Rules, in order (the first that applies wins):
 from __future__ import annotations
 
 from bot.policy.model import ALLOW, ALLOW_AND_COUNT, ALLOW_AND_PROMPT, Action, ActionKind, Decision, Reason, Source
-from bot.policy.sanctions import ActiveSanctions, Measure, SanctionKind
+from bot.policy.sanctions import ActiveSanctions, Measure, SanctionKind, strictness
 from bot.policy.state import PolicyState
 
 _ALWAYS_ALLOWED = frozenset({ActionKind.JOIN_ROOM, ActionKind.LOGIN})
 _CORRECTIVE_EVENTS = frozenset({"m.room.redaction"})
+# Which measure's refusal the account is told about when several refuse: the strictest.
+_REFUSAL_RANK = {Reason.RATE_LIMITED: 1, Reason.RESTRICTED: 2, Reason.SUSPENDED: 3, Reason.CLOSED: 4}
 
 
 def decide(action: Action, state: PolicyState, now: int) -> Decision:
@@ -33,33 +43,103 @@ def decide(action: Action, state: PolicyState, now: int) -> Decision:
         return ALLOW
     if action.source is Source.GATE and not state.is_local(user):
         return ALLOW
+    capped = False
     active = state.sanctions.get(user)
     if active is not None:
-        for measure in active.strongest(now):
-            verdict = _sanction(measure, action, state, active, now)
-            if verdict is not None:
+        verdict = _sanctions(action, state, active, now)
+        if verdict is not None:
+            if not verdict.allowed:
                 return verdict
+            capped = True
+    verdict = _rules(action, state, now)
+    # Count the post against the cap only when it is really going to be posted.
+    return ALLOW_AND_COUNT if capped and verdict.allowed else verdict
+
+
+def _rules(action: Action, state: PolicyState, now: int) -> Decision:
+    """Everything but the measures: the DM's privacy, the agreement, publication, the news rules."""
+    user = action.user_id
+    kind = action.kind
+    if kind is ActionKind.INVITE or kind is ActionKind.JOIN_ROOM:
+        owner = state.dm_user_by_room.get(action.room_id) if action.room_id is not None else None
+        if owner is not None and (kind is ActionKind.INVITE or owner != user):
+            return Decision(
+                allowed=False, reason=Reason.DM_PRIVATE, params={"action": kind.value, "bot": state.bot_user_id}
+            )
     agreed = state.has_agreed(user)
-    if action.kind in _ALWAYS_ALLOWED:
-        return ALLOW if agreed or action.kind is ActionKind.JOIN_ROOM else ALLOW_AND_PROMPT
+    if kind in _ALWAYS_ALLOWED:
+        return ALLOW if agreed or kind is ActionKind.JOIN_ROOM else ALLOW_AND_PROMPT
     if agreed:
-        if action.kind is ActionKind.PUBLISH_ROOM and user not in state.public_accounts:
+        if kind is ActionKind.PUBLISH_ROOM and user not in state.public_accounts:
             return Decision(
                 allowed=False, reason=Reason.NOT_PUBLIC_ACCOUNT,
-                params={"action": action.kind.value, "bot": state.bot_user_id},
+                params={"action": kind.value, "bot": state.bot_user_id},
             )
-        if action.kind is ActionKind.SEND_EVENT and action.body and state.in_news_scope(action.room_id):
+        if kind is ActionKind.SEND_EVENT and action.body and state.in_news_scope(action.room_id):
             return _news(action, state, now)
         return ALLOW
-    if action.kind is ActionKind.SEND_EVENT and state.is_dm_of(action.room_id, user):
+    if kind is ActionKind.SEND_EVENT and state.in_clean_dm(action.room_id, user):
         return ALLOW
     previous = state.accepted.get(user)
     return Decision(
         allowed=False,
         reason=Reason.NOT_AGREED if previous is None else Reason.AGREEMENT_OUTDATED,
-        params={"action": action.kind.value, "version": state.agreement_version, "bot": state.bot_user_id},
+        params={"action": kind.value, "version": state.agreement_version, "bot": state.bot_user_id},
         prompt_agreement=True,
     )
+
+
+def _sanctions(action: Action, state: PolicyState, active: ActiveSanctions, now: int) -> Decision | None:
+    """What the measures in force say together.
+
+    The strictest refusal among them (by ``_REFUSAL_RANK``, then the latest time a capped post is
+    possible again, then ``strictness``), so the answer never depends on the order of
+    ``active.measures``; ``ALLOW_AND_COUNT`` when the only measures with something to say are
+    rate caps and each lets the post through; None when no measure has anything to say.
+    """
+    kind = action.kind
+    posting = kind is ActionKind.SEND_EVENT
+    # Reading stays possible, and so do the clean DM with the bot (to appeal, to agree) and
+    # cleaning up one's own posts: only a closure takes those away.
+    spared = kind in _ALWAYS_ALLOWED or (
+        posting and (action.event_type in _CORRECTIVE_EVENTS or state.in_clean_dm(action.room_id, action.user_id))
+    )
+    best: tuple[object, ...] | None = None
+    chosen: tuple[Reason, Measure, int] | None = None
+    capped = False
+    for measure in active.measures.values():
+        if measure.kind is SanctionKind.WARN or not measure.in_force(now):
+            continue
+        next_ms = 0
+        if measure.kind is SanctionKind.CLOSE:
+            reason = Reason.CLOSED
+        elif spared:
+            continue
+        elif measure.kind is SanctionKind.SUSPEND:
+            reason = Reason.SUSPENDED
+        elif not posting:
+            continue  # a posting restriction does not touch invites or room creation
+        elif measure.rate is None:
+            reason = Reason.RESTRICTED
+        else:
+            window_start = now - measure.rate.period_ms
+            recent = [t for t in active.recent_posts if t > window_start]
+            if len(recent) < measure.rate.count:
+                capped = True
+                continue
+            reason = Reason.RATE_LIMITED
+            # Possible again once enough of the posts in the window have left it.
+            next_ms = recent[len(recent) - measure.rate.count] + measure.rate.period_ms
+        key = (_REFUSAL_RANK[reason], next_ms, strictness(measure))
+        if best is None or key > best:
+            best, chosen = key, (reason, measure, next_ms)
+    if chosen is not None:
+        reason, measure, next_ms = chosen
+        if reason is Reason.RATE_LIMITED:
+            assert measure.rate is not None
+            return _refuse(reason, action, measure, rate=str(measure.rate), next_ms=str(next_ms))
+        return _refuse(reason, action, measure)
+    return ALLOW_AND_COUNT if capped else None
 
 
 def _refuse(reason: Reason, action: Action, measure: Measure, **extra: str) -> Decision:
@@ -69,29 +149,6 @@ def _refuse(reason: Reason, action: Action, measure: Measure, **extra: str) -> D
         reason=reason,
         params={"action": action.kind.value, "case": str(measure.case_id), "until_ms": until, **extra},
     )
-
-
-def _sanction(measure: Measure, action: Action, state: PolicyState, active: ActiveSanctions, now: int) -> Decision | None:
-    """The verdict of one measure, or None when it has nothing to say about this action."""
-    if measure.kind is SanctionKind.CLOSE:
-        return _refuse(Reason.CLOSED, action, measure)
-    kind = action.kind
-    if kind in _ALWAYS_ALLOWED:
-        return None  # reading stays possible under suspension and restriction
-    posting = kind is ActionKind.SEND_EVENT
-    if posting and (state.is_dm_of(action.room_id, action.user_id) or action.event_type in _CORRECTIVE_EVENTS):
-        return None  # the DM with the bot (to appeal, to agree) and cleaning up one's own posts
-    if measure.kind is SanctionKind.SUSPEND:
-        return _refuse(Reason.SUSPENDED, action, measure)
-    if not posting:
-        return None  # a posting restriction does not touch invites or room creation
-    if measure.rate is None:
-        return _refuse(Reason.RESTRICTED, action, measure)
-    window_start = now - measure.rate.period_ms
-    recent = [t for t in active.recent_posts if t > window_start]
-    if len(recent) < measure.rate.count:
-        return ALLOW_AND_COUNT
-    return _refuse(Reason.RATE_LIMITED, action, measure, rate=str(measure.rate), next_ms=str(recent[0] + measure.rate.period_ms))
 
 
 def _news(action: Action, state: PolicyState, now: int) -> Decision:

@@ -33,6 +33,8 @@ class Reason(enum.StrEnum):
     CLOSED = "closed"
     NOT_PUBLIC_ACCOUNT = "not_public_account"
     NEWS_TIER_MISSING = "news_tier_missing"
+    ENCRYPTION_IN_SCOPE = "encryption_in_scope"  # the gate cannot read encrypted posts where news rules apply
+    DM_PRIVATE = "dm_private"  # a direct chat with the bot is for its account and the bot only
 
 
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, and the gate builds one Action

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 MINUTE_MS = 60_000
 UNIT_MS = {"m": MINUTE_MS, "h": 60 * MINUTE_MS, "d": 24 * 60 * MINUTE_MS, "w": 7 * 24 * 60 * MINUTE_MS}
 PERMANENT_WORDS = frozenset({"permanent", "永久"})
+# The longest timed measure, and the longest rate period: 520 weeks (about ten years). Longer than
+# that is "permanent" in all but name, and a bound keeps every expiry a date that the store, the
+# gate's messages and the exports can write (999999w overflowed datetime, so the gate answered 500).
+MAX_DURATION_MS = 520 * UNIT_MS["w"]
 _DURATION_RE = re.compile(r"^([1-9][0-9]{0,5})([mhdw])$")
 _RATE_RE = re.compile(r"^([1-9][0-9]{0,3})/([1-9][0-9]{0,5})?([mhdw])$")
 
@@ -39,7 +43,10 @@ def parse_duration(text: str) -> int | None:
     match = _DURATION_RE.match(text)
     if not match:
         raise ValueError(f"not a duration: {text!r}")
-    return int(match.group(1)) * UNIT_MS[match.group(2)]
+    ms = int(match.group(1)) * UNIT_MS[match.group(2)]
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"longer than {format_duration(MAX_DURATION_MS)}: {text!r}")
+    return ms
 
 
 def format_duration(ms: int | None) -> str:
@@ -64,8 +71,10 @@ class Rate:
         match = _RATE_RE.match(text.strip().lower())
         if not match:
             raise ValueError(f"not a rate: {text!r}")
-        amount = int(match.group(2) or 1)
-        return cls(int(match.group(1)), amount * UNIT_MS[match.group(3)])
+        period_ms = int(match.group(2) or 1) * UNIT_MS[match.group(3)]
+        if period_ms > MAX_DURATION_MS:
+            raise ValueError(f"period longer than {format_duration(MAX_DURATION_MS)}: {text!r}")
+        return cls(int(match.group(1)), period_ms)
 
     def __str__(self) -> str:
         return f"{self.count}/{format_duration(self.period_ms)}"
@@ -92,11 +101,19 @@ class ActiveSanctions:
     recent_posts: list[int] = field(default_factory=list)
 
     def strongest(self, now: int) -> list[Measure]:
+        """The measures in force, strictest first, in an order that does not depend on the order
+        they were added in: by kind, a full restriction before a rate cap, the longest first."""
         return sorted(
             (m for m in self.measures.values() if m.in_force(now) and m.kind is not SanctionKind.WARN),
-            key=lambda m: SEVERITY[m.kind],
+            key=strictness,
             reverse=True,
         )
+
+
+def strictness(measure: Measure) -> tuple[int, bool, float, int]:
+    """A total order on measures: the larger, the stricter (ties broken by the older case)."""
+    expires = float("inf") if measure.expires_at is None else measure.expires_at
+    return SEVERITY[measure.kind], measure.rate is None, expires, -measure.case_id
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,9 @@ class CaseFact:
     kind: SanctionKind
     created_at: int
     caused_by: tuple[int, ...] = ()
+    # Lifted, or its appeal was granted: the case stands as a record but was withdrawn, so it
+    # must not push the account up the ladder.
+    withdrawn: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,7 @@ def ladder_step(rules: list[LadderRule], history: list[CaseFact], new_kind: Sanc
 
     A case counts toward a rule once: cases already named as the cause of an earlier step are
     spent, so a fourth warning after an escalation starts a new count instead of escalating again.
+    Withdrawn cases (lifted, or granted on appeal) never count; expired ones were served and do.
     """
     spent = {cause for fact in history for cause in fact.caused_by}
     for rule in rules:
@@ -137,7 +158,8 @@ def ladder_step(rules: list[LadderRule], history: list[CaseFact], new_kind: Sanc
         counted = tuple(
             fact.case_id
             for fact in history
-            if fact.kind is rule.of and fact.case_id not in spent and now - fact.created_at <= rule.within_ms
+            if fact.kind is rule.of and not fact.withdrawn and fact.case_id not in spent
+            and now - fact.created_at <= rule.within_ms
         )
         if len(counted) >= rule.after:
             return LadderStep(rule, counted)

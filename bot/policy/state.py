@@ -36,6 +36,9 @@ class PolicyState:
     # user -> their direct chat with the bot, and the reverse
     dm_room_by_user: dict[str, str] = field(default_factory=dict)
     dm_user_by_room: dict[str, str] = field(default_factory=dict)
+    # DM room -> the third parties invited to it or in it. The DM exemption is for a private talk
+    # with the bot: it holds only while this has no entry for the room.
+    dm_others: dict[str, set[str]] = field(default_factory=dict)
     # user -> measures in force (only accounts that have some)
     sanctions: dict[str, ActiveSanctions] = field(default_factory=dict)
     # user -> approved public account; room -> the public account whose channel it is
@@ -45,6 +48,11 @@ class PolicyState:
     # texts in those rooms (fingerprint -> first sender, time) to recognise identical reposts.
     news_rules: NewsRules = field(default_factory=NewsRules)
     news_scope: set[str] = field(default_factory=set)
+    # Kept apart from news_scope (which the periodic refresh replaces) because the gate and the
+    # sync change them the moment a room opens or is listed: rooms whose join rule is public,
+    # and rooms in the directory.
+    open_rooms: set[str] = field(default_factory=set)
+    listed_rooms: set[str] = field(default_factory=set)
     recent_texts: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def is_exempt(self, user_id: str) -> bool:
@@ -65,15 +73,42 @@ class PolicyState:
             self.dm_user_by_room.pop(old, None)
         self.dm_room_by_user[user_id] = room_id
         self.dm_user_by_room[room_id] = user_id
+        self.dm_others.pop(room_id, None)
 
     def forget_dm_room(self, room_id: str) -> str | None:
         user_id = self.dm_user_by_room.pop(room_id, None)
+        self.dm_others.pop(room_id, None)
         if user_id is not None and self.dm_room_by_user.get(user_id) == room_id:
             del self.dm_room_by_user[user_id]
         return user_id
 
     def is_dm_of(self, room_id: str | None, user_id: str) -> bool:
+        """The room is recorded as ``user_id``'s direct chat with the bot (clean or not)."""
         return room_id is not None and self.dm_user_by_room.get(room_id) == user_id
+
+    def in_clean_dm(self, room_id: str | None, user_id: str) -> bool:
+        """``user_id``'s direct chat with the bot, with nobody else invited or joined: the only room
+        where an account that may not post elsewhere still may (to agree, to appeal)."""
+        return self.is_dm_of(room_id, user_id) and room_id not in self.dm_others
+
+    def note_dm_member(self, room_id: str, user_id: str, membership: str | None) -> bool:
+        """Follow who else is in a DM room; True when ``user_id`` is a third party there now.
+
+        The account and the bot are not third parties. Invited, knocking and joined count (an
+        invitee can join at any moment); leaving or being banned ends it.
+        """
+        owner = self.dm_user_by_room.get(room_id)
+        if owner is None or user_id in (owner, self.bot_user_id):
+            return False
+        others = self.dm_others.get(room_id)
+        if membership in ("invite", "join", "knock"):
+            self.dm_others.setdefault(room_id, set()).add(user_id)
+            return True
+        if others is not None:
+            others.discard(user_id)
+            if not others:
+                del self.dm_others[room_id]
+        return False
 
     def add_measure(self, user_id: str, measure: Measure) -> None:
         self.sanctions.setdefault(user_id, ActiveSanctions()).measures[measure.case_id] = measure
@@ -97,7 +132,21 @@ class PolicyState:
         active.recent_posts.append(now)
 
     def in_news_scope(self, room_id: str | None) -> bool:
-        return room_id is not None and (room_id in self.news_scope or room_id in self.channels)
+        return room_id is not None and (
+            room_id in self.news_scope or room_id in self.channels or room_id in self.open_rooms
+            or room_id in self.listed_rooms
+        )
+
+    def note_join_rule(self, room_id: str, join_rule: object) -> None:
+        """A room's join rule changed (or was seen): only ``public`` opens it to everyone.
+
+        ``knock`` and ``restricted`` rooms admit people one by one, like invite-only rooms, so they
+        follow the rules file's invite-only setting (the periodic refresh), not this.
+        """
+        if join_rule == "public":
+            self.open_rooms.add(room_id)
+        else:
+            self.open_rooms.discard(room_id)
 
     def seen_from_other(self, body: str, user_id: str, now: int) -> bool:
         first = self.recent_texts.get(fingerprint(body))

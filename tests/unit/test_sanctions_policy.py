@@ -3,8 +3,10 @@
 import pytest
 
 from bot.policy import Action, ActionKind, PolicyState, Reason, Source, decide
+from bot.policy.news import NewsRules
 from bot.policy.sanctions import (
-    MINUTE_MS, CaseFact, LadderRule, Measure, Rate, SanctionKind, format_duration, ladder_step, parse_duration,
+    MAX_DURATION_MS, MINUTE_MS, CaseFact, LadderRule, Measure, Rate, SanctionKind, format_duration, ladder_step,
+    parse_duration,
 )
 
 NOW = 1_700_000_000_000
@@ -25,6 +27,21 @@ def test_durations(text, ms):
 def test_anything_else_is_not_a_duration(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_durations_stop_at_520_weeks():
+    assert MAX_DURATION_MS == 520 * 7 * DAY
+    assert parse_duration("520w") == MAX_DURATION_MS
+    for text in ("521w", "3641d", "999999w", "999999d", "87361h"):
+        with pytest.raises(ValueError, match="longer than 520w"):
+            parse_duration(text)
+
+
+def test_rate_periods_stop_at_520_weeks():
+    assert Rate.parse("1/520w") == Rate(1, MAX_DURATION_MS)
+    for text in ("1/521w", "3/999999w", "9999/999999d"):
+        with pytest.raises(ValueError, match="longer than 520w"):
+            Rate.parse(text)
 
 
 def test_format_duration_round_trips():
@@ -162,3 +179,80 @@ def test_ladder_steps_chain_and_end_in_a_closure_proposal():
     assert ladder_step(RULES, history, SanctionKind.RESTRICT, NOW).rule.then is SanctionKind.SUSPEND
     history = facts((1, "suspend", NOW, ()), (2, "suspend", NOW, ()))
     assert ladder_step(RULES, history, SanctionKind.SUSPEND, NOW).rule.then is SanctionKind.CLOSE
+
+
+def test_a_withdrawn_case_does_not_count_toward_the_ladder():
+    history = [
+        CaseFact(1, SanctionKind.WARN, NOW - DAY),
+        CaseFact(2, SanctionKind.WARN, NOW - DAY, withdrawn=True),  # granted on appeal
+        CaseFact(3, SanctionKind.WARN, NOW),
+    ]
+    assert ladder_step(RULES, history, SanctionKind.WARN, NOW) is None
+    history.append(CaseFact(4, SanctionKind.WARN, NOW))
+    assert ladder_step(RULES, history, SanctionKind.WARN, NOW).caused_by == (1, 3, 4)
+    lifted = [CaseFact(1, SanctionKind.RESTRICT, NOW, withdrawn=True), CaseFact(2, SanctionKind.RESTRICT, NOW)]
+    assert ladder_step(RULES, lifted, SanctionKind.RESTRICT, NOW) is None
+
+
+# -- verdicts compose -------------------------------------------------------------------------
+
+RATE_CAP = Measure(20, SanctionKind.RESTRICT, None, Rate(5, HOUR))
+FULL = Measure(21, SanctionKind.RESTRICT, NOW + DAY)
+
+
+@pytest.mark.parametrize("order", [(RATE_CAP, FULL), (FULL, RATE_CAP)])
+def test_a_full_restriction_wins_over_a_rate_cap_in_either_order(state, order):
+    for measure in order:
+        state.add_measure(USER, measure)
+    refused = decide(act(), state, NOW)
+    assert not refused.allowed and refused.reason is Reason.RESTRICTED and refused.params["case"] == "21"
+    assert not refused.count_post
+
+
+def test_a_rate_cap_that_allows_does_not_skip_the_agreement(state):
+    state.agreement_version = "2"  # USER accepted version 1 only
+    state.add_measure(USER, RATE_CAP)
+    refused = decide(act(), state, NOW)
+    assert not refused.allowed and refused.reason is Reason.AGREEMENT_OUTDATED and not refused.count_post
+    assert refused.prompt_agreement
+
+
+def test_a_rate_cap_that_allows_does_not_skip_the_news_rules(state):
+    state.news_rules = NewsRules.from_mapping({"news": [{"id": "cn-gov", "keywords": ["国务院"]}]})
+    state.news_scope.add(ROOM)
+    state.add_measure(USER, RATE_CAP)
+    news = Action(ActionKind.SEND_EVENT, USER, room_id=ROOM, event_type="m.room.message", body="国务院今天发布通知")
+    refused = decide(news, state, NOW)
+    assert not refused.allowed and refused.reason is Reason.NEWS_TIER_MISSING and not refused.count_post
+    plain = Action(ActionKind.SEND_EVENT, USER, room_id=ROOM, event_type="m.room.message", body="hello")
+    counted = decide(plain, state, NOW)
+    assert counted.allowed and counted.count_post
+
+
+def test_the_strictest_of_two_rate_caps_speaks_whatever_the_order(state):
+    loose, tight = Measure(30, SanctionKind.RESTRICT, None, Rate(5, HOUR)), Measure(31, SanctionKind.RESTRICT, None, Rate(1, DAY))
+    for measure in (loose, tight):
+        state.add_measure(USER, measure)
+    assert decide(act(), state, NOW).count_post
+    state.note_post(USER, NOW)
+    refused = decide(act(), state, NOW + MINUTE_MS)
+    assert refused.reason is Reason.RATE_LIMITED and refused.params["case"] == "31"
+    assert refused.params["next_ms"] == str(NOW + DAY) and refused.params["rate"] == "1/1d"
+
+
+def test_strongest_orders_a_full_restriction_before_a_rate_cap(state):
+    for measure in (RATE_CAP, FULL):
+        state.add_measure(USER, measure)
+    assert [m.case_id for m in state.sanctions[USER].strongest(NOW)] == [21, 20]
+    state.sanctions[USER].measures = {20: RATE_CAP, 21: FULL}
+    assert [m.case_id for m in state.sanctions[USER].strongest(NOW)] == [21, 20]
+
+
+def test_a_suspended_account_loses_its_dm_exemption_once_a_third_party_is_there(state):
+    state.add_measure(USER, Measure(9, SanctionKind.SUSPEND, NOW + DAY))
+    assert decide(act(room=DM), state, NOW).allowed
+    assert state.note_dm_member(DM, "@friend:hs", "join")
+    refused = decide(act(room=DM), state, NOW)
+    assert not refused.allowed and refused.reason is Reason.SUSPENDED
+    assert not state.note_dm_member(DM, "@friend:hs", "leave")
+    assert decide(act(room=DM), state, NOW).allowed  # only the account and the bot again
