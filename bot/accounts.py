@@ -15,7 +15,8 @@ from typing import Awaitable, Callable
 
 from bot.config import Settings
 from bot.i18n import Refusal, Translator
-from bot.matrix.client import Matrix
+from bot.matrix import powers
+from bot.matrix.client import Matrix, MatrixError
 from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.policy import PolicyState
@@ -50,6 +51,8 @@ class PublicAccounts:
         self._clock = clock
         self.categories = list(settings.public_accounts.categories)
         self._format = settings.public_accounts.filing_number_format
+        # The rooms the bot protects for everyone (resolved at start-up): never one account's channel.
+        self.protected: Callable[[], set[str]] = set
         # Called after anything that changes how an account is labelled (tier, channels).
         self.on_changed: Callable[[str], Awaitable[None]] | None = None
 
@@ -169,16 +172,55 @@ class PublicAccounts:
     # -- channels ------------------------------------------------------------------------------
 
     async def add_channel(self, owner: str, room: str) -> str:
+        """Make ``room`` a channel of ``owner``'s public account, after checking it may be one.
+
+        A channel is labelled (the bot rewrites its name and topic) and is in news scope, so it
+        must be a public room (join rule ``public`` or listed in the directory) that the owner
+        runs (a member with the power to set state), that the bot is in, and that is nobody
+        else's: not another account's channel, the management room or a protected room.
+        """
         if owner not in self._state.public_accounts:
             raise Refusal("account.not_public", user=owner)
-        room_id = await self._matrix.resolve(room)
+        try:
+            room_id = await self._matrix.resolve(room)
+        except MatrixError:
+            raise Refusal("channel.unknown_room", room=room) from None
+        if room_id == self._management.room_id:
+            raise Refusal("channel.management", room=room)
+        if room_id in self.protected():
+            raise Refusal("channel.protected", room=room)
+        holder = self._state.channels.get(room_id)
+        if holder is not None and holder != owner:
+            raise Refusal("channel.taken", room=room)
+        await self._check_room(owner, room, room_id)
         await self._store.accounts.add_channel(owner, room_id, self._clock())
         self._state.channels[room_id] = owner
         await self._changed(owner)
         return room_id
 
+    async def _check_room(self, owner: str, room: str, room_id: str) -> None:
+        bot = self._state.bot_user_id
+        try:
+            state = await self._matrix.room_state(room_id)
+        except MatrixError:
+            state = []
+        # A world-readable room shows its state to anyone: the bot's own membership decides.
+        if powers.membership(state, bot) != "join":
+            raise Refusal("channel.bot_not_in_room", room=room, bot=bot)
+        if powers.membership(state, owner) != "join":
+            raise Refusal("channel.not_member", room=room)
+        have, needed = powers.state_power(state, owner)
+        if have < needed:
+            raise Refusal("channel.no_power", room=room, level=int(have), needed=needed)
+        rule = powers.join_rule(state)
+        if rule != "public" and await self._matrix.directory_visibility(room_id) != "public":
+            raise Refusal("channel.not_public", room=room, rule=rule)
+
     async def remove_channel(self, owner: str, room: str) -> str:
-        room_id = await self._matrix.resolve(room)
+        try:
+            room_id = await self._matrix.resolve(room)
+        except MatrixError:
+            raise Refusal("channel.unknown_room", room=room) from None
         if not await self._store.accounts.remove_channel(owner, room_id, self._clock()):
             raise Refusal("channel.not_yours", room=room)
         self._state.channels.pop(room_id, None)
@@ -195,7 +237,9 @@ class PublicAccounts:
         await asyncio.sleep(delay)
         try:
             response = await self._matrix.client.room_get_visibility(room_id)
-            public = getattr(response, "visibility", None) == "public"
+            if getattr(response, "visibility", None) not in ("public", "private"):
+                return  # not answered: keep the strict guess rather than drop the room from scope
+            public = response.visibility == "public"
             if public:
                 self._state.news_scope.add(room_id)
             if public and self._state.channels.get(room_id) != user:

@@ -122,6 +122,7 @@ class Service:
             *record_commands.COMMANDS,
         ])
         services = Services(
+        self.accounts.protected = lambda: set(self.room_mode.protected)
             self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock,
             self.reports, self.accounts, self.news,
         )

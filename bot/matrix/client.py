@@ -98,6 +98,16 @@ class Matrix:
         response = await self.client.room_get_state_event(room_id, event_type, state_key)
         return dict(_check(f"read {event_type} in {room_id}", response).content)
 
+    async def room_state(self, room_id: str) -> list[dict[str, Any]]:
+        """Every current state event of a room (the bot must be able to see it: MatrixError if not)."""
+        response = _check(f"read the state of {room_id}", await self.client.room_get_state(room_id))
+        return [event for event in response.events if isinstance(event, dict)]
+
+    async def directory_visibility(self, room_id: str) -> str:
+        """``public`` if the room is listed in the server's room directory, else ``private``."""
+        response = _check(f"read the directory visibility of {room_id}", await self.client.room_get_visibility(room_id))
+        return str(getattr(response, "visibility", "private"))
+
     async def put_state(self, room_id: str, event_type: str, content: dict[str, Any], state_key: str) -> None:
         response = await self.client.room_put_state(room_id, event_type, content, state_key=state_key)
         _check(f"set {event_type} in {room_id}", response)

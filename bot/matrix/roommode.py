@@ -21,6 +21,8 @@ from typing import Any, Callable
 from bot.i18n import Translator
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.onboarding import Onboarding
+from bot.matrix.powers import level as _level
+from bot.matrix.powers import level_needed_to_post, user_level
 from bot.policy import Action, ActionKind, Decision, PolicyState, Reason, Source, decide
 from bot.policy.model import MUTING_REASONS
 from bot.policy.text import event_text
@@ -29,23 +31,6 @@ from bot.store import Mute, Store
 log = logging.getLogger(__name__)
 
 _NOT_POSTS = frozenset({"m.room.redaction"})
-
-
-def _level(value: Any, default: int = 0) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def level_needed_to_post(power_levels: dict[str, Any]) -> int:
-    events = power_levels.get("events") or {}
-    return _level(events.get("m.room.message", power_levels.get("events_default", 0)))
-
-
-def user_level(power_levels: dict[str, Any], user_id: str) -> int:
-    users = power_levels.get("users") or {}
-    return _level(users.get(user_id, power_levels.get("users_default", 0)))
 
 
 class RoomMode:
