@@ -12,6 +12,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from bot.i18n import representable_ms
 from bot.store import Store, audit
 
 KINDS = ("agreements", "cases", "filings", "reports", "appeals", "audit")
@@ -70,7 +71,7 @@ def parse_date(text: str) -> int:
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(representable_ms(ms) / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def collect(store: Store, kind: str, since: int | None = None, until: int | None = None) -> tuple[list[str], list[dict[str, Any]]]:

@@ -231,8 +231,9 @@ class Sanctions:
             await self._management.post(self._t("sanction.admin_failed", case=case.id, error=str(exc.errcode)), f"admin-{case.id}")
 
     async def _climb_ladder(self, case: Case) -> None:
+        withdrawn = await self._store.cases.withdrawn(case.target)
         history = [
-            CaseFact(c.id, SanctionKind(c.kind), c.created_at, c.caused_by)
+            CaseFact(c.id, SanctionKind(c.kind), c.created_at, c.caused_by, withdrawn=c.id in withdrawn)
             for c in await self._store.cases.history(case.target)
         ]
         step = ladder_step(self._rules, history, SanctionKind(case.kind), self._clock())

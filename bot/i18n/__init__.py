@@ -9,6 +9,16 @@ from bot.i18n import en, zh_CN
 
 CATALOGS: dict[str, dict[str, str]] = {"en": en.MESSAGES, "zh-CN": zh_CN.MESSAGES}
 
+# The range of times datetime can show (years 1 to 9999), in ms since the epoch.
+_EARLIEST_MS, _LATEST_MS = -62_135_596_800_000, 253_402_300_799_999
+
+
+def representable_ms(ms: int) -> int:
+    """``ms`` brought into the range datetime can show. Durations have a maximum now, but a
+    database written before that may hold an expiry in the year 20000: it must read as the last
+    representable date, not fail the gate's answer (a 500) or an export."""
+    return min(max(ms, _EARLIEST_MS), _LATEST_MS)
+
 
 class Refusal(Exception):
     """An error meant for a person, as a catalog key and its parameters (translated on the way out)."""
@@ -58,4 +68,4 @@ class Translator:
         """A timestamp in milliseconds, as people read it (UTC, to the minute)."""
         if ms is None:
             return self("time.never")
-        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return datetime.fromtimestamp(representable_ms(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

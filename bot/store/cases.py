@@ -137,6 +137,16 @@ class CaseRepo:
         rows = await self._db.fetchall("SELECT " + _CASE_COLUMNS + _FROM + " WHERE c.target = ? ORDER BY c.id", (target,))
         return [_case(r) for r in rows]
 
+    async def withdrawn(self, target: str) -> set[int]:
+        """The cases of ``target`` that were lifted or whose appeal was granted: they stand as
+        records, but must not count against the account (the escalation ladder skips them)."""
+        rows = await self._db.fetchall(
+            "SELECT c.id FROM cases c LEFT JOIN case_ends e ON e.case_id = c.id WHERE c.target = ? AND ("
+            " e.how = 'lifted' OR EXISTS (SELECT 1 FROM appeals a WHERE a.case_id = c.id AND a.decision = 'granted'))",
+            (target,),
+        )
+        return {r[0] for r in rows}
+
     async def recent(self, limit: int = 20) -> list[Case]:
         rows = await self._db.fetchall("SELECT " + _CASE_COLUMNS + _FROM + " ORDER BY c.id DESC LIMIT ?", (limit,))
         return [_case(r) for r in rows]

@@ -57,3 +57,17 @@ async def test_later_migrations_upgrade_a_version_one_database(tmp_path):
         assert await store.cases.recent() == []
     finally:
         await store.close()
+
+
+async def test_withdrawn_cases_are_the_lifted_and_the_granted_on_appeal(store):
+    for kind in ("warn", "warn", "restrict", "restrict", "warn"):
+        await store.cases.open(NewCase("@t:hs", kind, "@mod:hs", "spam", 1000))
+    await store.cases.open(NewCase("@other:hs", "restrict", "@mod:hs", "spam", 1000))
+    await store.cases.end(3, ended_at=2000, actor="@mod:hs", how="lifted", reason="mistake")
+    await store.cases.end(4, ended_at=2000, actor="@bot:hs", how="expired", reason="expired")  # served: counts
+    await store.cases.end(6, ended_at=2000, actor="@mod:hs", how="lifted", reason="mistake")
+    granted = await store.appeals.add(case_id=2, appellant="@t:hs", text="not me", now=1500)
+    await store.appeals.decide(granted.id, by="@mod:hs", decision="granted", reason="fair", now=1600)
+    denied = await store.appeals.add(case_id=5, appellant="@t:hs", text="not me", now=1500)
+    await store.appeals.decide(denied.id, by="@mod:hs", decision="denied", reason="no", now=1600)
+    assert await store.cases.withdrawn("@t:hs") == {2, 3}
