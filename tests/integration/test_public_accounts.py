@@ -153,3 +153,53 @@ async def _label_tier(user, room_id: str, owner: str) -> bool:
 
 async def _no_label(user, room_id: str, owner: str) -> bool:
     return await _label(user, room_id, owner) == {}
+
+
+async def _channel_answer(user, bot_id: str, room: str, expect: str) -> str:
+    before = len(user.messages(user.dm, bot_id))
+    await user.say(user.dm, f"!channel add {room}")
+    return (await user.wait_for_message(user.dm, bot_id, expect, after=before))["content"]["body"]
+
+
+async def test_channel_add_takes_only_a_public_room_the_owner_runs_with_the_bot_in_it(gated, mod):
+    owner, rival = await mod.member("owner", gated.hs), await mod.member("rival", gated.hs)
+    await _approved(mod, owner, "!apply public enterprise Owner Co")
+    await _approved(mod, rival, "!apply public enterprise Rival Co")
+    bot = mod.bot_id
+
+    # The management room: refused with its own reason.
+    answer = await _channel_answer(owner, bot, mod.room, "management room")
+    assert answer == f"{mod.room} is the moderators' management room; it cannot be a channel."
+
+    # A public room without the bot: refused, saying how to bring the bot in.
+    status, room = await owner.create_room(preset="public_chat", name="Owner Co")
+    assert status == 200, room
+    channel = room["room_id"]
+    answer = await _channel_answer(owner, bot, channel, "I am not in")
+    assert answer == (f"I am not in {channel}, so I can neither check nor label it. Invite me ({bot}) to the room, "
+                      "then send the command again.")
+
+    # A private room (the bot invited, so it can look): refused, it would wrongly become news scope.
+    status, room = await owner.create_room(preset="private_chat", name="Owner staff", invite=[bot])
+    private = room["room_id"]
+
+    async def bot_in(room_id) -> bool:
+        status, members = await owner.api("GET", f"/_matrix/client/v3/rooms/{room_id}/joined_members")
+        return bot in members.get("joined", {})
+
+    await until(lambda: bot_in(private), what="the bot to accept the invite to the private room")
+    answer = await _channel_answer(owner, bot, private, "is not public")
+    assert answer.startswith(f'{private} is not public (its join rule is "invite" and it is not in the room directory).')
+
+    # Once the bot is in the public room, it becomes the owner's channel.
+    status, body = await owner.api("POST", f"/_matrix/client/v3/rooms/{channel}/invite", {"user_id": bot})
+    assert status == 200, body
+    await until(lambda: bot_in(channel), what="the bot to accept the invite to the channel")
+    await _channel_answer(owner, bot, channel, "is now a channel of your public account")
+
+    # Another public account may not take it, even as a member of the room (its level is 0 anyway).
+    await rival.join(channel)
+    answer = await _channel_answer(rival, bot, channel, "already the channel")
+    assert answer.startswith(f"{channel} is already the channel of another public account.")
+    await rival.say(rival.dm, f"!whois {owner.user_id}")
+    await rival.wait_for_message(rival.dm, bot, channel)
