@@ -112,12 +112,23 @@ class Router:
     async def _on_membership(self, room_id: str, event: dict[str, Any]) -> None:
         membership = (event.get("content") or {}).get("membership")
         user_id = event.get("state_key")
-        if membership in ("leave", "ban") and self._state.is_dm_of(room_id, user_id):
-            await self._forget_dm(room_id)
-            try:
-                await self._matrix.leave(room_id)
-            except MatrixError as exc:
-                log.info("leaving the abandoned direct chat %s: %s", room_id, exc)
+        owner = self._state.dm_user_by_room.get(room_id)
+        if owner is None or not isinstance(user_id, str):
+            return
+        # A third party in a DM ends its exemption at once (in memory, before any await), and the
+        # bot leaves: what it tells the account there (cases, appeals) is not for others to read.
+        # The account gets a new DM with only the two of them.
+        third_party = self._state.note_dm_member(room_id, user_id, membership)
+        if not third_party and not (membership in ("leave", "ban") and user_id == owner):
+            return
+        await self._forget_dm(room_id)
+        try:
+            await self._matrix.leave(room_id)
+        except MatrixError as exc:
+            log.info("leaving the abandoned direct chat %s: %s", room_id, exc)
+        if third_party:
+            log.info("%s joined or was invited to the direct chat %s of %s; opening a new one", user_id, room_id, owner)
+            self._onboarding.request(owner, (self._t("dm.reopened"), f"dm-reopened-{room_id}"))
 
     async def _on_bot_left(self, room_id: str) -> None:
         if room_id in self._state.dm_user_by_room:

@@ -71,6 +71,10 @@ MESSAGES: dict[str, str] = {
         "read, leave rooms and use your direct chat with the bot."
     ),
     "deny.closed": "{what}: this account has been closed (case #{case}).",
+    "dm.reopened": (
+        "I left our previous direct chat because someone else was invited to it or joined it: "
+        "it is meant for you and me only. Use this chat to agree, to appeal or to ask for your status."
+    ),
     "deny.dm_private": (
         "{what}: this is a direct chat between an account and {bot}, kept private so that the "
         "account can agree and appeal there. Nobody else can be invited to it or join it."

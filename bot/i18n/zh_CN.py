@@ -50,6 +50,7 @@ MESSAGES: dict[str, str] = {
     "deny.rate_limited": "{what}：您的发布频率被限制为 {rate}（案件 #{case}）。下一次可发布时间：{next}。",
     "deny.suspended": "{what}：您的账号已被暂停更新，直至 {until}（案件 #{case}）。您仍可阅读、退出房间，并使用与机器人的私聊。",
     "deny.closed": "{what}：该账号已被关闭（案件 #{case}）。",
+    "dm.reopened": "由于有其他人被邀请或加入了我们之前的私聊，我已退出该房间：私聊只限您和我两人。请在此处同意协议、提出申诉或查询账号状态。",
     "deny.dm_private": "{what}：这是某个账号与 {bot} 的私聊，仅供该账号在此同意协议、提出申诉，不能邀请他人或由他人加入。",
     "kind.warn": "警示",
     "kind.restrict": "限制发布",

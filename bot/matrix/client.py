@@ -112,7 +112,8 @@ class Matrix:
         response = await self.client.room_put_state(room_id, event_type, content, state_key=state_key)
         _check(f"set {event_type} in {room_id}", response)
 
-    async def create_dm(self, user_id: str) -> str:
+    async def create_dm(self, user_id: str, power_levels: dict[str, Any] | None = None) -> str:
+        """A new direct chat with ``user_id``; ``power_levels`` overrides keys of the room's power levels."""
         response = await self.client.room_create(
             visibility=RoomVisibility.private,
             is_direct=True,
@@ -120,6 +121,7 @@ class Matrix:
             # private_chat, not trusted_private_chat: in room version 12 the latter would make the
             # user a second creator with unlimited power over the bot's room.
             preset=RoomPreset.private_chat,
+            power_level_override=power_levels,
         )
         return _check(f"create a direct chat with {user_id}", response).room_id
 

@@ -22,6 +22,12 @@ from bot.store import Prompt, Store
 
 log = logging.getLogger(__name__)
 
+# The DM is where an account that may not post elsewhere still may (to agree, to appeal): it must
+# stay between the account and the bot, so inviting needs more than the account's level 0 (the
+# private_chat preset would let it invite at 0). No "users" key: in room version 12 the bot, as
+# creator, is not listed there and Synapse refuses an override that names it.
+DM_POWER_LEVELS = {"invite": 100}
+
 
 class Onboarding:
     def __init__(
@@ -81,7 +87,7 @@ class Onboarding:
         """The user's direct chat with the bot, created (and recorded) if there is none."""
         room_id = self._state.dm_room_by_user.get(user_id)
         if room_id is None:
-            room_id = await self._matrix.create_dm(user_id)
+            room_id = await self._matrix.create_dm(user_id, power_levels=DM_POWER_LEVELS)
             await self._store.rooms.set_dm_room(user_id, room_id, self._clock())
             self._state.set_dm_room(user_id, room_id)
             log.info("opened a direct chat %s with %s", room_id, user_id)
