@@ -228,20 +228,31 @@ class PublicAccounts:
         return room_id
 
     def on_published(self, user: str, room_id: str) -> None:
-        """The gate let a public account change a room's directory listing; follow it up."""
+        """The gate let an account change a room's directory listing; follow it up.
+
+        The callback does not say publish or unpublish, so the room enters news scope at once (the
+        strict guess) and leaves it if the directory says it was unpublished.
+        """
+        self._state.listed_rooms.add(room_id)
         self._spawn(self._follow_publication(user, room_id), f"follow-publication-{room_id}")
 
-    async def _follow_publication(self, user: str, room_id: str, delay: float = 1.0) -> None:
-        # The callback comes before Synapse applies the change and does not say publish or
-        # unpublish: look at the directory once the change is done.
-        await asyncio.sleep(delay)
+    async def _follow_publication(self, user: str, room_id: str, delays: tuple[float, ...] = (0.3, 2.0)) -> None:
+        # The callback comes before Synapse applies the change: look at the directory once the
+        # change is done, and once more in case Synapse was slow.
+        for delay in delays:
+            await asyncio.sleep(delay)
+            await self._settle_publication(user, room_id)
+
+    async def _settle_publication(self, user: str, room_id: str) -> None:
         try:
             response = await self._matrix.client.room_get_visibility(room_id)
             if getattr(response, "visibility", None) not in ("public", "private"):
                 return  # not answered: keep the strict guess rather than drop the room from scope
             public = response.visibility == "public"
             if public:
-                self._state.news_scope.add(room_id)
+                self._state.listed_rooms.add(room_id)
+            else:
+                self._state.listed_rooms.discard(room_id)
             if public and self._state.channels.get(room_id) != user:
                 await self._store.accounts.add_channel(user, room_id, self._clock())
                 self._state.channels[room_id] = user

@@ -32,6 +32,8 @@ class News:
         self._url = settings.homeserver.url
         self._admin_token = admin_token
         self._protected = protected
+        # Given the admin room list at each refresh (the directory guard's sweep).
+        self.on_rooms: Callable[[list[dict[str, Any]]], None] | None = None
 
     def load(self) -> NewsRules:
         """Load the rules into the state; RulesError (the old rules stay) if the file is not valid."""
@@ -56,22 +58,40 @@ class News:
             await asyncio.sleep(every_s)
 
     async def refresh_scope(self) -> None:
-        rules = self._state.news_rules
+        """Rebuild the scope from the homeserver: the safety net behind the instant updates.
+
+        The gate and the sync move rooms in and out of ``open_rooms`` and ``listed_rooms`` the
+        moment they change; a change made while this refresh awaits the homeserver is newer than
+        what it read, so it is kept.
+        """
+        state = self._state
+        rules = state.news_rules
+        open_before, listed_before = set(state.open_rooms), set(state.listed_rooms)
         scope = set(self._protected())
+        opened: set[str] = set()
+        listed: set[str] = set()
         for room_id, room in self._matrix.client.rooms.items():
             if room.join_rule == "public":
-                scope.add(room_id)
+                opened.add(room_id)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
             if self._admin_token is not None:
-                for room in await self._pages(session, "/_synapse/admin/v1/rooms", "rooms", self._admin_token):
+                rooms = await self._pages(session, "/_synapse/admin/v1/rooms", "rooms", self._admin_token)
+                for room in rooms:
                     members = int(room.get("joined_members") or 0)
-                    if (room.get("public") or room.get("join_rules") == "public"
-                            or (rules.invite_only and members > 2) or (rules.direct_chats and members <= 2)):
+                    if room.get("public"):
+                        listed.add(room["room_id"])
+                    if room.get("join_rules") == "public":
+                        opened.add(room["room_id"])
+                    if (rules.invite_only and members > 2) or (rules.direct_chats and members <= 2):
                         scope.add(room["room_id"])
+                if self.on_rooms is not None:
+                    self.on_rooms(rooms)
             token = self._matrix.client.access_token
             for room in await self._pages(session, "/_matrix/client/v3/publicRooms", "chunk", token):
-                scope.add(room["room_id"])
-        self._state.news_scope = scope
+                listed.add(room["room_id"])
+        state.news_scope = scope
+        state.open_rooms = _merge(opened, open_before, state.open_rooms)
+        state.listed_rooms = _merge(listed, listed_before, state.listed_rooms)
 
     async def _pages(self, session: aiohttp.ClientSession, path: str, key: str, token: str) -> list[dict[str, Any]]:
         rooms: list[dict[str, Any]] = []
@@ -92,3 +112,8 @@ class News:
             if since is None:
                 return rooms
         return rooms
+
+
+def _merge(read: set[str], before: set[str], now: set[str]) -> set[str]:
+    """What the homeserver said, except rooms that changed in memory while it was being asked."""
+    return (read - (before - now)) | (now - before)

@@ -72,6 +72,10 @@ class Router:
             log.exception("handling %s failed", what)
 
     async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
+        if event.get("type") == "m.room.join_rules" and event.get("state_key") == "":
+            # Remote senders and rooms the gate does not see: news scope follows the join rule now.
+            content = event.get("content")
+            self._state.note_join_rule(room_id, content.get("join_rule") if isinstance(content, dict) else None)
         sender = event["sender"]
         if sender == self._state.bot_user_id:
             return

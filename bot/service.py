@@ -24,6 +24,7 @@ from bot.commands.context import Services
 from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Registry
 from bot.config import Settings
+from bot.directory import DirectoryGuard
 from bot.gate.server import Gate
 from bot.i18n import Refusal, Translator
 from bot.matrix.admin import AdminApi
@@ -114,15 +115,19 @@ class Service:
         self.news = News(state, matrix, settings, None if hs.admin_token is None else hs.admin_token.get_secret_value(),
                          lambda: set(self.room_mode.protected))
         self.news.load()
+        self.directory = DirectoryGuard(state, hs.url, None if hs.admin_token is None else hs.admin_token.get_secret_value(),
+                                        self.spawn)
+        self.directory.warn_if_disabled()
+        self.news.on_rooms = self.directory.sweep
         self.labels = Labels(store, state, matrix, self.management, self.t, settings, self.clock,
                              lambda: set(self.room_mode.protected))
         self.accounts.on_changed = self.labels.refresh
+        self.accounts.protected = lambda: set(self.room_mode.protected)
         registry = Registry([
             *agreement_commands.COMMANDS, *account_commands.COMMANDS, *sanction_commands.COMMANDS,
             *record_commands.COMMANDS,
         ])
         services = Services(
-        self.accounts.protected = lambda: set(self.room_mode.protected)
             self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock,
             self.reports, self.accounts, self.news,
         )
@@ -135,7 +140,7 @@ class Service:
             assert settings.gate.token is not None
             self.gate = Gate(
                 state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health, self.clock,
-                self.accounts.on_published,
+                self.accounts.on_published, self.directory.room_creation,
             )
             await self.gate.start(settings.gate.host, settings.gate.port)
 
@@ -252,6 +257,8 @@ class Service:
             await self.client.close()
         if self.admin is not None:
             await self.admin.close()
+        if getattr(self, "directory", None) is not None:
+            await self.directory.close()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")

@@ -73,8 +73,27 @@ GATED: dict[str, Callable[[dict[str, Any]], Action]] = {
     "check_login_for_spam": _login,
 }
 
-# Callbacks the module can send that the rules have nothing to say about: answered "allow", so an
-# operator who leaves out `enabled_callbacks` does not block joins over federation by accident.
-PASSTHROUGH = frozenset(
-    {"accept_make_join", "user_may_create_room_alias", "check_username_for_spam", "federated_user_may_invite"}
-)
+def join_rule_of(body: dict[str, Any]) -> str | None:
+    """The join rule an allowed ``m.room.join_rules`` state event sets ("" if it names none), else None."""
+    event = body.get("event")
+    if not isinstance(event, dict) or event.get("type") != "m.room.join_rules" or event.get("state_key") != "":
+        return None
+    content = event.get("content")
+    rule = content.get("join_rule") if isinstance(content, dict) else None
+    return rule if isinstance(rule, str) else ""
+
+
+# Callbacks the module can send that the rules have nothing to say about. synapse-http-antispam
+# 0.5.1 turns any 2xx into NOT_SPAM, which Synapse 1.163 reads as "allow" for each of these:
+# - user_may_create_room_alias, federated_user_may_invite: `res is NOT_SPAM` -> allowed;
+# - accept_make_join: not a callback Synapse 1.163 knows (register_spam_checker_callbacks has no
+#   such parameter, so a module config that enables it, or omits enabled_callbacks, stops Synapse
+#   from starting); answered "allow" for Synapse versions that do call it.
+PASSTHROUGH = frozenset({"accept_make_join", "user_may_create_room_alias", "federated_user_may_invite"})
+
+# check_username_for_spam is different: Synapse hides a user from directory search when the callback
+# returns anything truthy, and the module returns NOT_SPAM (a non-empty string) for a 2xx and an
+# (errcode, dict) tuple otherwise; both are truthy. No answer of the gate can keep users visible,
+# so the shipped module config leaves the callback out, and the gate answers 200 (the answer the
+# module logs nothing about) and says loudly that the operator enabled it.
+USERNAME_CALLBACK = "check_username_for_spam"

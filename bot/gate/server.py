@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot.gate.callbacks import GATED, PASSTHROUGH, SchemaError
+from bot.gate.callbacks import GATED, PASSTHROUGH, USERNAME_CALLBACK, SchemaError, join_rule_of
 from bot.gate.metrics import GateMetrics
 from bot.i18n import Translator
 from bot.policy import ActionKind, Decision, PolicyState, decide
@@ -47,8 +47,13 @@ class Gate:
         health: Callable[[], dict[str, Any]] = lambda: {},
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
         on_publish: Callable[[str, str], None] = lambda user, room: None,
+        on_create_room: Callable[[str], None] = lambda user: None,
     ) -> None:
         self._on_publish = on_publish
+        # Told when an account that may not publish creates a room: Synapse lists a room created
+        # with visibility "public" without asking user_may_publish_room (see bot.directory).
+        self._on_create_room = on_create_room
+        self.username_callback_seen = False
         self._state = state
         self._clock = clock
         self._t = translate
@@ -113,6 +118,8 @@ class Gate:
             self.metrics.count("-", "unauthorised")
             return _error(401, "M_UNKNOWN_TOKEN", "missing or wrong bearer token")
         to_action = GATED.get(name)
+        if name == USERNAME_CALLBACK:
+            return self._username_callback()
         if to_action is None and name not in PASSTHROUGH:
             self.metrics.count("-", "unknown")
             return _error(404, "M_UNRECOGNIZED", f"unknown callback {name[:64]!r}")
@@ -125,11 +132,17 @@ class Gate:
             return _allow()
         try:
             action = to_action(body)
+            now = self._clock()
+            decision = decide(action, self._state, now)
         except SchemaError as exc:
             self.metrics.count(name, "bad_request")
             return _error(400, "M_INVALID_PARAM", str(exc))
-        now = self._clock()
-        decision = decide(action, self._state, now)
+        except Exception:
+            # A body the parsers did not foresee must not become a 500 (or take the gate down):
+            # the module reads any non-2xx with an errcode as a refusal, so this refuses safely.
+            log.exception("the gate could not judge a %s request", name)
+            self.metrics.count(name, "error")
+            return _error(400, "M_INVALID_PARAM", "the request could not be judged")
         if decision.prompt_agreement:
             self._on_prompt(action.user_id)
         elif decision.count_post:
@@ -139,10 +152,32 @@ class Gate:
                 self._state.remember_text(action.body, action.user_id, now)
             elif action.kind is ActionKind.PUBLISH_ROOM and action.room_id is not None:
                 self._on_publish(action.user_id, action.room_id)
+            elif action.kind is ActionKind.CREATE_ROOM and not self._may_publish(action.user_id):
+                self._on_create_room(action.user_id)
+            elif action.event_type == "m.room.join_rules" and action.room_id is not None:
+                # In scope from the moment the room opens, not at the next refresh.
+                rule = join_rule_of(body)
+                if rule is not None:
+                    self._state.note_join_rule(action.room_id, rule)
         response = _allow() if decision.allowed else self._refusal(decision)
         self.metrics.count(name, "allow" if decision.allowed else "deny")
         self.metrics.observe(time.perf_counter() - started)
         return response
+
+    def _may_publish(self, user_id: str) -> bool:
+        state = self._state
+        return state.is_exempt(user_id) or user_id in state.public_accounts or not state.is_local(user_id)
+
+    def _username_callback(self) -> web.Response:
+        if not self.username_callback_seen:
+            self.username_callback_seen = True
+            log.error(
+                "Synapse asks check_username_for_spam: with synapse-http-antispam every answer hides the "
+                "user from user-directory search, so nobody can be found. Remove check_username_for_spam "
+                "from the module's enabled_callbacks (see config/synapse-module.yaml)."
+            )
+        self.metrics.count(USERNAME_CALLBACK, "misconfigured")
+        return _allow()
 
     def _refusal(self, decision: Decision) -> web.Response:
         key = (decision.message_key, tuple(sorted(decision.params.items())))
@@ -155,7 +190,10 @@ class Gate:
         return web.Response(body=body, status=403, content_type="application/json")
 
     async def _health_handler(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **self._health()})
+        health: dict[str, Any] = {"status": "ok", **self._health()}
+        if self.username_callback_seen:
+            health["warnings"] = ["check_username_for_spam is enabled in synapse-http-antispam: user search finds nobody"]
+        return web.json_response(health)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -199,6 +199,13 @@ MESSAGES: dict[str, str] = {
         "{tier} authorisation, which this account does not have. Public accounts apply with "
         "!apply news {tier} <licence-number> in their direct chat with {bot}."
     ),
+    "deny.encryption_in_scope": (
+        "{what}: this room is public (or a channel or protected room), where the news rules apply, and "
+        "encrypted messages cannot be checked. Only accounts with the news publisher authorisation may "
+        "use encryption here. Talk without encryption here, or use encryption in a private room or a "
+        "direct chat; public accounts apply with !apply news publisher <licence-number> in their direct "
+        "chat with {bot}."
+    ),
     "rules.reloaded": "Rules reloaded: {news} news rule(s), {sources} repost source(s).",
     "rules.invalid": "The rules file was not loaded, and the previous rules stay in force: {error}",
     "cmd.reload.summary": "re-read the news rules file (config/rules.yaml)",

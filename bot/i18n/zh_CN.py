@@ -162,6 +162,7 @@ MESSAGES: dict[str, str] = {
     "cmd.export.summary": "在此上传记录导出文件（CSV）",
     "deny.not_public_account": "{what}：只有经审核的公众账号才能将房间发布到目录。请在与 {bot} 的私聊中发送 !申请 public <类别> <名称> 提出申请。",
     "deny.news_tier_missing": "{what}：该内容被识别为时政新闻（规则 {rule}），在此发布需要时政新闻{tier}资质，本账号没有该资质。公众账号可在与 {bot} 的私聊中发送 !申请 news {tier} <许可证号> 申请。",
+    "deny.encryption_in_scope": "{what}：这是公开房间（或公众账号频道、受保护房间），适用时政新闻规则，而加密消息无法审查，因此只有具备时政新闻发布资质的账号可以在此使用加密。请在此以不加密方式发言，或在私密房间、私聊中使用加密；公众账号可在与 {bot} 的私聊中发送 !申请 news publisher <许可证号> 申请资质。",
     "rules.reloaded": "规则已重新加载：{news} 条新闻规则，{sources} 个转载来源。",
     "rules.invalid": "规则文件未能加载，原有规则继续生效：{error}",
     "cmd.reload.summary": "重新读取新闻规则文件（config/rules.yaml）",

@@ -22,6 +22,8 @@ news rules and every other measure to have their say.
 9. In scope (published and public rooms, channels, protected rooms), a message the news rules
    recognise as current-affairs news needs a tier: an original needs ``publisher``, a repost
    ``reposter`` or ``publisher`` (article 7 ¶2).
+10. In scope, only a ``publisher`` may enable encryption or send encrypted events: the news rules
+    cannot read them (see ``_encryption``). Private rooms and DMs are untouched.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from bot.policy.state import PolicyState
 
 _ALWAYS_ALLOWED = frozenset({ActionKind.JOIN_ROOM, ActionKind.LOGIN})
 _CORRECTIVE_EVENTS = frozenset({"m.room.redaction"})
+# Turning encryption on, and what an encrypted room carries: both hide text from the news rules.
+ENCRYPTION_EVENTS = frozenset({"m.room.encryption", "m.room.encrypted"})
 # Which measure's refusal the account is told about when several refuse: the strictest.
 _REFUSAL_RANK = {Reason.RATE_LIMITED: 1, Reason.RESTRICTED: 2, Reason.SUSPENDED: 3, Reason.CLOSED: 4}
 
@@ -75,6 +79,8 @@ def _rules(action: Action, state: PolicyState, now: int) -> Decision:
                 allowed=False, reason=Reason.NOT_PUBLIC_ACCOUNT,
                 params={"action": kind.value, "bot": state.bot_user_id},
             )
+        if action.event_type in ENCRYPTION_EVENTS and state.in_news_scope(action.room_id):
+            return _encryption(action, state)
         if kind is ActionKind.SEND_EVENT and action.body and state.in_news_scope(action.room_id):
             return _news(action, state, now)
         return ALLOW
@@ -149,6 +155,18 @@ def _refuse(reason: Reason, action: Action, measure: Measure, **extra: str) -> D
         reason=reason,
         params={"action": action.kind.value, "case": str(measure.case_id), "until_ms": until, **extra},
     )
+
+
+def _encryption(action: Action, state: PolicyState) -> Decision:
+    """Rule 10: the news rules cannot read what they cannot decrypt, so where they apply only a
+    ``publisher`` (whose posts the rules allow whatever they say) may encrypt: turning encryption
+    on, or posting encrypted events in a room that was encrypted before it became public. A
+    ``reposter`` may not: telling its reposts from originals needs the text."""
+    account = state.public_accounts.get(action.user_id)
+    if account is not None and account.tier == "publisher":
+        return ALLOW
+    return Decision(allowed=False, reason=Reason.ENCRYPTION_IN_SCOPE,
+                    params={"action": action.kind.value, "bot": state.bot_user_id})
 
 
 def _news(action: Action, state: PolicyState, now: int) -> Decision:
