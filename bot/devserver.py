@@ -36,12 +36,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def module_config(gate_url: str, gate_token: str) -> list[dict[str, Any]]:
-    """The `modules:` list of the README snippet, with the gate's address and token filled in."""
+def module_config(gate_url: str, gate_token: str, callbacks: list[str] | None = None) -> list[dict[str, Any]]:
+    """The `modules:` list of the README snippet, with the gate's address and token filled in.
+
+    ``callbacks`` replaces its ``enabled_callbacks`` (tests of what a different choice does).
+    """
     text = string.Template(MODULE_SNIPPET.read_text(encoding="utf-8")).substitute(
         GATE_URL=gate_url, GATE_TOKEN=gate_token
     )
-    return yaml.safe_load(text)["modules"]
+    modules = yaml.safe_load(text)["modules"]
+    if callbacks is not None:
+        modules[0]["config"]["enabled_callbacks"] = list(callbacks)
+    return modules
 
 
 @dataclass
@@ -63,7 +69,9 @@ class Homeserver:
         gate: tuple[str, str] | None = None,
         server_name: str = "localhost",
         room_message_limit: dict[str, float] | None = None,
+        callbacks: list[str] | None = None,
     ) -> None:
+        self.callbacks = callbacks
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.gate = gate
@@ -119,7 +127,7 @@ class Homeserver:
             "rc_admin_redaction": GENEROUS,
         }
         if self.gate is not None:
-            config["modules"] = module_config(*self.gate)
+            config["modules"] = module_config(*self.gate, self.callbacks)
         return config
 
     def start(self, timeout: float = 60.0) -> None:

@@ -7,12 +7,16 @@ None of the new room's initial events reach ``check_event_for_spam`` either: the
 ``handle_new_client_event``. So the gate cannot refuse such a room; it can only say who is
 creating one, and the bot takes it out of the directory once it exists.
 
-How: when the gate allows ``user_may_create_room`` for an account that may not publish, the guard
-polls that account's rooms (admin API) for a few seconds; a room it created that is listed is
-unlisted with ``PUT /directory/list/room`` as a server admin (Synapse lets admins change any
-room's listing), with retries. The news-scope refresh passes the admin room list every minute as
-a sweep, which also catches rooms created while the bot was down. Without an admin token none of
-this is possible: the bot warns at start-up.
+How: when an account asks ``user_may_create_room``, the gate first has the guard note the rooms
+the account is in (the new room cannot exist before the gate answers, so it will be the one not
+in that list), then the guard polls the account's rooms (admin API) for a few seconds. Each new
+room's join rule and listing go into news scope at once; a listed room created by an account
+that may not publish is unlisted with ``PUT /directory/list/room`` as a server admin (Synapse
+lets admins change any room's listing), with retries. An event the creating account sends in a
+room not looked at yet makes the gate wait for that look (at most 2 s), so a room created public
+is in scope from its first message. The news-scope refresh passes the admin room list every
+minute as a sweep, which also catches rooms created while the bot was down. Without an admin
+token none of this is possible: the bot warns at start-up.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ class DirectoryGuard:
         self._token = admin_token
         self._spawn = spawn
         self._session: aiohttp.ClientSession | None = None
-        self._watching: dict[str, int] = {}  # user -> creations not yet followed up
-        self._checked: dict[str, set[str]] = {}  # user -> rooms already looked at
-        self.unlisted: list[tuple[str, float]] = []  # (room, seconds from the gate's answer), for tests and logs
+        self._watching: dict[str, int] = {}  # user -> creations asked about while being watched
+        self._known: dict[str, set[str]] = {}  # user -> rooms already looked at
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.unlisted: list[tuple[str, float]] = []  # (room, seconds after the gate's answer)
 
     @property
     def enabled(self) -> bool:
@@ -55,8 +60,9 @@ class DirectoryGuard:
         if not self.enabled:
             log.warning(
                 "no homeserver.admin_token: a room created with visibility 'public' by an account that "
-                "is not an approved public account stays in the room directory (Synapse does not ask "
-                "the gate on that path); set admin_token so the bot can unlist it"
+                "is not an approved public account stays in the room directory, and a room created "
+                "public enters news scope only at the next refresh (Synapse does not ask the gate on "
+                "that path); set admin_token so the bot can follow new rooms at once"
             )
 
     async def close(self) -> None:
@@ -64,20 +70,38 @@ class DirectoryGuard:
             await self._session.close()
             self._session = None
 
-    # -- the gate's signal ---------------------------------------------------------------------
+    # -- the gate's signals --------------------------------------------------------------------
 
-    def room_creation(self, user_id: str) -> None:
-        """The gate allowed ``user_id`` (who may not publish) to create a room: watch for it."""
+    async def room_creation(self, user_id: str) -> None:
+        """The gate is about to allow ``user_id`` to create a room: note the rooms the account is
+        in now (before the new one can exist, so the new one is recognised), then watch."""
         if not self.enabled:
             return
+        if user_id not in self._known:
+            try:
+                async with asyncio.timeout(1.0):
+                    self._known[user_id] = await self._joined(user_id)
+            except (aiohttp.ClientError, TimeoutError, LookupError) as exc:
+                # Without the list every room of the account is looked at once: slower, still right.
+                log.warning("listing the rooms of %s before a creation failed: %s", user_id, exc)
         self._watching[user_id] = self._watching.get(user_id, 0) + 1
         if self._watching[user_id] == 1:
-            self._spawn(self._watch(user_id), f"directory-watch-{user_id}")
+            self._spawn(self._watch(user_id), f"new-room-watch-{user_id}")
+
+    def unsettled(self, user_id: str, room_id: str | None) -> bool:
+        """An event from a creating account in a room not looked at yet: maybe the new room."""
+        return user_id in self._watching and room_id is not None and room_id not in self._known.get(user_id, ())
+
+    async def settle(self, user_id: str) -> None:
+        """Look at the account's new rooms now (the gate waits for this, at most 2 s)."""
+        try:
+            async with asyncio.timeout(2.0):
+                await self._look(user_id, None)
+        except (aiohttp.ClientError, TimeoutError, LookupError) as exc:
+            log.warning("looking at the new rooms of %s failed: %s", user_id, exc)
 
     async def _watch(self, user_id: str) -> None:
-        # Polls the whole schedule: which of the account's rooms is the new one cannot be told
-        # apart from an older one cheaply, and one request a poll costs little. Another creation
-        # meanwhile starts the schedule again.
+        # Polls the whole schedule: another creation meanwhile starts it again.
         try:
             step, asked, started = 0, self._watching[user_id], time.monotonic()
             while step < len(POLL_DELAYS):
@@ -94,15 +118,32 @@ class DirectoryGuard:
         finally:
             self._watching.pop(user_id, None)
 
-    async def _look(self, user_id: str, started: float) -> None:
-        """Check the account's rooms not looked at yet."""
+    async def _look(self, user_id: str, started: float | None) -> None:
+        """Classify the account's rooms not looked at yet: news scope, and the directory."""
+        lock = self._locks.setdefault(user_id, asyncio.Lock())
+        async with lock:
+            known = self._known.setdefault(user_id, set())
+            for room_id in await self._joined(user_id) - known:
+                await self._classify(room_id, user_id, started)
+                known.add(room_id)
+
+    async def _classify(self, room_id: str, user_id: str, started: float | None) -> None:
+        # Current state straight from the state store: the admin room details come from room
+        # statistics, which Synapse updates a moment later.
+        data = await self._get(f"/_synapse/admin/v1/rooms/{quote(room_id)}/state")
+        events = [e for e in data.get("state") or [] if isinstance(e, dict) and e.get("state_key") == ""]
+        rule = next((e.get("content", {}).get("join_rule") for e in events if e.get("type") == "m.room.join_rules"), None)
+        creator = next((e.get("sender") for e in events if e.get("type") == "m.room.create"), None)
+        self._state.note_join_rule(room_id, rule)
+        if not await self._listed(room_id):
+            return
+        self._state.listed_rooms.add(room_id)
+        if creator == user_id:
+            await self._unlist(room_id, user_id, started)
+
+    async def _joined(self, user_id: str) -> set[str]:
         data = await self._get(f"/_synapse/admin/v1/users/{quote(user_id)}/joined_rooms")
-        rooms = set(data.get("joined_rooms") or [])
-        checked = self._checked.setdefault(user_id, set())
-        for room_id in rooms - checked:
-            if await self._listed(room_id) and await self._creator(room_id) == user_id:
-                await self._unlist(room_id, user_id, started)
-            checked.add(room_id)
+        return {r for r in data.get("joined_rooms") or [] if isinstance(r, str)}
 
     # -- the periodic sweep --------------------------------------------------------------------
 
@@ -144,11 +185,6 @@ class DirectoryGuard:
     async def _listed(self, room_id: str) -> bool:
         data = await self._get(f"/_matrix/client/v3/directory/list/room/{quote(room_id)}")
         return data.get("visibility") == "public"
-
-    async def _creator(self, room_id: str) -> str | None:
-        data = await self._get(f"/_synapse/admin/v1/rooms/{quote(room_id)}")
-        creator = data.get("creator")
-        return creator if isinstance(creator, str) else None
 
     async def _get(self, path: str) -> dict[str, Any]:
         return await self._call("GET", path, None)

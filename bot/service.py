@@ -140,7 +140,7 @@ class Service:
             assert settings.gate.token is not None
             self.gate = Gate(
                 state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health, self.clock,
-                self.accounts.on_published, self.directory.room_creation,
+                self.accounts.on_published, self.directory,
             )
             await self.gate.start(settings.gate.host, settings.gate.port)
 

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.gate.callbacks import GATED, PASSTHROUGH, USERNAME_CALLBACK, SchemaError, join_rule_of
 from bot.gate.metrics import GateMetrics
+from bot.directory import DirectoryGuard
 from bot.i18n import Translator
 from bot.policy import ActionKind, Decision, PolicyState, decide
 
@@ -47,12 +48,13 @@ class Gate:
         health: Callable[[], dict[str, Any]] = lambda: {},
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
         on_publish: Callable[[str, str], None] = lambda user, room: None,
-        on_create_room: Callable[[str], None] = lambda user: None,
+        new_rooms: DirectoryGuard | None = None,
     ) -> None:
         self._on_publish = on_publish
-        # Told when an account that may not publish creates a room: Synapse lists a room created
-        # with visibility "public" without asking user_may_publish_room (see bot.directory).
-        self._on_create_room = on_create_room
+        # Follows the rooms accounts create: Synapse sends none of a new room's initial events
+        # through check_event_for_spam, and lists a room created with visibility "public" without
+        # asking user_may_publish_room (see bot.directory).
+        self._new_rooms = new_rooms
         self.username_callback_seen = False
         self._state = state
         self._clock = clock
@@ -132,8 +134,15 @@ class Gate:
             return _allow()
         try:
             action = to_action(body)
+            new_rooms = self._new_rooms
+            if (new_rooms is not None and action.kind is ActionKind.SEND_EVENT
+                    and new_rooms.unsettled(action.user_id, action.room_id)):
+                await new_rooms.settle(action.user_id)  # perhaps the room it just created public
             now = self._clock()
             decision = decide(action, self._state, now)
+            if (new_rooms is not None and decision.allowed and action.kind is ActionKind.CREATE_ROOM
+                    and self._state.is_local(action.user_id) and not self._state.is_exempt(action.user_id)):
+                await new_rooms.room_creation(action.user_id)
         except SchemaError as exc:
             self.metrics.count(name, "bad_request")
             return _error(400, "M_INVALID_PARAM", str(exc))
@@ -152,8 +161,6 @@ class Gate:
                 self._state.remember_text(action.body, action.user_id, now)
             elif action.kind is ActionKind.PUBLISH_ROOM and action.room_id is not None:
                 self._on_publish(action.user_id, action.room_id)
-            elif action.kind is ActionKind.CREATE_ROOM and not self._may_publish(action.user_id):
-                self._on_create_room(action.user_id)
             elif action.event_type == "m.room.join_rules" and action.room_id is not None:
                 # In scope from the moment the room opens, not at the next refresh.
                 rule = join_rule_of(body)
@@ -163,10 +170,6 @@ class Gate:
         self.metrics.count(name, "allow" if decision.allowed else "deny")
         self.metrics.observe(time.perf_counter() - started)
         return response
-
-    def _may_publish(self, user_id: str) -> bool:
-        state = self._state
-        return state.is_exempt(user_id) or user_id in state.public_accounts or not state.is_local(user_id)
 
     def _username_callback(self) -> web.Response:
         if not self.username_callback_seen:

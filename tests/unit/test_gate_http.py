@@ -190,7 +190,18 @@ async def side():
         state.record_acceptance(user, "1")
     state.public_accounts[PUBLISHER] = PublicAccount("news-website", "Daily", "F-1", tier="publisher")
     created: list[str] = []
-    server = Gate(state, Translator("en"), TOKEN, lambda u: None, on_create_room=created.append)
+
+    class NewRooms:  # the directory guard's side of the gate
+        async def room_creation(self, user):
+            created.append(user)
+
+        def unsettled(self, user, room):
+            return user in created and room == "!new:hs.test"
+
+        async def settle(self, user):
+            state.open_rooms.add("!new:hs.test")
+
+    server = Gate(state, Translator("en"), TOKEN, lambda u: None, new_rooms=NewRooms())
     async with TestClient(TestServer(server.app())) as client:
         client.state, client.created, client.gate = state, created, server
         yield client
@@ -220,11 +231,15 @@ async def test_knock_is_not_public(side):
     assert not side.state.in_news_scope("!room:hs.test")
 
 
-async def test_room_creation_by_an_account_that_may_not_publish_is_reported(side):
-    for user in (AGREED, PUBLISHER, MOD):
+async def test_room_creation_is_followed_and_the_first_post_there_waits_for_it(side):
+    for user in (AGREED, PUBLISHER, MOD, NEW):
         resp = await side.post("/antispam/user_may_create_room", json={"user_id": user}, headers=AUTH)
-        assert resp.status == 200
-    assert side.created == [AGREED]
+        assert resp.status == (403 if user == NEW else 200)
+    assert side.created == [AGREED, PUBLISHER]  # moderators are exempt; a refusal creates nothing
+    body = state_event(AGREED, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}, "!new:hs.test")
+    resp = await side.post("/antispam/check_event_for_spam", json=body, headers=AUTH)
+    # The new room was classified (public) before the decision, so encryption there is refused.
+    assert resp.status == 403 and "encrypted messages cannot be checked" in (await resp.json())["error"]
 
 
 @pytest.mark.parametrize("kind, content", [
