@@ -3,7 +3,9 @@
 Used where the gate cannot see the sender (remote users, or ``gate.enabled: false``): the same
 policy core decides. A refused post is redacted. If the refusal stops all posting (no agreement,
 a restriction, a suspension) the sender is muted by power level; a closed account is banned;
-a post over a rate cap is only redacted.
+a post over a rate cap is only redacted. What counts as a post is what shows text, through the
+one pipeline (``event_text``): messages, edits (judged on their new content; the edit is what is
+redacted), and state events such as a topic or a name (redacting one takes its text off the room).
 
 ``apply(user)`` makes every protected room match what the core says now, and runs whenever that
 may have changed: an agreement, a new case, a case that ends. Unmuting puts the previous level
@@ -30,7 +32,9 @@ from bot.store import Mute, Store
 
 log = logging.getLogger(__name__)
 
-_NOT_POSTS = frozenset({"m.room.redaction"})
+# Membership is not a post: joins are judged when they are made (the gate's user_may_join_room),
+# and redacting a newcomer's member event would only strip its display name.
+_NOT_POSTS = frozenset({"m.room.redaction", "m.room.member"})
 
 
 class RoomMode:
@@ -56,23 +60,29 @@ class RoomMode:
         self._room_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message",
-                content: dict[str, Any] | None = None) -> Decision:
-        body, quotes = event_text(event_type, content)
+                text: tuple[str | None, bool] = (None, False)) -> Decision:
+        body, quotes = text
         action = Action(ActionKind.SEND_EVENT, user_id, source=Source.ROOM, room_id=room_id, event_type=event_type,
                         body=body, quotes_reply=quotes)
         return decide(action, self._state, self._clock())
 
     async def on_event(self, room_id: str, event: dict[str, Any], room_name: str) -> None:
-        if room_id not in self.protected or "state_key" in event or event.get("type") in _NOT_POSTS:
+        event_type = event.get("type")
+        if room_id not in self.protected or event_type in _NOT_POSTS or not isinstance(event_type, str):
             return
         sender = event["sender"]
         content = event.get("content") if isinstance(event.get("content"), dict) else {}
-        decision = self._decide(room_id, sender, event.get("type", ""), content)
+        # The whole content, so the pipeline sees every field a client shows (an edit's
+        # m.new_content, a topic, a caption); redacting the event undoes exactly what it showed.
+        text = event_text(event_type, content)
+        if "state_key" in event and text[0] is None:
+            return  # state that shows no text (power levels, join rules …) is not a post
+        decision = self._decide(room_id, sender, event_type, text)
         if decision.allowed:
             if decision.count_post:
                 self._state.note_post(sender, self._clock())
-            body = content.get("body")
-            if isinstance(body, str) and body and self._state.in_news_scope(room_id):
+            body = text[0]
+            if body and self._state.in_news_scope(room_id):
                 self._state.remember_text(body, sender, self._clock())
             return
         event_id = event["event_id"]

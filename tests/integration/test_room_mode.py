@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.policy.text import event_text
 from tests.integration.harness import User, new_user, until
 
 pytestmark = pytest.mark.integration
@@ -102,3 +103,56 @@ async def judged_after(user: User, room_id: str, bot_id: str, answer: str) -> No
     before = len(user.messages(room_id, bot_id))
     await user.say(room_id, "!status")
     await user.wait_for_message(room_id, bot_id, answer, after=before)
+
+
+NEWS = "The State Council met today"  # news by the shipped rules; the remote-ish sender has no tier
+
+
+async def _agreed_in_room(plain, make_bot, people, level: int = 0):
+    """A protected room in room mode, and alice in it, agreed (her first post taught her how)."""
+    moderator, alice, _ = people
+    bot_id = plain.bot.user_id
+    room = await protected_room(moderator, bot_id, **{alice.user_id: level})
+    process = make_bot(plain, plain.bot, moderators=[moderator.user_id], protected_rooms=[room])
+    process.start()
+    await alice.join(room)
+    first = await alice.say(room, "hello")
+    await until(lambda: _redacted(moderator, room, first.event_id), what="the redaction of the unagreed post")
+    dm = await alice.wait_for_invite(bot_id)
+    await alice.join(dm)
+    await alice.wait_for_message(dm, bot_id, "!agree")
+    await alice.say(dm, "!agree")
+    await alice.wait_for_message(dm, bot_id, "recorded")
+    return room, dm
+
+
+@pytest.mark.skipif(event_text("m.room.topic", {"topic": NEWS})[0] is None,
+                    reason="the text pipeline does not read m.room.topic yet (bot.policy.text)")
+async def test_a_topic_carrying_news_is_redacted_and_the_sender_told(plain, make_bot, people):
+    moderator, alice, _ = people
+    room, dm = await _agreed_in_room(plain, make_bot, people, level=50)
+    status, body = await alice.api("PUT", f"/_matrix/client/v3/rooms/{room}/state/m.room.topic/", {"topic": NEWS})
+    assert status == 200, "no gate: the homeserver takes the topic"
+    topic_id = body["event_id"]
+    await until(lambda: _redacted(moderator, room, topic_id), what="the topic's redaction")
+    status, current = await moderator.api("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.topic/")
+    assert NEWS not in str(current), "redacting the state event takes the text off the room"
+    told = await alice.wait_for_message(dm, plain.bot.user_id, "rule")
+    assert "!apply news publisher" in told["content"]["body"]
+
+
+@pytest.mark.skipif(event_text("m.room.message", {"body": "* hi", "m.new_content": {"body": NEWS}})[0] in (None, "* hi"),
+                    reason="the text pipeline does not read m.new_content yet (bot.policy.text)")
+async def test_an_edit_carrying_news_is_redacted(plain, make_bot, people):
+    moderator, alice, _ = people
+    room, dm = await _agreed_in_room(plain, make_bot, people)
+    original = await alice.say(room, "harmless")
+    status, body = await alice.api("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/edit-1", {
+        "msgtype": "m.text", "body": "* harmless",
+        "m.new_content": {"msgtype": "m.text", "body": NEWS},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original.event_id},
+    })
+    assert status == 200, body
+    await until(lambda: _redacted(moderator, room, body["event_id"]), what="the edit's redaction")
+    await alice.wait_for_message(dm, plain.bot.user_id, "rule")
+    assert not await _redacted(moderator, room, original.event_id), "the harmless original stays"

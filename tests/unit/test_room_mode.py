@@ -1,0 +1,88 @@
+"""Room mode judges what a room shows: state events with text (topic, name …) and edits, through
+the one text pipeline; a refused one is redacted, and for news the sender is told why."""
+
+import pytest
+
+import bot.matrix.roommode as roommode
+from bot.i18n import Translator
+from bot.matrix.roommode import RoomMode
+from bot.policy import PolicyState
+from bot.policy.news import NewsRules
+
+NOW = 1_790_000_000_000
+ROOM = "!square:hs"
+
+
+class FakeMatrix:
+    def __init__(self):
+        self.redacted = []
+
+    async def redact(self, room_id, event_id, reason, *, txn):
+        self.redacted.append((event_id, reason))
+
+
+class FakeOnboarding:
+    def __init__(self):
+        self.told = []
+
+    def request(self, user_id, note=None):
+        self.told.append((user_id, note))
+
+
+@pytest.fixture
+def room_mode(store, monkeypatch):
+    # The pipeline's own extraction is another module's concern (and tested there): here a stand-in
+    # that shows a topic and an edit's new text, as the real one does, proves room mode asks it
+    # about state events and passes the whole content.
+    def event_text(event_type, content):
+        if event_type == "m.room.topic":
+            return content.get("topic"), False
+        if event_type == "m.room.message":
+            return (content.get("m.new_content") or content).get("body"), False
+        return None, False
+
+    monkeypatch.setattr(roommode, "event_text", event_text)
+    state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1")
+    state.news_rules = NewsRules.from_mapping({"news": [{"id": "organs", "keywords": ["State Council"]}]})
+    state.news_scope.add(ROOM)
+    state.record_acceptance("@remote:elsewhere", "1")
+    matrix, onboarding = FakeMatrix(), FakeOnboarding()
+    mode = RoomMode(matrix, store, state, onboarding, Translator("en"), lambda: NOW, lambda room: set())
+    mode.protected.add(ROOM)
+    return mode, matrix, onboarding
+
+
+def event(event_id, event_type, content, state_key=None):
+    e = {"event_id": event_id, "sender": "@remote:elsewhere", "type": event_type, "content": content}
+    if state_key is not None:
+        e["state_key"] = state_key
+    return e
+
+
+async def test_a_topic_carrying_news_is_redacted_and_the_sender_told(room_mode):
+    mode, matrix, onboarding = room_mode
+    await mode.on_event(ROOM, event("$topic", "m.room.topic", {"topic": "The State Council met"}, ""), "Square")
+    assert [e for e, _ in matrix.redacted] == ["$topic"]
+    reason = matrix.redacted[0][1]
+    assert "rule organs" in reason and "!apply news publisher" in reason
+    assert onboarding.told == [("@remote:elsewhere", (reason, "$topic"))]
+
+
+async def test_an_edit_is_judged_on_its_new_content_and_the_edit_redacted(room_mode):
+    mode, matrix, onboarding = room_mode
+    edit = event("$edit", "m.room.message", {
+        "msgtype": "m.text", "body": "* hello",
+        "m.new_content": {"msgtype": "m.text", "body": "The State Council met"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": "$original"},
+    })
+    await mode.on_event(ROOM, edit, "Square")
+    assert [e for e, _ in matrix.redacted] == ["$edit"]
+    assert onboarding.told[0][0] == "@remote:elsewhere"
+
+
+async def test_state_without_text_and_harmless_topics_are_left_alone(room_mode):
+    mode, matrix, onboarding = room_mode
+    await mode.on_event(ROOM, event("$pl", "m.room.power_levels", {"users": {}}, ""), "Square")
+    await mode.on_event(ROOM, event("$t", "m.room.topic", {"topic": "lunch at noon"}, ""), "Square")
+    await mode.on_event(ROOM, event("$m", "m.room.member", {"membership": "join"}, "@remote:elsewhere"), "Square")
+    assert matrix.redacted == [] and onboarding.told == []
