@@ -51,6 +51,7 @@ class DirectoryGuard:
         self._known: dict[str, set[str]] = {}  # user -> rooms already looked at
         self._locks: dict[str, asyncio.Lock] = {}
         self.unlisted: list[tuple[str, float]] = []  # (room, seconds after the gate's answer)
+        self._unlisted: set[str] = set()
 
     @property
     def enabled(self) -> bool:
@@ -124,22 +125,29 @@ class DirectoryGuard:
         async with lock:
             known = self._known.setdefault(user_id, set())
             for room_id in await self._joined(user_id) - known:
-                await self._classify(room_id, user_id, started)
-                known.add(room_id)
+                if await self._classify(room_id, user_id, started):
+                    known.add(room_id)
 
-    async def _classify(self, room_id: str, user_id: str, started: float | None) -> None:
+    async def _classify(self, room_id: str, user_id: str, started: float | None) -> bool:
+        """Put a room of the account in or out of scope, unlist it if it must not be listed; False
+        while its initial state is incomplete (look again)."""
         # Current state straight from the state store: the admin room details come from room
         # statistics, which Synapse updates a moment later.
         data = await self._get(f"/_synapse/admin/v1/rooms/{quote(room_id)}/state")
         events = [e for e in data.get("state") or [] if isinstance(e, dict) and e.get("state_key") == ""]
         rule = next((e.get("content", {}).get("join_rule") for e in events if e.get("type") == "m.room.join_rules"), None)
         creator = next((e.get("sender") for e in events if e.get("type") == "m.room.create"), None)
-        self._state.note_join_rule(room_id, rule)
-        if not await self._listed(room_id):
-            return
-        self._state.listed_rooms.add(room_id)
-        if creator == user_id:
-            await self._unlist(room_id, user_id, started)
+        # Synapse persists the creator's join before the rest of the initial state: until the
+        # join rule is there, the room is half made.
+        if rule is not None:
+            self._state.note_join_rule(room_id, rule)
+        listed = await self._listed(room_id)
+        log.debug("room %s of %s: join rule %s, %s", room_id, user_id, rule, "listed" if listed else "not listed")
+        if listed:
+            self._state.listed_rooms.add(room_id)
+            if creator == user_id and room_id not in self._unlisted:
+                await self._unlist(room_id, user_id, started)
+        return rule is not None
 
     async def _joined(self, user_id: str) -> set[str]:
         data = await self._get(f"/_synapse/admin/v1/users/{quote(user_id)}/joined_rooms")
@@ -175,6 +183,7 @@ class DirectoryGuard:
                 log.warning("unlisting %s failed (%s); retrying", room_id, exc)
                 continue
             self._state.listed_rooms.discard(room_id)
+            self._unlisted.add(room_id)
             took = 0.0 if started is None else time.monotonic() - started
             self.unlisted.append((room_id, took))
             log.info("took %s out of the room directory: created public by %s, who is not an approved public "
