@@ -436,3 +436,42 @@ async def _post_all(bodies):
 def test_the_gate_answers_200_400_or_403_to_anything(bodies):
     for status, callback, raw in asyncio.run(_post_all(bodies)):
         assert status in (200, 400, 403), (status, callback, raw)
+
+
+# -- the directory guard's sweep and the scope refresh's merge (pure parts)
+
+def test_sweep_unlists_only_rooms_listed_by_local_accounts_that_may_not_publish():
+    from bot.directory import DirectoryGuard
+
+    state = _fuzz_state()
+    state.moderators = frozenset({MOD})
+    state.public_accounts[PUBLISHER] = PublicAccount("news-website", "Daily", "F-1")
+    state.channels["!channel:hs.test"] = PUBLISHER
+    spawned: list[str] = []
+
+    def spawn(work, name):
+        work.close()
+        spawned.append(name)
+
+    guard = DirectoryGuard(state, "http://hs", "admin-token", spawn)
+    guard.sweep([
+        {"room_id": "!a:hs.test", "creator": AGREED, "public": True},
+        {"room_id": "!b:hs.test", "creator": AGREED, "public": False},
+        {"room_id": "!c:hs.test", "creator": PUBLISHER, "public": True},
+        {"room_id": "!d:hs.test", "creator": MOD, "public": True},
+        {"room_id": "!e:remote.test", "creator": "@x:remote.test", "public": True},
+        {"room_id": "!channel:hs.test", "creator": AGREED, "public": True},  # published by its public account
+    ])
+    assert spawned == ["directory-unlist-!a:hs.test"]
+    spawned.clear()
+    DirectoryGuard(state, "http://hs", None, spawn).sweep([{"room_id": "!a:hs.test", "creator": AGREED, "public": True}])
+    assert spawned == []  # no admin token: nothing it could do
+
+
+def test_scope_refresh_keeps_changes_made_while_it_asked():
+    from bot.news import _merge
+
+    before = {"!old:hs", "!closing:hs"}
+    now = {"!old:hs", "!opened:hs"}  # the gate saw !closing close and !opened open meanwhile
+    read = {"!old:hs", "!closing:hs", "!other:hs"}  # what the homeserver said, a moment stale
+    assert _merge(read, before, now) == {"!old:hs", "!opened:hs", "!other:hs"}
