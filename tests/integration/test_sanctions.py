@@ -151,7 +151,10 @@ async def test_non_moderator_is_refused_and_the_attempt_recorded(gated, mod):
 async def test_bad_durations_and_user_ids_get_usage_and_nothing_happens(gated, mod):
     alice = await mod.member("alice", gated.hs)
     for bad in (f"!restrict {alice.user_id} 5s spam", f"!restrict {alice.user_id} tomorrow spam",
-                "!restrict alice 1h spam", f"!suspend {alice.user_id} 1h", "!lift abc reason"):
+                "!restrict alice 1h spam", f"!suspend {alice.user_id} 1h", "!lift abc reason",
+                # Beyond the 520-week maximum: 999999w used to be enforced, then broke the gate.
+                f"!restrict {alice.user_id} 999999w spam", f"!suspend {alice.user_id} 521w spam",
+                f"!restrict {alice.user_id} 1h --rate 3/999999w spam"):
         reply = await mod.command(bad, "Usage: !")
         assert reply["content"]["body"].split()[1] == bad.split()[0]
     await mod.command(f"!history {alice.user_id}", "has no cases")
@@ -190,3 +193,53 @@ async def _level(user: User, room_id: str, member: str, below: int) -> bool:
 
 async def _no_entry(user: User, room_id: str, member: str) -> bool:
     return member not in (await user.power_levels(room_id)).get("users", {})
+
+
+async def test_a_full_restriction_wins_over_an_earlier_rate_cap(gated, mod):
+    bob = await mod.member("bob", gated.hs)
+    status, room = await bob.create_room(name="bob's room")
+    # Wait for the reply itself ("Recorded"), not the management room's announcement of the case.
+    capped = await mod.command(f"!restrict {bob.user_id} 1h --rate 5/1h slow down", "Recorded and in effect")
+    assert "5/1h" in capped["content"]["body"]
+    assert getattr(await bob.say(room["room_id"], "one post"), "event_id", None)
+    full = case_number(await mod.command(f"!restrict {bob.user_id} 1h stop entirely", "Recorded and in effect"))
+    # Two restrictions climb the default ladder to a suspension: the strictest of three speaks.
+    ladder = await mod.moderator.wait_for_message(mod.room, mod.bot_id, "by ladder")
+    suspension = case_number(ladder)
+    # (With the admin token, Synapse's own suspension may answer before the gate does.)
+    refused(await bob.say(room["room_id"], "another"), "suspended")
+    await mod.command(f"!lift {suspension} one step at a time", f"Case #{suspension} ({bob.user_id}) lifted")
+    # The rate cap still has room, but it does not speak first and let the post through.
+    refused(await bob.say(room["room_id"], "and another"), f"restricted until")
+    refused(await bob.say(room["room_id"], "and another"), f"case #{full}")
+    await mod.command(f"!lift {full} enough", f"Case #{full} ({bob.user_id}) lifted")
+    assert getattr(await bob.say(room["room_id"], "capped again"), "event_id", None)
+
+
+async def test_the_bots_dm_does_not_let_the_account_invite_anyone(gated, mod):
+    alice, dave = await mod.member("alice", gated.hs), await mod.member("dave", gated.hs)
+    levels = await alice.power_levels(alice.dm)
+    assert levels["invite"] == 100 and alice.user_id not in levels.get("users", {})
+    refused(await alice.client.room_invite(alice.dm, dave.user_id), "direct chat")
+    # Another account cannot join it either (the gate sees user_may_join_room).
+    refused(await dave.client.join(alice.dm), "direct chat")
+    # Restricted, the account still talks to the bot in the DM that stayed private.
+    await mod.command(f"!restrict {alice.user_id} 1d testing", "Recorded and in effect")
+    assert getattr(await alice.say(alice.dm, "!status"), "event_id", None)
+
+
+async def test_a_warning_granted_on_appeal_does_not_count_toward_the_ladder(gated, mod):
+    frank = await mod.member("frank", gated.hs)
+    first = case_number(await mod.command(f"!warn {frank.user_id} one", "Recorded"))
+    await mod.command(f"!warn {frank.user_id} two", "Recorded")
+    await frank.say(frank.dm, f"!appeal {first} that was not me")
+    announced = await mod.moderator.wait_for_message(mod.room, mod.bot_id, f"on case #{first} by {frank.user_id}")
+    appeal = re.search(r"Appeal #(\d+)", announced["content"]["body"]).group(1)
+    await mod.command(f"!grant {appeal} mistaken identity", f"Appeal #{appeal} granted")
+    await mod.command(f"!warn {frank.user_id} three", "Recorded")
+    # The ladder ran before that reply: only two warnings stand, so nothing is in force.
+    await mod.command("!cases active", "No cases.")
+    await mod.command(f"!warn {frank.user_id} four", "Recorded")
+    await mod.moderator.wait_for_message(mod.room, mod.bot_id, "by ladder")
+    reply = await mod.command("!cases active", "Measures in force (1)")
+    assert frank.user_id in reply["content"]["body"]
