@@ -95,3 +95,24 @@ async def test_an_absurd_expiry_already_stored_reads_as_the_last_date(store):
     latest, earliest = (row["expires_at"] for row in rows)
     assert latest.startswith("9999-12-31T23:59:59.") and earliest == "0001-01-01T00:00:00.000Z"
     assert encode(columns, rows, "csv", bom=False)
+
+
+async def test_the_gate_refuses_with_403_not_500_for_an_absurd_stored_expiry():
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.gate.server import Gate
+    from bot.policy.sanctions import Measure, SanctionKind
+
+    state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1")
+    state.record_acceptance(TARGET, "1")
+    state.add_measure(TARGET, Measure(1, SanctionKind.RESTRICT, 1_700_000_000_000 + 999_999 * 7 * 86_400_000))
+    token = "gate-token-" + "x" * 16
+    gate = Gate(state, Translator("en"), token, lambda user: None, lambda: {})
+    async with TestClient(TestServer(gate.app())) as client:
+        body = {"event": {"sender": TARGET, "room_id": "!r:hs", "type": "m.room.message", "content": {"body": "hi"},
+                          "event_id": "$e"}}
+        response = await client.post("/antispam/check_event_for_spam", json=body,
+                                     headers={"Authorization": f"Bearer {token}"})
+        assert response.status == 403
+        answer = await response.json()
+        assert answer["errcode"] == "M_FORBIDDEN" and "restricted until 9999-12-31" in answer["error"]
