@@ -82,7 +82,7 @@ class DirectoryGuard:
             try:
                 async with asyncio.timeout(1.0):
                     self._known[user_id] = await self._joined(user_id)
-            except (aiohttp.ClientError, TimeoutError, LookupError) as exc:
+            except Exception as exc:  # never the gate's verdict: the room is looked at all the same
                 # Without the list every room of the account is looked at once: slower, still right.
                 log.warning("listing the rooms of %s before a creation failed: %s", user_id, exc)
         self._watching[user_id] = self._watching.get(user_id, 0) + 1
@@ -98,7 +98,7 @@ class DirectoryGuard:
         try:
             async with asyncio.timeout(2.0):
                 await self._look(user_id, None)
-        except (aiohttp.ClientError, TimeoutError, LookupError) as exc:
+        except Exception as exc:  # the gate decides all the same, from what it knows
             log.warning("looking at the new rooms of %s failed: %s", user_id, exc)
 
     async def _watch(self, user_id: str) -> None:
@@ -112,7 +112,7 @@ class DirectoryGuard:
                     step, asked, started = 0, self._watching[user_id], time.monotonic()
                 try:
                     await self._look(user_id, started)
-                except (aiohttp.ClientError, asyncio.TimeoutError, LookupError) as exc:
+                except (aiohttp.ClientError, asyncio.TimeoutError, LookupError, ValueError) as exc:
                     log.warning("looking at the rooms of %s failed (%s); trying again", user_id, exc)
         except Exception:
             log.exception("watching the rooms %s creates failed", user_id)
@@ -179,7 +179,7 @@ class DirectoryGuard:
             await asyncio.sleep(delay)
             try:
                 await self._call("PUT", f"/_matrix/client/v3/directory/list/room/{quote(room_id)}", {"visibility": "private"})
-            except (aiohttp.ClientError, asyncio.TimeoutError, LookupError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, LookupError, ValueError) as exc:
                 log.warning("unlisting %s failed (%s); retrying", room_id, exc)
                 continue
             self._state.listed_rooms.discard(room_id)

@@ -161,7 +161,7 @@ class Gate:
                 self._state.remember_text(action.body, action.user_id, now)
             elif action.kind is ActionKind.PUBLISH_ROOM and action.room_id is not None:
                 self._on_publish(action.user_id, action.room_id)
-            elif action.event_type == "m.room.join_rules" and action.room_id is not None:
+            if action.event_type == "m.room.join_rules" and action.room_id is not None:
                 # In scope from the moment the room opens, not at the next refresh.
                 rule = join_rule_of(body)
                 if rule is not None:
