@@ -38,7 +38,8 @@ def test_news_is_recognised_by_keyword_regex_and_domain(rules, text, rule):
     assert match is not None and match.rule_id == rule and not match.repost
 
 
-@pytest.mark.parametrize("text", ["hello there", "fakenews.cn.example.org is not news.cn", "国务"])
+@pytest.mark.parametrize("text", ["hello there", "fakenews.cn.example.org is not it", "notnews.cn", "国务",
+                                  "news.cn.example.org", "news cn", "the newsXcn"])
 def test_other_text_is_not_news(rules, text):
     assert rules.classify(text) is None
 
@@ -136,22 +137,112 @@ def test_out_of_scope_rooms_and_non_news_are_not_judged(state):
     assert not decide(post("@plain:hs", "国务院今日发布", room="!chan:hs"), state, NOW).allowed
 
 
-def test_automaton_agrees_with_a_naive_search_on_random_text():
+def test_automaton_finds_the_leftmost_longest_keyword_like_a_naive_search():
     import random
 
     from bot.policy.news import KeywordAutomaton
 
     rng = random.Random(3)
-    for _ in range(300):
+    hits = 0
+    for _ in range(2000):
         keywords = {"".join(rng.choice("abc") for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 6))}
         text = "".join(rng.choice("abcd") for _ in range(rng.randint(0, 30)))
-        found = KeywordAutomaton(keywords).find(text)
-        ends = [(i + len(k), k) for k in keywords for i in range(len(text)) if text.startswith(k, i)]
-        if not ends:
-            assert found is None, (keywords, text)
-            continue
-        first_end = min(end for end, _ in ends)
-        first = next(k for end, k in ends if end == first_end)
-        # The first keyword to end; of those starting no later than it, the longest.
-        assert found in keywords and found in text, (keywords, text, found)
-        assert len(found) >= len(first)
+        occurrences = [(i, -len(k), k) for k in keywords for i in range(len(text)) if text.startswith(k, i)]
+        expected = min(occurrences)[2] if occurrences else None
+        hits += expected is not None
+        assert KeywordAutomaton(keywords).find(text) == expected, (keywords, text)
+    assert hits > 1000  # the comparison was exercised on matches, not only on misses
+
+
+LINKS = [
+    ("https://www.news.cn/politics/1.htm", "plain"),
+    ("https://xinhuanet.com./a", "trailing dot"),
+    ("https://x@news.cn/", "userinfo"),
+    ("https://user:pw@www.news.cn:443/a", "userinfo, password and port"),
+    ("xinhuanet.com/a", "no scheme"),
+    ("www.news.cn", "no scheme, subdomain"),
+    ("请看news.cn的文章", "no scheme, inside Chinese text"),
+    ("HTTPS://WWW.NEWS.CN/A", "uppercase"),
+    ("https://%6E%65%77%73.cn/a", "percent-encoded host"),
+    ("https://news%2Ecn/a", "percent-encoded dot"),
+    ("https://news。cn/a", "ideographic full stop"),
+    ("https://news．cn/a", "fullwidth full stop"),
+    ("https://ｎｅｗｓ.ｃｎ/a", "fullwidth letters"),
+    ("https://news\u200b.cn/a", "zero-width space in the host"),
+    ("https://nеws.cn/a", "Cyrillic е in the host"),
+    ("<https://a.b.news.cn>", "deep subdomain"),
+]
+
+
+@pytest.mark.parametrize("link, route", LINKS, ids=[route for _, route in LINKS])
+def test_every_spelling_of_a_link_meets_the_domain_rule(link, route):
+    rules = NewsRules.from_mapping({"news": [{"id": "agencies", "domains": ["news.cn", "xinhuanet.com"]}]})
+    match = rules.classify(f"read {link} today")
+    assert match is not None and match.rule_id == "agencies", route
+
+
+@pytest.mark.parametrize("rule_domain, link", [
+    ("新华网.中国", "https://xn--xkrr14bows.xn--fiqs8s/a"),  # rule in Unicode, link in punycode
+    ("xn--xkrr14bows.xn--fiqs8s", "https://新华网.中国/a"),  # rule in punycode, link in Unicode
+    ("新华网.中国", "请看新华网。中国的报道"),  # Unicode, no scheme, ideographic dot
+    ("Bücher.example", "https://xn--bcher-kva.example/"),
+])
+def test_idn_domains_match_in_both_forms(rule_domain, link):
+    rules = NewsRules.from_mapping({"news": [{"id": "idn", "domains": [rule_domain]}]})
+    match = rules.classify(link)
+    assert match is not None and match.rule_id == "idn"
+
+
+@pytest.mark.parametrize("text", ["https://notnews.cn/a", "https://news.cn.evil.example/a", "news.cnx",
+                                  "https://新华网.中国x.example/", "新华网.中国.example"])
+def test_other_domains_do_not_meet_the_domain_rule(text):
+    rules = NewsRules.from_mapping({"news": [{"id": "d", "domains": ["news.cn", "新华网.中国"]}]})
+    assert rules.classify(text) is None
+
+
+@pytest.mark.parametrize("link", ["https://x@xinhuanet.com./a", "XINHUANET.COM/a", "www.xinhuanet。com"])
+def test_a_source_link_in_any_spelling_makes_a_repost(rules, link):
+    assert rules.classify(f"State Council {link}").repost
+
+
+@pytest.mark.parametrize("text", ["國務院今日召開會議", "ＳＴＡＴＥ ＣＯＵＮＣＩＬ", "St\u200bate Co\u00adun\u2060cil", "Stаte Cоuncil",
+                                  "Ｓtａte\ufe0f council", "sta\u0301te council"])
+def test_disguised_keywords_are_found(rules, text):
+    match = rules.classify(text)
+    assert match is not None and match.rule_id == "organs"
+
+
+def test_regex_rules_see_the_folded_text_and_the_raw_text():
+    rules = NewsRules.from_mapping({"news": [{"id": "r", "regex": [r"press\s+conference", "(?:发布|印发).{0,10}通知"]},
+                                             {"id": "raw", "regex": ["[Ⅰ]{2}"]}]})
+    assert rules.classify("a ＰＲＥＳＳ con\u200bference").rule_id == "r"
+    assert rules.classify("國務院印發關於某事的通知").rule_id == "r"
+    # NFKD turns Ⅰ into i: a pattern written with the exact character still meets the raw text.
+    assert rules.classify("ⅠⅠ").rule_id == "raw"
+
+
+def test_markers_are_normalised_like_the_text():
+    rules = NewsRules.from_mapping({"news": [{"id": "n", "keywords": ["国务院"]}],
+                                    "repost": {"markers": ["来源：", "RT @"]}})
+    assert rules.classify("国务院 来源:某报").repost  # ASCII colon for the fullwidth one
+    assert rules.classify("ｒｔ　＠someone 国务院").repost
+
+
+def test_identical_reposts_are_recognised_through_disguises():
+    from bot.policy.news import fingerprint
+
+    assert fingerprint("State Council met today") == fingerprint("ＳＴＡＴＥ  Co\u200buncil met\ntoday")
+    assert fingerprint("国务院今日开会") == fingerprint("國務院今日開會")
+    assert fingerprint("State Council met today") != fingerprint("State Council met yesterday")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"news": [{"id": "ghost", "keywords": ["\u200b\u200d"]}]}, "news rule 'ghost': keyword .* only invisible"),
+        ({"news": [{"id": "bare", "domains": ["localhost"]}]}, "news rule 'bare': 'localhost' is not a domain name"),
+    ],
+)
+def test_rules_that_normalise_to_nothing_are_refused(data, message):
+    with pytest.raises(RulesError, match=message):
+        NewsRules.from_mapping(data)

@@ -1,0 +1,223 @@
+"""The text pipeline's extraction: every route a client offers reaches the news rules.
+
+Each route is judged with the shipped rules (config/rules.yaml) and must name the rule the plain
+message names; a route that hid its text would make the assertion fail, not pass.
+"""
+
+import time
+
+import pytest
+
+from bot.config import SHIPPED_CONFIG_DIR, load_news_rules
+from bot.policy.text import MAX_CHARS, event_text
+
+NEWS = "国务院今日召开会议"  # state-organs
+HARMLESS = "hello, lunch at noon?"
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_news_rules(SHIPPED_CONFIG_DIR / "rules.yaml")
+
+
+def judged(rules, event_type, content):
+    text, quotes = event_text(event_type, content)
+    assert text is not None, "no text extracted"
+    return rules.classify(text, quotes_a_reply=quotes)
+
+
+def rule_of(rules, event_type, content):
+    match = judged(rules, event_type, content)
+    return None if match is None else match.rule_id
+
+
+def test_harmless_text_is_not_news(rules):
+    assert rule_of(rules, "m.room.message", {"msgtype": "m.text", "body": HARMLESS}) is None
+
+
+ROUTES = {
+    "body": ("m.room.message", {"msgtype": "m.text", "body": NEWS}),
+    "formatted_body-behind-a-harmless-body": (
+        "m.room.message",
+        {"msgtype": "m.text", "body": HARMLESS, "format": "org.matrix.custom.html", "formatted_body": f"<p>{NEWS}</p>"},
+    ),
+    "formatted_body-split-by-tags": (
+        "m.room.message",
+        {"msgtype": "m.text", "body": HARMLESS, "format": "org.matrix.custom.html",
+         "formatted_body": "<b>国</b><i>务</i><span data-mx-color='#000'>院</span>今日"},
+    ),
+    "formatted_body-title-attribute": (
+        "m.room.message",
+        {"msgtype": "m.text", "body": HARMLESS, "format": "org.matrix.custom.html",
+         "formatted_body": f"<span title='{NEWS}'>hover me</span>"},
+    ),
+    "formatted_body-img-alt": (
+        "m.room.message",
+        {"msgtype": "m.text", "body": HARMLESS, "format": "org.matrix.custom.html",
+         "formatted_body": f"<img src='mxc://hs/x' alt='{NEWS}'>"},
+    ),
+    "edit-new-content": (
+        "m.room.message",
+        {"msgtype": "m.text", "body": "* hello",
+         "m.new_content": {"msgtype": "m.text", "body": NEWS},
+         "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}},
+    ),
+    "edit-new-content-html": (
+        "m.room.message",
+        {"msgtype": "m.text", "body": "* hello",
+         "m.new_content": {"msgtype": "m.text", "body": "hello", "format": "org.matrix.custom.html",
+                           "formatted_body": f"<em>{NEWS}</em>"},
+         "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}},
+    ),
+    "image-caption": (
+        "m.room.message",
+        {"msgtype": "m.image", "body": NEWS, "filename": "photo.jpg", "url": "mxc://hs/x", "info": {"w": 1}},
+    ),
+    "image-caption-key": (
+        "m.room.message",
+        {"msgtype": "m.image", "body": "photo.jpg", "caption": NEWS, "url": "mxc://hs/x"},
+    ),
+    "file-name": ("m.room.message", {"msgtype": "m.file", "body": "a.pdf", "filename": f"{NEWS}.pdf", "url": "mxc://hs/x"}),
+    "video-caption": ("m.room.message", {"msgtype": "m.video", "body": NEWS, "filename": "v.mp4", "url": "mxc://hs/v"}),
+    "audio-caption": ("m.room.message", {"msgtype": "m.audio", "body": NEWS, "filename": "a.ogg", "url": "mxc://hs/a"}),
+    "sticker": ("m.sticker", {"body": NEWS, "url": "mxc://hs/s", "info": {}}),
+    "notice": ("m.room.message", {"msgtype": "m.notice", "body": NEWS}),
+    "emote": ("m.room.message", {"msgtype": "m.emote", "body": NEWS}),
+    "poll-stable-question": (
+        "m.poll.start",
+        {"m.poll": {"kind": "m.disclosed", "max_selections": 1,
+                    "question": {"m.text": [{"body": NEWS}]},
+                    "answers": [{"m.id": "a", "m.text": [{"body": "yes"}]}]},
+         "m.text": [{"body": "a poll"}]},
+    ),
+    "poll-stable-answer": (
+        "m.poll.start",
+        {"m.poll": {"question": {"m.text": [{"body": "which?"}]},
+                    "answers": [{"m.id": "a", "m.text": [{"body": "no"}]}, {"m.id": "b", "m.text": [{"body": NEWS}]}]}},
+    ),
+    "poll-unstable-question": (
+        "org.matrix.msc3381.poll.start",
+        {"org.matrix.msc3381.poll.start": {
+            "kind": "org.matrix.msc3381.poll.disclosed", "max_selections": 1,
+            "question": {"org.matrix.msc1767.text": NEWS, "body": NEWS},
+            "answers": [{"id": "a", "org.matrix.msc1767.text": "yes"}]},
+         "org.matrix.msc1767.text": "a poll"},
+    ),
+    "poll-unstable-answer": (
+        "org.matrix.msc3381.poll.start",
+        {"org.matrix.msc3381.poll.start": {
+            "question": {"org.matrix.msc1767.text": "which?"},
+            "answers": [{"id": "a", "org.matrix.msc1767.text": "no"}, {"id": "b", "org.matrix.msc1767.text": NEWS}]}},
+    ),
+    "poll-stable-type-with-unstable-shape": (
+        "m.poll.start",
+        {"org.matrix.msc3381.poll.start": {"question": {"body": NEWS}, "answers": []}},
+    ),
+    "extensible-m.text-list": ("m.message", {"m.text": [{"mimetype": "text/html", "body": f"<b>{NEWS}</b>"}, {"body": NEWS}]}),
+    "extensible-m.text-string": ("m.message", {"m.text": NEWS}),
+    "extensible-msc1767-text": ("m.message", {"org.matrix.msc1767.text": NEWS}),
+    "extensible-msc1767-message": (
+        "m.message", {"org.matrix.msc1767.message": [{"mimetype": "text/plain", "body": NEWS}]},
+    ),
+    "room-name": ("m.room.name", {"name": NEWS}),
+    "room-topic": ("m.room.topic", {"topic": NEWS}),
+    "room-topic-msc3765": ("m.room.topic", {"topic": "t", "m.topic": [{"mimetype": "text/plain", "body": NEWS}]}),
+    "canonical-alias": ("m.room.canonical_alias", {"alias": "#国务院新闻:hs"}),
+    "canonical-alt-alias": ("m.room.canonical_alias", {"alias": "#a:hs", "alt_aliases": ["#b:hs", "#国务院:hs"]}),
+    "unknown-type-with-body": ("com.example.invented", {"body": NEWS}),
+    "unknown-type-nested": ("com.example.invented", {"com.example.payload": {"text": NEWS}}),
+}
+
+
+@pytest.mark.parametrize("event_type, content", list(ROUTES.values()), ids=list(ROUTES))
+def test_every_route_is_judged_like_the_plain_message(rules, event_type, content):
+    assert rule_of(rules, event_type, content) == "state-organs"
+
+
+def test_a_link_in_formatted_body_is_a_link_for_the_domain_rules(rules):
+    content = {"msgtype": "m.text", "body": "look", "format": "org.matrix.custom.html",
+               "formatted_body": "<a href='https://www.news.cn/politics/1.htm'>look</a>"}
+    assert rule_of(rules, "m.room.message", content) == "news-agencies"
+
+
+def test_html_blocks_read_as_separate_lines_and_comments_are_not_text(rules):
+    text, _ = event_text("m.room.message", {
+        "body": "x", "format": "org.matrix.custom.html",
+        "formatted_body": "<p>State</p><p>Council</p><!-- 国务院 --><br>end"})
+    assert "State\nCouncil" in text and "国务院" not in text
+    # "State" and "Council" on two lines still read "State Council" to a person, and to the rules.
+    assert rules.classify(text).rule_id == "state-organs"
+
+
+def test_pinned_events_show_no_text():
+    assert event_text("m.room.pinned_events", {"pinned": ["$国务院:hs"]}) == (None, False)
+
+
+def test_ids_and_metadata_are_not_text():
+    text, _ = event_text("m.room.message", {
+        "msgtype": "m.text", "body": "hi", "m.mentions": {"user_ids": ["@国务院:hs"]},
+        "m.relates_to": {"m.in_reply_to": {"event_id": "$国务院"}}, "info": {"name": "国务院"}})
+    assert text == "hi"
+
+
+@pytest.mark.parametrize("content", [None, "body", 3, [], {"body": 5}, {"body": ""}, {}])
+def test_content_without_text_gives_none(content):
+    assert event_text("m.room.message", content) == (None, False)
+
+
+REPLY = {"m.in_reply_to": {"event_id": "$q"}}
+
+
+@pytest.mark.parametrize(
+    "content, quotes",
+    [
+        ({"body": "> <@a:hs> 国务院\n\nagreed", "m.relates_to": REPLY}, True),
+        ({"body": "agreed", "m.relates_to": REPLY}, False),  # a reply that does not quote
+        ({"body": "> just a quote", "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"}}, False),
+        ({"body": "> <@a:hs> 国务院\n\nin a thread",
+          "m.relates_to": {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True, **REPLY}}, False),
+        ({"body": "> <@a:hs> 国务院\n\nreply in a thread",
+          "m.relates_to": {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": False, **REPLY}}, True),
+    ],
+    ids=["quoting-reply", "plain-reply", "not-a-reply", "thread-fallback", "reply-in-thread"],
+)
+def test_a_thread_message_is_no_quoting_reply(content, quotes):
+    assert event_text("m.room.message", content)[1] is quotes
+
+
+def test_a_huge_event_is_cut_and_judged_quickly(rules):
+    content = {"body": "x" * (1 << 20) + NEWS, "formatted_body": "<p>" + "<b>y</b>" * (1 << 17) + "</p>",
+               "m.new_content": {"body": "z" * (1 << 20)}}
+    started = time.perf_counter()
+    text, _ = event_text("m.room.message", content)
+    rules.classify(text)
+    assert time.perf_counter() - started < 0.5
+    assert len(text) <= MAX_CHARS + 16
+
+
+def test_deep_nesting_is_bounded_without_recursion_error():
+    content: dict = {"body": "top"}
+    node = content
+    for _ in range(50_000):
+        node["x"] = {"body": NEWS}
+        node = node["x"]
+    started = time.perf_counter()
+    text, _ = event_text("com.example.deep", content)
+    assert time.perf_counter() - started < 0.1
+    assert text.startswith("top") and text.count(NEWS) == 1  # repeats are kept once
+
+
+def test_deep_html_is_parsed_without_error():
+    markup = "<div>" * 20_000 + NEWS + "</div>" * 20_000
+    started = time.perf_counter()
+    text, _ = event_text("m.room.message", {"body": "x", "formatted_body": markup})
+    assert time.perf_counter() - started < 1.0
+    assert text is not None
+
+
+def test_many_small_values_are_bounded():
+    content = {"answers": [{"m.text": [{"body": f"answer {i}"}]} for i in range(100_000)]}
+    started = time.perf_counter()
+    text, _ = event_text("m.poll.start", content)
+    assert time.perf_counter() - started < 0.2
+    assert text.count("answer") < 5000
