@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # private_chat preset would let it invite at 0). No "users" key: in room version 12 the bot, as
 # creator, is not listed there and Synapse refuses an override that names it.
 DM_POWER_LEVELS = {"invite": 100}
+# Set once every DM recorded before DMs were kept private has been looked at for third parties.
+DMS_CHECKED_KEY = "dm_members_checked"
 
 
 class Onboarding:
@@ -73,6 +75,10 @@ class Onboarding:
         return self._queue.qsize()
 
     async def run(self) -> None:
+        try:
+            await self.check_old_dms()
+        except Exception:  # the queue must be served all the same; the check runs again next start
+            log.exception("checking the members of the existing direct chats failed")
         while True:
             user_id = await self._queue.get()
             notes = self._notes.pop(user_id, [])
@@ -82,6 +88,35 @@ class Onboarding:
                 log.warning("could not onboard %s: %s", user_id, exc)
             except Exception:
                 log.exception("onboarding %s failed", user_id)
+
+    async def check_old_dms(self) -> None:
+        """Once: DMs made before they were kept private may already hold a third party, whose
+        arrival the router never saw. Such a DM loses its exemption and is left; the account gets a
+        new one. Later arrivals reach the router as membership events."""
+        if await self._store.get(DMS_CHECKED_KEY) is not None:
+            return
+        for user_id, room_id in list(self._state.dm_room_by_user.items()):
+            try:
+                events = await self._matrix.room_state(room_id)
+            except MatrixError as exc:
+                log.info("could not check the members of the direct chat %s: %s", room_id, exc)
+                continue
+            others = [
+                e.get("state_key") for e in events
+                if e.get("type") == "m.room.member" and isinstance(e.get("state_key"), str)
+                and self._state.note_dm_member(room_id, e["state_key"], (e.get("content") or {}).get("membership"))
+            ]
+            if others:
+                log.info("the direct chat %s of %s also holds %s; opening a new one", room_id, user_id, ", ".join(others))
+                await self._store.rooms.forget_dm_room(room_id)
+                self._state.forget_dm_room(room_id)
+                self.forget(user_id)
+                try:
+                    await self._matrix.leave(room_id)
+                except MatrixError as exc:
+                    log.info("leaving the shared direct chat %s: %s", room_id, exc)
+                self.request(user_id, (self._t("dm.reopened"), f"dm-reopened-{room_id}"))
+        await self._store.put(DMS_CHECKED_KEY, str(self._clock()))
 
     async def dm_room(self, user_id: str) -> str:
         """The user's direct chat with the bot, created (and recorded) if there is none."""

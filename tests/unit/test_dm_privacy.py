@@ -119,3 +119,48 @@ async def test_new_dms_need_more_than_the_accounts_level_to_invite():
     assert matrix.calls == [("create_dm", USER, {"invite": 100})] and DM_POWER_LEVELS == {"invite": 100}
     # In room version 12 the creator (the bot) must not be named: Synapse refuses the override.
     assert "users" not in DM_POWER_LEVELS
+
+
+class FakeStore:
+    def __init__(self):
+        self.rooms, self.kv = FakeRooms(), {}
+
+    async def get(self, key):
+        return self.kv.get(key)
+
+    async def put(self, key, value):
+        self.kv[key] = value
+
+
+class StateMatrix(FakeMatrix):
+    def __init__(self, states):
+        super().__init__()
+        self.states = states
+
+    async def room_state(self, room_id):
+        self.calls.append(("room_state", room_id))
+        return self.states[room_id]
+
+
+def joined(user_id, membership="join"):
+    return {"type": "m.room.member", "state_key": user_id, "content": {"membership": membership}}
+
+
+async def test_dms_made_before_are_checked_once_for_third_parties():
+    state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1")
+    state.set_dm_room(USER, DM)
+    state.set_dm_room("@clean:hs", "!clean:hs")
+    matrix = StateMatrix({
+        DM: [joined("@bot:hs"), joined(USER), joined(FRIEND, "invite")],
+        "!clean:hs": [joined("@bot:hs"), joined("@clean:hs"), joined("@gone:hs", "leave")],
+    })
+    store = FakeStore()
+    onboarding = Onboarding(matrix, store, state, None, Translator("en"), None, lambda: NOW)
+    await onboarding.check_old_dms()
+    assert not state.is_dm_of(DM, USER) and store.rooms.forgotten == [DM] and ("leave", DM) in matrix.calls
+    assert state.in_clean_dm("!clean:hs", "@clean:hs") and ("leave", "!clean:hs") not in matrix.calls
+    assert onboarding._notes[USER][0][1] == f"dm-reopened-{DM}" and onboarding.queued == 1
+    assert store.kv["dm_members_checked"] == str(NOW)
+    calls = len(matrix.calls)
+    await onboarding.check_old_dms()  # once only
+    assert len(matrix.calls) == calls
