@@ -23,7 +23,7 @@ HOUR, DAY = 60 * MINUTE_MS, 24 * 60 * MINUTE_MS
 BOT, MOD, USER, OTHER = "@bot:hs", "@mod:hs", "@u:hs", "@o:hs"
 DM, OTHER_DM, SCOPED, PRIVATE = "!dm:hs", "!odm:hs", "!public:hs", "!private:hs"
 NEWS = NewsRules.from_mapping({"news": [{"id": "cn-gov", "keywords": ["国务院"]}]})
-SETTINGS = settings(max_examples=400, deadline=None)
+SETTINGS = settings(max_examples=250, deadline=None)
 # Posts and rate caps are where verdicts interact most: draw them more often than a uniform pick.
 KINDS = [ActionKind.SEND_EVENT] * 4 + list(ActionKind)
 MEASURE_KINDS = [SanctionKind.RESTRICT] * 2 + list(SanctionKind)
