@@ -85,30 +85,44 @@ def _fold(text: str, skeleton: bool) -> str:
         # finds the few distinct characters left, and each is replaced (the table's values are
         # folded, so the order of replacements does not matter and lower() never undoes them).
         folded = text.lower()
-        basic, astral, table, by_code = _light()
+        basic, table, by_code = _light()
         hits = set(basic.findall(folded))
-        if astral.search(folded):
-            hits.update(c for c in folded if c in table and ord(c) > 0xFFFF)
+        if _has_astral(folded):
+            hits.update(c for c in folded if c > "\uffff" and c in table)
         if len(hits) > _MAX_REPLACEMENTS:
             folded = folded.translate(by_code)
         else:
             for char in hits:
                 folded = folded.replace(char, table[char])
-    return " ".join(folded.split())
+    # Every whitespace character is a space now: collapse runs (rare, so test before working).
+    if "  " in folded:
+        folded = _SPACES.sub(" ", folded)
+    return folded.strip(" ")
 
 
 _MAX_REPLACEMENTS = 96  # beyond it translate() is cheaper (measured)
+_SPACES = re.compile("  +")
+
+
+def _has_astral(text: str) -> bool:
+    """Whether the text holds a character beyond the basic plane, without reading it: CPython
+    stores such a text with 4 bytes a character, which its size shows."""
+    return sys.getsizeof(text) >= _UCS4_HEADER + 4 * (len(text) + 1)
+
+
+_UCS4_HEADER = sys.getsizeof("\U00010000") - 8
+if sys.implementation.name != "cpython" or sys.getsizeof("\u0100" * 9) >= _UCS4_HEADER + 40:
+    def _has_astral(text: str) -> bool:  # noqa: F811 (another interpreter: read it)
+        return any(c > "\uffff" for c in text)
 
 
 @lru_cache(maxsize=1)
-def _light() -> tuple[re.Pattern[str], re.Pattern[str], dict[str, str], dict[int, str | None]]:
+def _light() -> tuple[re.Pattern[str], dict[str, str], dict[int, str | None]]:
     """The light table as a character class of the basic plane's characters it changes (after
-    lower(); whitespace is left to split()) -- compiled to a bitmap, so one test per character --,
-    a pattern for any character beyond the basic plane, a str -> str mapping, and the code -> str
-    mapping translate() takes."""
+    lower(), which leaves none of those it changes) -- compiled to a bitmap, so one test per
+    character --, a str -> str mapping, and the code -> str mapping translate() takes."""
     by_code = _table(False)
-    table = {chr(code): value or "" for code, value in by_code.items()
-             if not chr(code).isspace() and chr(code).lower() == chr(code)}
+    table = {chr(code): value or "" for code, value in by_code.items() if chr(code).lower() == chr(code)}
     ranges: list[list[int]] = []
     for code in sorted(ord(c) for c in table if ord(c) <= 0xFFFF):
         if ranges and code == ranges[-1][1] + 1:
@@ -116,7 +130,7 @@ def _light() -> tuple[re.Pattern[str], re.Pattern[str], dict[str, str], dict[int
         else:
             ranges.append([code, code])
     body = "".join(re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in ranges)
-    return re.compile(f"[{body}]"), re.compile("[\U00010000-\U0010FFFF]"), table, by_code
+    return re.compile(f"[{body}]"), table, by_code
 
 
 @lru_cache(maxsize=1)
@@ -124,7 +138,7 @@ def _ascii_tables() -> tuple[dict[int, str | None], list[tuple[str, str]]]:
     """The light table for ASCII (all single characters or deletions, so CPython's fast path
     applies), and the ASCII look-alikes ``fold`` adds (0->o, 1->l, m->rn...) as replacements."""
     light, full = _table(False), _table(True)
-    light_ascii = {code: light[code] for code in range(128) if code in light and not chr(code).isspace()}
+    light_ascii = {code: light[code] for code in range(128) if code in light}
     skeleton = []
     for code in range(128):
         base = light_ascii.get(code, chr(code))

@@ -141,11 +141,14 @@ def _html(markup: str, pieces: _Pieces) -> None:
     """
     # Inline elements render without a gap (<b>国</b>务院 reads 国务院), so text nodes are joined
     # with nothing; the elements that break a line get a line break of their own first.
-    markup = _BLOCK_END.sub("\n", markup[:MAX_CHARS])
+    markup = _BLOCK_END.sub("\n<", markup[:MAX_CHARS])
     root = LexborHTMLParser(markup).body
     if root is None:
         return
     pieces.add(root.text(deep=True, separator="", strip=False))
+    lowered = markup.lower()
+    if "href" not in lowered and "title" not in lowered and "alt" not in lowered:
+        return  # no attribute to read: skip the selector
     for node in root.css("[href], [title], [alt]"):
         if pieces.full:
             return
@@ -157,5 +160,6 @@ def _html(markup: str, pieces: _Pieces) -> None:
                 pieces.add(value)
 
 
-# (A lookahead, so the replacement is a plain string: no template to expand per match.)
-_BLOCK_END = re.compile(r"(?=<(?:br|hr|/p|/div|/li|/h[1-6]|/tr|/td|/th|/blockquote|/pre|/mx-reply)\b)", re.IGNORECASE)
+# (A literal first character lets the engine skip to each '<'; the lookahead leaves the tag name
+# alone, so the replacement is a plain string with no template to expand per match.)
+_BLOCK_END = re.compile(r"<(?=(?:br|hr|/p|/div|/li|/h[1-6]|/tr|/td|/th|/blockquote|/pre|/mx-reply)\b)", re.IGNORECASE)
