@@ -1,4 +1,4 @@
-"""Command line: python -m bot run | check-config | demo | export | audit verify."""
+"""Command line: python -m bot run | check-config | demo | export | audit verify | audit head."""
 
 from __future__ import annotations
 
@@ -32,8 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--bom", action="store_true", help="start CSV with a UTF-8 byte-order mark (for spreadsheets)")
     audit = commands.add_parser("audit", help="the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
+    verify = audit_commands.add_parser("verify", help="check the audit log's hash chain and its recorded heads")
     verify.add_argument("--config", required=True, help="YAML config file")
+    verify.add_argument("--head", action="append", default=[], metavar="ID:HASH",
+                        help="also check against a head kept elsewhere (as `audit head` printed it); repeatable")
+    head = audit_commands.add_parser("head", help="print the audit log's head (id:hash time) to keep elsewhere")
+    head.add_argument("--config", required=True, help="YAML config file")
     return parser
 
 
@@ -45,21 +49,47 @@ def _logging(level: str) -> None:
     logging.getLogger("nio").setLevel(logging.WARNING)
 
 
-async def _audit_verify(config_path: str) -> int:
+async def _audit(args: argparse.Namespace) -> int:
+    """`audit verify` and `audit head`: the chain, checked against every head kept of it."""
+    from bot.export import iso
     from bot.store import Store
-    from bot.store.audit import verify
+    from bot.store.audit import Head, HeadFile, default_head_file, stored_head, verify
 
-    settings = load_config(config_path)
-    store = await Store.open(settings.database.path)
     try:
-        result = await verify(store.db.conn)
+        given = [Head.parse(text) for text in getattr(args, "head", [])]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = load_config(args.config)
+    head_file = HeadFile(settings.records.audit_head_file or default_head_file(settings.database.path))
+    store = await Store.open(settings.database.path, head_file.path)
+    try:
+        heads: list[tuple[str, Head]] = []
+        in_db = await stored_head(store.db.conn)
+        if in_db is not None:
+            heads.append(("the database", in_db))
+        in_file = await asyncio.to_thread(head_file.read)
+        heads += [(f"the head file {head_file.path}", h) for h in in_file or []]
+        heads += [("--head", h) for h in given]
+        result = await verify(store.db.conn, heads)
     finally:
         await store.close()
-    if result.ok:
-        print(f"audit log intact: {result.rows_checked} rows checked")
+    if not result.ok:
+        print(f"audit log broken at row {result.bad_row}: {result.problem} ({result.rows_checked} rows before it are intact)")
+        return 1
+    if in_file is None and in_db is not None:
+        # Whoever cut the newest rows can fix the database's own head record to match, so a
+        # missing file is not "nothing to compare": it is the one witness gone.
+        print(f"audit log unverified: the head file {head_file.path} is missing, but the database recorded a head"
+              f" (row {in_db.row_id}); restore the file, or check against a head kept elsewhere with --head")
+        return 1
+    assert result.head is not None
+    if args.audit_command == "head":
+        print(f"{result.head.token()} {iso(result.head.created_at) or '-'}")
         return 0
-    print(f"audit log broken at row {result.bad_row}: {result.problem} ({result.rows_checked} rows before it are intact)")
-    return 1
+    print(f"audit log intact: {result.rows_checked} rows checked")
+    print(f"head {result.head.token()}; checked against {len(heads)} recorded head(s)")
+    return 0
 
 
 async def _export(args: argparse.Namespace) -> int:
@@ -76,20 +106,32 @@ async def _export(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    store = await Store.open(settings.database.path)
+    store = await Store.open(settings.database.path, settings.records.audit_head_file)
     try:
         data, rows = await export(store, kind=args.kind, fmt=args.format, since=since, until=until, bom=args.bom,
                                   actor=f"cli:{getpass.getuser()}", now=int(time.time() * 1000))
     finally:
         await store.close()
     if args.output:
-        with open(args.output, "wb") as out:
-            out.write(data)
+        _write_private(args.output, data)
         print(f"wrote {rows} {args.kind} row(s) to {args.output}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     return 0
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write an export owner-only (0600): it holds the records, and copies of reported messages."""
+    import os
+    import stat
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        # An existing file keeps its old mode through O_CREAT; a device (/dev/stdout) is left alone.
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)
+        out.write(data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return asyncio.run(_export(args))
         if args.command == "audit":
-            return asyncio.run(_audit_verify(args.config))
+            return asyncio.run(_audit(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

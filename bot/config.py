@@ -164,6 +164,9 @@ class RecordsConfig(_Section):
     evidence_days: int = Field(default=180, ge=1, le=36500)
     # How often to take in reports made with Matrix's own report button (needs the admin token).
     report_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Append-only file of audit-log heads, so that cutting the newest rows is noticed; None: next
+    # to the database (<database.path>.audit-head). Another file system is better still.
+    audit_head_file: Path | None = None
 
 
 DEFAULT_CATEGORIES = [

@@ -79,7 +79,7 @@ class Service:
 
     async def start(self) -> None:
         settings = self.settings
-        self.store = store = await Store.open(settings.database.path)
+        self.store = store = await Store.open(settings.database.path, settings.records.audit_head_file)
         hs = settings.homeserver
         self.state = state = PolicyState(
             bot_user_id=hs.user_id,

@@ -25,8 +25,8 @@ class Store:
         self.accounts = AccountRepo(db)
 
     @classmethod
-    async def open(cls, path: str | Path) -> "Store":
-        return cls(await Database.open(path))
+    async def open(cls, path: str | Path, audit_head_file: str | Path | None = None) -> "Store":
+        return cls(await Database.open(path, audit_head_file))
 
     async def close(self) -> None:
         await self.db.close()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
 import aiosqlite
 
+from bot.store import audit
 from bot.store.migrations import LATEST_VERSION, MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -19,24 +22,52 @@ class DatabaseTooNew(Exception):
     """The database was written by a newer version of the bot; running old code on it is refused."""
 
 
+# The database holds the bot's access token and copies of reported messages: owner only.
+PRIVATE_MODE = 0o600
+
+
+def secure_database_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (SQLite gives its -wal and -shm files the
+    mode of the database file), and take group/other access away from an existing one, with a log
+    line, since an older version of the bot created it world-readable."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # os.open's mode is the mode of a new file (a umask can only take bits away): no window in
+    # which the file exists world-readable, and no process-wide umask change under other threads.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(file, mode & 0o700)
+            log.warning("%s was readable by others (mode %04o); it holds the bot's access token, so it is now %04o",
+                        file, mode, mode & 0o700)
+
+
 class Database:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, head_file: audit.HeadFile | None = None) -> None:
         self.conn = conn
+        # Where each committed audit head is appended; None: nowhere (a database of no file).
+        self.head_file = head_file
         # aiosqlite runs every statement on one thread, but coroutines could still interleave
         # statements of two transactions; the lock keeps each transaction whole.
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str | Path) -> "Database":
+    async def open(cls, path: str | Path, audit_head_file: str | Path | None = None) -> "Database":
+        """Open (creating 0600 and migrating) the database; audit heads go to ``audit_head_file``
+        (default: ``<database>.audit-head`` next to it)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        secure_database_file(path)
+        head_file = audit.HeadFile(audit_head_file or audit.default_head_file(path))
         conn = await aiosqlite.connect(path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
-        db = cls(conn)
+        db = cls(conn, head_file)
         try:
             await db._migrate()
         except BaseException:
@@ -73,13 +104,28 @@ class Database:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (cancellation included)."""
         async with self._write_lock:
             await self.conn.execute("BEGIN IMMEDIATE")
+            audit.take_pending(self.conn)  # a head left by a COMMIT that failed is no head
             try:
                 yield self.conn
             except BaseException:
+                audit.take_pending(self.conn)
                 await self.conn.execute("ROLLBACK")
                 raise
             else:
                 await self.conn.execute("COMMIT")
+                head = audit.take_pending(self.conn)
+                if head is not None and self.head_file is not None:
+                    # Still under the lock, so the file gets heads in commit order.
+                    await self._write_head(head)
+
+    async def _write_head(self, head: audit.Head) -> None:
+        assert self.head_file is not None
+        try:
+            await asyncio.to_thread(self.head_file.write, head)
+        except OSError:
+            # The row is committed and the caller must not think otherwise; a file that lags
+            # behind the chain is still correct, only weaker, so say so loudly and go on.
+            log.exception("could not append the audit head (row %d) to %s", head.row_id, self.head_file.path)
 
     async def fetchall(self, sql: str, params: tuple = ()) -> list[aiosqlite.Row]:
         async with self.conn.execute(sql, params) as cur:

@@ -1,11 +1,13 @@
 """Store: migrations on a real temp file, acceptances, and the audit hash chain."""
 
+import os
 import sqlite3
+import stat
 
 import pytest
 
 from bot.store import Acceptance, DatabaseTooNew, Store
-from bot.store.audit import append, verify
+from bot.store.audit import Head, append, row_hash, stored_head, verify
 from bot.store.migrations import LATEST_VERSION
 
 
@@ -108,3 +110,102 @@ async def test_inserted_row_is_detected(store):
         )
     result = await verify(store.db.conn)
     assert not result.ok and result.bad_row == 5 and "altered" in result.problem
+
+
+# -- the chain's head, kept outside the rows it covers ------------------------------------------
+
+def _file_heads(store):
+    return store.db.head_file.read()
+
+
+async def test_each_commit_records_the_head_in_the_database_and_the_head_file(store, tmp_path):
+    await _chain(store)
+    last = await store.db.fetchone("SELECT id, hash, created_at FROM audit_log ORDER BY id DESC LIMIT 1")
+    assert await stored_head(store.db.conn) == Head(5, last["hash"], last["created_at"])
+    heads = _file_heads(store)
+    assert store.db.head_file.path == tmp_path / "bot.db.audit-head"
+    assert [h.row_id for h in heads] == [1, 2, 3, 4, 5] and heads[-1].hash == last["hash"]
+    assert stat.S_IMODE(os.stat(store.db.head_file.path).st_mode) == 0o600
+
+
+async def test_a_rolled_back_append_reaches_neither_the_head_record_nor_the_file(store):
+    await _chain(store, rows=2)
+    with pytest.raises(RuntimeError):
+        async with store.db.transaction() as conn:
+            await append(conn, now_ms=9, actor="@m:hs", action="test", target="@t:hs", details={})
+            raise RuntimeError("crash before commit")
+    await store.put("unrelated", "x")  # a later commit must not write the rolled-back head either
+    assert (await stored_head(store.db.conn)).row_id == 2
+    assert [h.row_id for h in _file_heads(store)] == [1, 2]
+    result = await verify(store.db.conn, [("file", h) for h in _file_heads(store)])
+    assert result.ok and result.rows_checked == 2
+
+
+async def test_cutting_the_newest_rows_is_caught_by_the_head(store):
+    await _chain(store)
+    async with store.db.transaction() as conn:
+        await conn.execute("DELETE FROM audit_log WHERE id >= 4")
+    # What is left is a valid chain: that is why the head is kept apart from the rows.
+    assert (await verify(store.db.conn)).ok
+    result = await verify(store.db.conn, [("the head file", h) for h in _file_heads(store)])
+    assert not result.ok and result.bad_row == 4 and result.rows_checked == 3
+    assert result.problem == "rows 4..5 were removed (the head file records row 5)"
+    # The database's own head record sees it too, until someone fixes that as well.
+    result = await verify(store.db.conn, [("the database", await stored_head(store.db.conn))])
+    assert not result.ok and result.problem.startswith("rows 4..5 were removed")
+
+
+async def test_a_chain_rewritten_after_its_head_was_kept_is_caught(store):
+    await _chain(store)
+    kept = _file_heads(store)
+    # Rewrite row 4 and re-hash everything after it: row by row, the chain holds again.
+    rows = await store.db.fetchall("SELECT * FROM audit_log WHERE id >= 4 ORDER BY id")
+    prev = (await store.db.fetchone("SELECT hash FROM audit_log WHERE id = 3"))["hash"]
+    async with store.db.transaction() as conn:
+        for row in rows:
+            details = '{"n":99}' if row["id"] == 4 else row["details"]
+            digest = row_hash(prev, row["id"], row["created_at"], row["actor"], row["action"], row["target"], details)
+            await conn.execute("UPDATE audit_log SET details = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                               (details, prev, digest, row["id"]))
+            prev = digest
+    assert (await verify(store.db.conn)).ok
+    result = await verify(store.db.conn, [("the head file", h) for h in kept])
+    assert not result.ok and result.bad_row == 4
+    assert result.problem == "row 4 does not match the head kept in the head file: the chain was rewritten"
+
+
+def test_a_head_is_parsed_from_what_audit_head_prints():
+    head = Head(42, "ab" * 32)
+    assert Head.parse(head.token()) == head and Head.parse(" 42:" + "AB" * 32 + "\n") == head
+    for bad in ("42", "x:" + "ab" * 32, "42:abc", "42:" + "zz" * 32):
+        with pytest.raises(ValueError, match="is not a head like 42:"):
+            Head.parse(bad)
+
+
+# -- file modes -------------------------------------------------------------------------------
+
+async def test_the_database_and_its_wal_and_shm_files_are_created_private(tmp_path):
+    store = await Store.open(tmp_path / "data" / "bot.db")
+    try:
+        await store.put("access_token", "secret")
+        names = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "data").iterdir()}
+    finally:
+        await store.close()
+    assert {"bot.db", "bot.db-wal", "bot.db-shm"} <= set(names)
+    assert all(mode == 0o600 for mode in names.values()), {n: oct(m) for n, m in names.items()}
+
+
+async def test_an_existing_readable_database_is_made_private_at_start_up(tmp_path, caplog):
+    path = tmp_path / "bot.db"
+    store = await Store.open(path)
+    await store.put("access_token", "secret")
+    await store.close()
+    path.chmod(0o644)
+    caplog.set_level("WARNING")
+    store = await Store.open(path)
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "bot.db-wal").stat().st_mode) == 0o600
+    finally:
+        await store.close()
+    assert f"{path} was readable by others (mode 0644)" in caplog.text and "now 0600" in caplog.text
