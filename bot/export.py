@@ -2,6 +2,12 @@
 
 Every export is itself an audit record (who, what, when). Times are ISO 8601 in UTC. CSV can
 start with a UTF-8 byte-order mark so spreadsheet programs read Chinese text correctly.
+
+CSV is made for spreadsheets, and a spreadsheet runs a cell that starts with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return as a formula ("CSV injection", OWASP). Any text cell that starts
+so gets a single quote in front (``'=HYPERLINK(…)``), the OWASP advice: the spreadsheet shows the
+text instead of running it. Numbers from numeric columns (a negative id or count) stay numbers.
+JSON Lines is data, not a spreadsheet: it keeps every value exactly as recorded.
 """
 
 from __future__ import annotations
@@ -113,10 +119,20 @@ def encode(columns: list[str], rows: list[dict[str, Any]], fmt: str, bom: bool =
     return ("\ufeff" if bom else "").encode("utf-8") + out.getvalue().encode("utf-8")
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value)
+    if isinstance(value, (int, float)):
+        return str(value)  # a real number, negative or not, is no formula
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return neutralise(text)
+
+
+def neutralise(text: str) -> str:
+    """Text a spreadsheet would run as a formula, made inert with a leading single quote."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 async def export(

