@@ -19,7 +19,9 @@ from typing import Any, Iterable
 
 import ahocorasick_rs
 
-from bot.policy.normalize import domain_suffixes, fold, fold_light, has_domain, link_hosts, normalise_domain, url_text
+from bot.policy.normalize import (
+    domain_suffixes, fold, fold_light, has_domain, link_hosts, normalise_domain, url_text, warm_up,
+)
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -77,6 +79,7 @@ class NewsRules:
         unknown = set(data) - {"news", "repost", "scope"}
         if unknown:
             raise RulesError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
+        warm_up()  # the normalisation tables (~1 s, once per process): at load, not on a first message
         rules = cls()
         seen: set[str] = set()
         for index, rule in enumerate(data.get("news") or []):

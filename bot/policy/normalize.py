@@ -55,6 +55,12 @@ _DOTS = ("\u3002", "\uff0e", "\uff61", "\ufe52")
 _MAX_ROUNDS = 4
 
 
+def warm_up() -> None:
+    """Build the tables now (about a second, once per process) rather than on the first text."""
+    _ascii_tables()
+    _light()
+
+
 def fold(text: str) -> str:
     """The form keyword rules compare: NFKD without marks and invisibles, casefolded, simplified
     Chinese, TS #39 skeleton (ASCII look-alikes included), whitespace collapsed."""

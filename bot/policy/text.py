@@ -8,12 +8,13 @@ What counts as shown text, for any event type (so a client that invents a type i
 - the text keys: ``body``, ``formatted_body`` (HTML, through a real parser: the text, plus link
   targets, ``title`` and ``alt``, which a client shows on hover or as a link), ``filename``,
   ``caption``, ``name``, ``topic``, ``alias`` and ``alt_aliases``, ``question`` when it is a string,
-  ``text``;
+  ``text``, ``reason`` (a redaction's), ``title`` (a widget's);
 - the containers they sit in, walked: ``m.new_content`` (an edit is judged by what it becomes),
   polls (MSC3381 stable ``m.poll`` and unstable ``org.matrix.msc3381.poll.start``: question and
   every answer), extensible events (``m.text`` as a list of ``{body, mimetype}`` or a string,
   ``org.matrix.msc1767.text``, ``org.matrix.msc1767.message``, ``m.caption``), MSC3765 ``m.topic``;
-- never: ``m.relates_to`` (event ids), ``m.mentions`` (user ids), media metadata (``info``,
+- a reaction's ``m.relates_to.key`` (any string, shown under the message it annotates);
+- never: the rest of ``m.relates_to`` (event ids), ``m.mentions`` (user ids), media metadata (``info``,
   ``file``, ``url``), ``m.room.pinned_events`` (ids only).
 
 The work is bounded whatever the event: at most ``MAX_CHARS`` characters of text are kept (a
@@ -30,13 +31,17 @@ from typing import Any
 from selectolax.lexbor import LexborHTMLParser
 
 MAX_CHARS = 64 * 1024
-MAX_DEPTH = 8
-MAX_NODES = 4096
+MAX_DEPTH = 10
+# A 64 KiB event (Synapse's limit) holds at most ~32,000 objects and lists ("{}," is 3 bytes), so
+# every event Synapse accepts is read whole; a larger one is cut here.
+MAX_NODES = 40_000
 
 # Keys whose string value a client shows.
 _TEXT_KEYS = frozenset({
     "body", "filename", "caption", "name", "topic", "alias", "question", "text",
     "m.text", "org.matrix.msc1767.text",
+    "reason",  # a redaction's reason: clients show it in place of the message
+    "title",  # a widget's title (m.widget / im.vector.modular.widgets data.title)
 })
 _LIST_TEXT_KEYS = frozenset({"alt_aliases"})
 _HTML_KEYS = frozenset({"formatted_body"})
@@ -60,6 +65,9 @@ def event_text(event_type: str | None, content: Any) -> tuple[str | None, bool]:
         return None, False
     pieces = _Pieces()
     _walk(content, pieces, 0)
+    relates = content.get("m.relates_to")
+    if isinstance(relates, dict) and isinstance(relates.get("key"), str):
+        pieces.add(relates["key"])  # a reaction's key is shown under the message, to everyone
     text = "\n".join(pieces.items) if pieces.items else None
     return text, _quotes_reply(content)
 
@@ -101,17 +109,18 @@ class _Pieces:
             return
         self.seen.add(text)
         self.items.append(text)
-        self.chars += len(text)
+        self.chars += len(text) + 1  # and the line break that joins it to the next
 
 
 def _walk(value: Any, pieces: _Pieces, depth: int) -> None:
+    # A dict's own strings before its children: a deep or wide sibling cannot use up the budget
+    # before the text beside it is read.
     if depth > MAX_DEPTH or pieces.full:
         return
     pieces.nodes += 1
+    nested = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if pieces.full:
-                return
             if not isinstance(key, str) or key in _SKIPPED_KEYS:
                 continue
             if isinstance(item, str):
@@ -119,17 +128,18 @@ def _walk(value: Any, pieces: _Pieces, depth: int) -> None:
                     _html(item, pieces)
                 elif key in _TEXT_KEYS:
                     pieces.add(item)
-            elif key in _LIST_TEXT_KEYS and isinstance(item, list):
+            elif isinstance(item, list) and key in _LIST_TEXT_KEYS:
                 for alias in item[:MAX_NODES]:
                     if isinstance(alias, str):
                         pieces.add(alias)
             elif isinstance(item, (dict, list)):
-                _walk(item, pieces, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            if pieces.full:
-                return
-            _walk(item, pieces, depth + 1)
+                nested.append(item)
+    else:
+        nested = [item for item in value if isinstance(item, (dict, list))]
+    for item in nested:
+        if pieces.full:
+            return
+        _walk(item, pieces, depth + 1)
 
 
 def _html(markup: str, pieces: _Pieces) -> None:
