@@ -64,6 +64,8 @@ async def _audit(args: argparse.Namespace) -> int:
     head_file = HeadFile(settings.records.audit_head_file or default_head_file(settings.database.path))
     store = await Store.open(settings.database.path, head_file.path)
     try:
+        # The heads are read before the chain, so a row the running bot commits meanwhile can only
+        # make the chain longer than a head, never a head point past the chain.
         heads: list[tuple[str, Head]] = []
         in_db = await stored_head(store.db.conn)
         if in_db is not None:

@@ -209,3 +209,22 @@ async def test_an_existing_readable_database_is_made_private_at_start_up(tmp_pat
     finally:
         await store.close()
     assert f"{path} was readable by others (mode 0644)" in caplog.text and "now 0600" in caplog.text
+
+
+async def test_a_head_file_that_cannot_be_written_never_undoes_the_commit(tmp_path, caplog):
+    store = await Store.open(tmp_path / "bot.db", tmp_path / "no-such-dir" / "heads")
+    try:
+        await _chain(store, rows=1)
+        assert (await verify(store.db.conn)).rows_checked == 1 and (await stored_head(store.db.conn)).row_id == 1
+    finally:
+        await store.close()
+    assert "could not append the audit head (row 1)" in caplog.text
+
+
+def test_a_torn_last_line_of_the_head_file_is_no_head(tmp_path):
+    from bot.store.audit import HeadFile
+
+    path = tmp_path / "heads"
+    path.write_text(f"1 {'a' * 64} 5\n2 {'b' * 64} 6\n3 {'c' * 20}")  # a crash mid-write
+    assert [h.row_id for h in HeadFile(path).read()] == [1, 2]
+    assert HeadFile(tmp_path / "absent").read() is None
