@@ -46,12 +46,16 @@ def fullwidth(text: str) -> str:
 
 @st.composite
 def disguised(draw, keyword: str) -> str:
-    """The keyword, disguised by any mix of the tricks a reader does not notice."""
+    """The keyword, disguised by any mix of the tricks a reader does not notice (or reads
+    through: spaces between Chinese characters)."""
     chars = list(keyword)
     if draw(st.booleans()):
         chars = list(S2T.convert(keyword))
     out = []
-    for char in chars:
+    for index, char in enumerate(chars):
+        following = chars[index + 1] if index + 1 < len(chars) else ""
+        if "\u4e00" <= char <= "\u9fff" and "\u4e00" <= following <= "\u9fff" and draw(st.booleans()):
+            char += draw(st.sampled_from([" ", "\u3000", "  "]))  # 国 务 院: spaced out
         if char.isalpha() and char.isascii():
             if draw(st.booleans()):
                 char = char.upper()
@@ -79,6 +83,7 @@ def test_any_disguise_of_a_shipped_keyword_meets_its_rule(data, before, after):
 def test_each_trick_alone_still_matches(raw):
     rule = SHIPPED.keyword_rules[fold(raw)]
     for text in (raw.upper(), fullwidth(raw), S2T.convert(raw), "\u200b".join(raw), "\u00ad".join(raw),
+                 " ".join(raw) if not raw.isascii() else raw,
                  "".join(CONFUSABLE.get(c, c)[0] for c in raw)):
         assert (SHIPPED.classify(f"xx {text} yy") or pytest.fail(text)).rule_id == rule
 
@@ -146,6 +151,7 @@ def test_a_folded_keyword_is_found_inside_any_text_around_it(before, keyword, af
         ("a \t\n\u3000\u00a0 b", "a b"),
         ("Foreign Ministry", "foreign rninistry"),  # TS #39: 'm' and 'rn' look alike, both fold to 'rn'
         ("Foreign Rninistry", "foreign rninistry"),
+        ("国 务　院 today", "国务院 today"),  # spaces between Chinese characters
     ],
 )
 def test_fold_examples(text, folded):
@@ -183,7 +189,10 @@ def test_domains_from_the_rules_take_the_same_form():
 def test_the_fast_paths_fold_like_the_plain_table(text):
     """fold takes shortcuts (ASCII table, lower() then replacements); each must give what mapping
     every character through the table gives."""
-    from bot.policy.normalize import _table
+    from bot.policy.normalize import _CJK_GAP, _table
 
-    assert fold(text) == " ".join(text.translate(_table(True)).split())
-    assert fold_light(text) == " ".join(text.translate(_table(False)).split())
+    def plain(table):
+        return _CJK_GAP.sub("", " ".join(text.translate(table).split()))
+
+    assert fold(text) == plain(_table(True))
+    assert fold_light(text) == plain(_table(False))
