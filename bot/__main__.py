@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export records for the authority (CSV or JSON Lines)")
     export.add_argument("--config", required=True, help="YAML config file")
     export.add_argument("--kind", required=True, choices=["agreements", "cases", "filings", "reports", "appeals", "audit"])
-    export.add_argument("--format", required=True, choices=["csv", "jsonl"])
+    export.add_argument("--format", required=True, choices=["csv", "jsonl"],
+                        help="csv: for spreadsheets, a cell starting with = + - @ tab or CR gets a leading ' ;"
+                             " jsonl: every value exactly as recorded")
     export.add_argument("--since", help="from this date (inclusive), e.g. 2026-11-01")
     export.add_argument("--until", help="up to this date (exclusive)")
     export.add_argument("--output", help="file to write (default: standard output)")
