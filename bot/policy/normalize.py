@@ -185,12 +185,15 @@ def link_hosts(text: str) -> list[str]:
         while labels and not labels[-1]:
             labels.pop()  # a trailing dot ends the host (xinhuanet.com.)
         if len(labels) >= 2 and all(labels):
-            hosts.append(".".join(_decode_label(label) for label in labels))
+            # A rule names a domain of a few labels and matches the end of a host: the last
+            # labels are all it needs (and a hostile a.a.a…a of 30,000 labels stays linear).
+            hosts.append(".".join(_decode_label(label) for label in labels[-_MAX_LABELS:]))
         end = stop
     return hosts
 
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_MAX_LABELS = 16
 # A dot that a label follows: the end of a sentence ("word. Next") is not one, and is skipped in C.
 _DOT_LABEL = re.compile(r"\.(?=[a-z0-9-])")
 
@@ -217,10 +220,9 @@ def _url_text(text: str) -> str:
     return fold_light(text)
 
 
-
-
 def _decode_label(label: str) -> str:
-    if label.startswith("xn--"):
+    # (Python's punycode decoder is quadratic: only a label DNS allows, 63 characters, is decoded.)
+    if label.startswith("xn--") and len(label) <= 63:
         try:
             return fold_light(label[4:].encode("ascii").decode("punycode"))
         except (UnicodeError, ValueError):

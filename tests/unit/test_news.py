@@ -246,3 +246,16 @@ def test_identical_reposts_are_recognised_through_disguises():
 def test_rules_that_normalise_to_nothing_are_refused(data, message):
     with pytest.raises(RulesError, match=message):
         NewsRules.from_mapping(data)
+
+
+@pytest.mark.parametrize("text", ["a." * 30_000 + "news.cn", "xn--" + "a" * 60_000 + ".cn", "x.y " * 15_000,
+                                  "%" * 60_000, "国" * 60_000, "\u200b" * 60_000 + "国务院"])
+def test_hostile_texts_are_judged_in_bounded_time(text):
+    import time
+
+    rules = NewsRules.from_mapping({"news": [{"id": "d", "domains": ["news.cn", "新华网.中国"]},
+                                             {"id": "k", "keywords": ["国务院"]}],
+                                    "repost": {"sources": ["xinhuanet.com"]}})
+    started = time.perf_counter()
+    rules.classify(text)
+    assert time.perf_counter() - started < 0.5
