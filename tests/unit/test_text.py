@@ -7,6 +7,8 @@ message names; a route that hid its text would make the assertion fail, not pass
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.config import SHIPPED_CONFIG_DIR, load_news_rules
 from bot.policy.text import MAX_CHARS, event_text
@@ -230,3 +232,25 @@ def test_many_small_values_are_bounded():
     text, _ = event_text("m.poll.start", content)
     assert time.perf_counter() - started < 0.2
     assert 1000 < len(text) <= MAX_CHARS
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(
+        st.sampled_from(["body", "formatted_body", "m.new_content", "m.text", "question", "answers", "name",
+                         "topic", "alt_aliases", "m.relates_to", "key", "org.matrix.msc1767.text", "x"]) | st.text(max_size=5),
+        children, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event_type=st.one_of(st.none(), st.text(max_size=10)), content=JSON)
+def test_any_content_is_judged_without_an_exception(rules, event_type, content):
+    """Whatever a client (or a remote server) puts in an event, extraction and matching answer:
+    the gate must never turn a strange event into a 500."""
+    text, quotes = event_text(event_type, content)
+    assert text is None or (isinstance(text, str) and text)
+    assert isinstance(quotes, bool)
+    if text is not None:
+        rules.classify(text, quotes_a_reply=quotes)
