@@ -16,7 +16,8 @@ to the link domains it names. Each character is mapped on its own, by a table bu
    convert one way alone and another way inside a sentence; per character, a keyword inside any
    text converts exactly as it does alone;
 5. confusable characters to their prototype (Unicode TS #39 ``confusables.txt``, as shipped by the
-   ``confusable_homoglyphs`` package): Cyrillic ``а`` is Latin ``a``, Greek ``ο`` is ``o``.
+   ``confusable_homoglyphs`` package): Cyrillic ``а`` is Latin ``a``, Greek ``ο`` is ``o``; and the
+   styled letters neither NFKD nor TS #39 fold (small capitals ``ꜱᴛᴀᴛᴇ``, negative circled ``🅢``).
    ``fold`` also maps the ASCII look-alikes (``0``→``o``, ``1``/``|``→``l``, ``m``→``rn``);
    ``fold_light`` does not, so a regular expression's literal letters and digits stay as written;
 6. every whitespace run becomes one space, leading and trailing space is dropped, and a space
@@ -265,6 +266,7 @@ def _tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
     second): every assigned code point is folded on its own."""
     light, full = _confusables(False), _confusables(True)
     t2s = _t2s()
+    letters = _letterlike()
     ignorable = set()
     for low, high in _IGNORABLE_RANGES:
         ignorable.update(range(low, high + 1))
@@ -277,7 +279,7 @@ def _tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
             elif ord(part) in ignorable or unicodedata.category(part) in _DROPPED_CATEGORIES:
                 continue
             else:
-                part = part.casefold()
+                part = letters.get(part, part).casefold()
                 part = "".join(t2s.get(c, c) for c in part)
                 part = "".join(confusables.get(c, c) for c in part)
                 out.append(part.casefold())
@@ -296,7 +298,7 @@ def _tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
         char = chr(code)
         category = unicodedata.category(char)
         if code not in ignorable and (category in ("Cn", "Co") or (
-                category in ("Ll", "Lo") and char not in full and char not in t2s
+                category in ("Ll", "Lo") and char not in full and char not in t2s and char not in letters
                 and not unicodedata.decomposition(char) and char.casefold() == char)):
             continue  # the common case, nothing to do: skipping it saves most of the build time
         for table, confusables in zip(tables, (light, full)):
@@ -338,6 +340,21 @@ def _confusables(skeleton: bool) -> dict[str, str]:
             continue  # 'I' -> 'l': casefold makes it 'i'; see above
         result[source] = proto
     return result
+
+
+def _letterlike() -> dict[str, str]:
+    """Letters drawn in another style that neither NFKD nor TS #39 folds, but that a reader reads
+    as the letter: small capitals (ꜱᴛᴀᴛᴇ), squared and negative circled or squared letters
+    (🅢🅣🅐🅣🅔, 🆂🆃🅰🆃🅴). Found by their Unicode names, in the blocks that hold them. (Regional
+    indicators are left alone: in pairs they are flags.)"""
+    pattern = re.compile(r"(?:LATIN LETTER SMALL CAPITAL|(?:NEGATIVE )?(?:CIRCLED|SQUARED) LATIN CAPITAL LETTER) ([A-Z])")
+    found = {}
+    for low, high in ((0x0250, 0x02AF), (0x1D00, 0x1D7F), (0xA720, 0xA7FF), (0x1F100, 0x1F1FF)):
+        for code in range(low, high + 1):
+            match = pattern.fullmatch(unicodedata.name(chr(code), ""))
+            if match:
+                found[chr(code)] = match.group(1).lower()
+    return found
 
 
 def _t2s() -> dict[str, str]:

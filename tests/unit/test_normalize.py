@@ -32,6 +32,14 @@ CONFUSABLE = {
     "a": "а", "c": "с", "e": "е", "o": "оο", "p": "рρ", "x": "х", "y": "у", "i": "іι", "s": "ѕ", "j": "ј",
     "h": "һ", "n": "ո", "u": "υ", "d": "ԁ", "g": "ɡ", "r": "г", "v": "ν",
 }
+# Letters drawn in another style ("fonts" that Unicode offers): small capitals, mathematical bold,
+# negative circled.
+SMALL_CAPS = dict(zip("abcdefghijklmnoprstuvwyz", "ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ"))
+STYLES = [
+    lambda c: SMALL_CAPS.get(c.lower(), c),
+    lambda c: chr(0x1D41A + ord(c.lower()) - ord("a")),  # 𝐚…𝐳
+    lambda c: chr(0x1F150 + ord(c.lower()) - ord("a")),  # 🅐…🅩
+]
 S2T = opencc.OpenCC("s2t")
 # Text around a keyword: any Unicode except the characters some keyword is made of (so the text
 # cannot spell another keyword by itself) and surrogates.
@@ -61,6 +69,8 @@ def disguised(draw, keyword: str) -> str:
                 char = char.upper()
             if char.lower() in CONFUSABLE and draw(st.booleans()):
                 char = draw(st.sampled_from(CONFUSABLE[char.lower()]))
+            elif draw(st.booleans()):
+                char = draw(st.sampled_from(STYLES))(char)
         if draw(st.booleans()):
             char = fullwidth(char)
         out.append(char)
@@ -84,6 +94,7 @@ def test_each_trick_alone_still_matches(raw):
     rule = SHIPPED.keyword_rules[fold(raw)]
     for text in (raw.upper(), fullwidth(raw), S2T.convert(raw), "\u200b".join(raw), "\u00ad".join(raw),
                  " ".join(raw) if not raw.isascii() else raw,
+                 *("".join(style(c) if c.isascii() and c.isalpha() else c for c in raw) for style in STYLES),
                  "".join(CONFUSABLE.get(c, c)[0] for c in raw)):
         assert (SHIPPED.classify(f"xx {text} yy") or pytest.fail(text)).rule_id == rule
 
@@ -144,6 +155,8 @@ def test_a_folded_keyword_is_found_inside_any_text_around_it(before, keyword, af
     "text, folded",
     [
         ("ＳＴＡＴＥ　Ｃｏｕｎｃｉｌ", "state council"),
+        ("ꜱᴛᴀᴛᴇ ᴄᴏᴜɴᴄɪʟ", "state council"),
+        ("🅢🅣🅐🅣🅔 𝐂𝐨𝐮𝐧𝐜𝐢𝐥", "state council"),
         ("國務院新聞辦公室", "国务院新闻办公室"),
         ("外交部發言人", "外交部发言人"),
         ("Stаte", "state"),  # Cyrillic а
