@@ -214,6 +214,15 @@ class ServiceConfig(_Section):
     licence: str = ""
 
 
+class SyncConfig(_Section):
+    """The sync loop. After a gap (the bot down or slow) longer than ``timeline_limit`` events in a
+    room, up to ``gap_limit`` more are fetched back with /messages; older ones are counted, not handled."""
+
+    timeline_limit: int = Field(default=200, ge=1, le=1000)
+    gap_limit: int = Field(default=1000, ge=0, le=100_000)
+    stop_grace_seconds: float = Field(default=10.0, ge=0, le=300)  # SIGTERM: the batch in hand may finish
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BOT__", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -224,6 +233,7 @@ class Settings(BaseSettings):
     gate: GateConfig = Field(default_factory=GateConfig)
     agreement: AgreementConfig = Field(default_factory=AgreementConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
     sanctions: SanctionsConfig = Field(default_factory=SanctionsConfig)
     records: RecordsConfig = Field(default_factory=RecordsConfig)
     public_accounts: PublicAccountsConfig = Field(default_factory=PublicAccountsConfig)

@@ -8,7 +8,6 @@ knows every room's join rule; without one, the public directory and the rooms th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Callable
 
@@ -21,6 +20,8 @@ from bot.policy import PolicyState
 from bot.policy.news import NewsRules, RulesError
 
 log = logging.getLogger(__name__)
+
+SCOPE_EVERY_S = 60.0  # the scope refresh's period (bot.supervise runs it)
 
 
 class News:
@@ -48,14 +49,6 @@ class News:
         except RulesError as exc:
             log.error("news rules not reloaded, the previous ones stay: %s", exc)
             raise Refusal("rules.invalid", error=str(exc)) from None
-
-    async def run_scope(self, every_s: float = 60.0) -> None:
-        while True:
-            try:
-                await self.refresh_scope()
-            except Exception:
-                log.exception("refreshing the rooms the news rules apply in failed")
-            await asyncio.sleep(every_s)
 
     async def refresh_scope(self) -> None:
         """Rebuild the scope from the homeserver: the safety net behind the instant updates.

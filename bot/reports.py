@@ -9,7 +9,6 @@ not who decided. A sanctioned account appeals its case once at a time; granting 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import statistics
@@ -29,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ADMIN_CURSOR_KEY = "admin_event_reports_offset"
 DAY_MS = 24 * 3600 * 1000
+RETENTION_EVERY_S = 6 * 3600.0  # how often old evidence is purged
 # https://matrix.to/#/!room:server/$event?via=… (also with an alias instead of the room ID)
 MATRIX_TO_EVENT = re.compile(r"^https://matrix\.to/#/([!#][^/?\s]+)/(\$[^?\s]+)")
 EVIDENCE_FIELDS = ("event_id", "room_id", "sender", "type", "content", "origin_server_ts")
@@ -133,18 +133,14 @@ class Reports:
             if reporter.source == "command":
                 self._onboarding.request(reporter.reporter, (text, f"report-outcome-{report_id}"))
 
-    async def poll_homeserver(self) -> None:
-        """Take in reports made with clients' report buttons (Synapse's admin API)."""
-        if self._admin is None:
-            return
-        while True:
-            try:
-                await self._take_homeserver_reports()
-            except MatrixError as exc:
-                log.warning("reading the homeserver's event reports failed: %s", exc)
-            await asyncio.sleep(self._poll_seconds)
+    @property
+    def poll_seconds(self) -> float | None:
+        """How often to take in the homeserver's reports; None without an admin token."""
+        return None if self._admin is None else self._poll_seconds
 
-    async def _take_homeserver_reports(self) -> None:
+    async def take_homeserver_reports(self) -> None:
+        """Take in reports made with clients' report buttons (Synapse's admin API). Run every
+        ``records.report_poll_seconds`` under the supervisor (bot.supervise)."""
         assert self._admin is not None
         offset = int(await self._store.get(ADMIN_CURSOR_KEY) or 0)
         while True:
@@ -234,11 +230,3 @@ class Reports:
             log.info("purged evidence of %d case(s), %d report(s) and %d closure request(s)",
                      len(purged.cases), len(purged.reports), len(purged.closure_requests))
         return purged.total
-
-    async def run_retention(self, every_s: float = 6 * 3600) -> None:
-        while True:
-            try:
-                await self.purge_evidence()
-            except Exception:
-                log.exception("purging old evidence failed")
-            await asyncio.sleep(every_s)

@@ -99,29 +99,38 @@ class Sanctions:
             else:
                 self._state.add_measure(case.target, _measure(case))
 
-    async def run_expiry(self) -> None:
-        while True:
-            now = self._clock()
-            due, upcoming = [], []
-            for active in self._state.sanctions.values():
-                for measure in active.measures.values():
-                    if measure.expires_at is None:
-                        continue
-                    (due if measure.expires_at <= now else upcoming).append(measure)
-            for measure in due:
+    @property
+    def wake(self) -> asyncio.Event:
+        """Set when a measure with an end is added: the expiry pass runs again at once."""
+        return self._wake
+
+    async def expire_due(self) -> float:
+        """End every measure that is due; return the seconds until the next one (at most
+        MAX_SLEEP_S). Run under the supervisor (bot.supervise), which retries a pass that raises;
+        one measure that cannot be ended does not hold back the others."""
+        now = self._clock()
+        due, upcoming = [], []
+        for active in self._state.sanctions.values():
+            for measure in active.measures.values():
+                if measure.expires_at is None:
+                    continue
+                (due if measure.expires_at <= now else upcoming).append(measure)
+        error: Exception | None = None
+        for measure in due:
+            try:
                 case = await self._store.cases.get(measure.case_id)
                 if case is not None:
                     await self._end(case, how="expired", actor=self._state.bot_user_id, reason="expired")
-            if due:
-                continue
-            wait = MAX_SLEEP_S
-            if upcoming:
-                wait = min(wait, max(0.0, (min(m.expires_at for m in upcoming) - now) / 1000))  # type: ignore[type-var]
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except asyncio.TimeoutError:
-                pass
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        if due:
+            return 0.0
+        wait = MAX_SLEEP_S
+        if upcoming:
+            wait = min(wait, max(0.0, (min(m.expires_at for m in upcoming) - now) / 1000))  # type: ignore[type-var]
+        return wait
 
     # -- measures ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Registry
 from bot.config import Settings
 from bot.directory import DirectoryGuard
+from bot.gate.metrics import SyncGaps
 from bot.gate.server import Gate
 from bot.i18n import Refusal, Translator
 from bot.matrix.admin import AdminApi
@@ -35,11 +36,12 @@ from bot.matrix.roommode import RoomMode
 from bot.matrix.sync import SyncLoop
 from bot.policy import PolicyState
 from bot.labels import Labels
-from bot.news import News
-from bot.reports import Reports
+from bot.news import SCOPE_EVERY_S, News
+from bot.reports import RETENTION_EVERY_S, Reports
 from bot.router import Router
-from bot.sanctions import Sanctions
+from bot.sanctions import MAX_SLEEP_S, Sanctions
 from bot.store import Store
+from bot.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,10 @@ class Service:
         self.gate: Gate | None = None
         self.client: AsyncClient | None = None
         self.sync: SyncLoop | None = None
+        # Every long-running loop runs under the supervisor: it survives any exception, and
+        # /health names a loop that keeps failing.
+        self.supervisor = Supervisor(self.spawn)
+        self.sync_gaps = SyncGaps()
 
     def spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """A background task the service owns: referenced, logged if it fails, cancelled on stop."""
@@ -142,6 +148,8 @@ class Service:
                 state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health, self.clock,
                 self.accounts.on_published, self.directory,
             )
+            self.gate.metrics.include(self.supervisor)
+            self.gate.metrics.include(self.sync_gaps)
             await self.gate.start(settings.gate.host, settings.gate.port)
 
         await self._login()
@@ -155,13 +163,17 @@ class Service:
         self.router.on_joined = self._joined_by_invite
         if not await self.join_configured_rooms():
             self.spawn(self._retry_rooms(), "join-rooms")
-        self.sync = SyncLoop(self.client, store, self.router.handle_batch)
-        self.spawn(self.sync.run(), "sync")
-        self.spawn(self.onboarding.run(), "onboarding")
-        self.spawn(self.sanctions.run_expiry(), "expiry")
-        self.spawn(self.reports.run_retention(), "retention")
-        self.spawn(self.reports.poll_homeserver(), "homeserver-reports")
-        self.spawn(self.news.run_scope(), "news-scope")
+        self.sync = SyncLoop(self.client, store, self.router.handle_batch, timeline_limit=settings.sync.timeline_limit,
+                             gap_limit=settings.sync.gap_limit, gaps=self.sync_gaps)
+        supervise = self.supervisor
+        # A sync long-polls 30 s: no successful one for 3 minutes is a failing sync loop.
+        supervise.forever("sync", self.sync.run, period_s=60.0)
+        supervise.forever("onboarding", lambda status: self.onboarding.run())
+        supervise.every("expiry", self.sanctions.expire_due, MAX_SLEEP_S, wake=self.sanctions.wake, paced=True)
+        supervise.every("retention", self.reports.purge_evidence, RETENTION_EVERY_S)
+        if self.reports.poll_seconds is not None:
+            supervise.every("homeserver-reports", self.reports.take_homeserver_reports, self.reports.poll_seconds)
+        supervise.every("news-scope", self.news.refresh_scope, SCOPE_EVERY_S)
         # A changed agreement version: ask everyone who agreed to (or was shown) an older one.
         for user_id in await store.agreements.users_to_ask_again(self.document.version):
             self.onboarding.request(user_id)
@@ -244,10 +256,16 @@ class Service:
         return room.display_name if room is not None and room.display_name else room_id
 
     def _health(self) -> dict[str, Any]:
+        """For the gate's /health: "degraded" (HTTP 503) while a supervised loop keeps failing."""
         synced = self.sync is not None and self.sync.synced.is_set()
-        return {"matrix": "synced" if synced else "connecting", "onboarding_queue": self.onboarding.queued}
+        return {**self.supervisor.health(), "matrix": "synced" if synced else "connecting",
+                "onboarding_queue": self.onboarding.queued}
 
     async def stop(self) -> None:
+        # The batch in hand finishes and its token is saved before anything is cancelled; the
+        # gate keeps answering meanwhile.
+        if self.sync is not None:
+            await self.sync.drain(self.settings.sync.stop_grace_seconds)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

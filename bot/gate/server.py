@@ -196,7 +196,9 @@ class Gate:
         health: dict[str, Any] = {"status": "ok", **self._health()}
         if self.username_callback_seen:
             health["warnings"] = ["check_username_for_spam is enabled in synapse-http-antispam: user search finds nobody"]
-        return web.json_response(health)
+        # A loop that keeps failing (bot.supervise) makes the service "degraded": 503, so a
+        # monitor that only reads status codes notices too.
+        return web.json_response(health, status=200 if health["status"] == "ok" else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -3,6 +3,7 @@ suspend and deactivate accounts. Used only when ``homeserver.admin_token`` is co
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -37,7 +38,9 @@ class AdminApi:
                 if resp.status != 200:
                     raise MatrixError(f"admin API {method} {path}", errcode=str(data.get("errcode") or f"HTTP {resp.status}"))
                 return data
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # A timeout is a network error like the others: callers handle MatrixError, and the
+            # supervisor (bot.supervise) retries the loop either way.
             raise MatrixError(f"admin API {method} {path}", errcode=type(exc).__name__) from exc
 
     async def lift_ratelimit(self, user_id: str) -> None:
