@@ -135,7 +135,7 @@ class Service:
         ])
         services = Services(
             self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock,
-            self.reports, self.accounts, self.news,
+            self.reports, self.accounts, self.news, rules_path=settings.rules_path(),
         )
         self.router = Router(
             matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name, self._members,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.agreement import Outcome
-from bot.commands.context import Context
+from bot.commands.context import Context, would
 from bot.commands.registry import Command
 
 
@@ -15,6 +15,18 @@ def _role(ctx: Context) -> str:
 async def agree(ctx: Context) -> str:
     outcome = await ctx.services.agreements.accept(ctx.sender, ctx.event_id, ctx.room_id, "command")
     return await describe_outcome(ctx, outcome)
+
+
+async def preview_agree(ctx: Context) -> str:
+    # AgreementService.accept's own order: exempt, already agreed, then the record.
+    state, t = ctx.services.state, ctx.t
+    if state.is_exempt(ctx.sender):
+        return would(ctx, t("dry.nothing", why=t("agree.exempt", role=_role(ctx))))
+    if state.has_agreed(ctx.sender):
+        latest = await ctx.services.store.agreements.latest_for(ctx.sender)
+        why = t("agree.already", version=latest.version, time=t.time(latest.accepted_at))
+        return would(ctx, t("dry.nothing", why=why))
+    return would(ctx, t("dry.agree", version=state.agreement_version), t("dry.agree_effects"))
 
 
 async def describe_outcome(ctx: Context, outcome: Outcome) -> str:
@@ -29,6 +41,10 @@ async def rules(ctx: Context) -> None:
     # Sent as an agreement message of its own, so a ✅ reaction to it accepts too.
     await ctx.services.onboarding.send_agreement(ctx.sender, ctx.room_id, reply_to=ctx.event_id)
     return None
+
+
+async def preview_rules(ctx: Context) -> str:
+    return would(ctx, ctx.t("dry.rules", version=ctx.services.state.agreement_version))
 
 
 async def status(ctx: Context) -> str:
@@ -57,13 +73,14 @@ async def help_(ctx: Context) -> str:
         names = " / ".join(f"!{alias}" for alias in command.aliases)
         usage = command.usage() + (f" ({names})" if names else "")
         lines.append(ctx.t("help.line", usage=usage, summary=ctx.t(command.summary_key)))
+    lines.append(ctx.t("help.dry_run"))
     lines.append(ctx.t("help.footer"))
     return "\n".join(lines)
 
 
 COMMANDS = [
-    Command("agree", ("同意",), "cmd.agree.summary", agree),
-    Command("rules", ("规则",), "cmd.rules.summary", rules),
+    Command("agree", ("同意",), "cmd.agree.summary", agree, preview=preview_agree),
+    Command("rules", ("规则",), "cmd.rules.summary", rules, preview=preview_rules),
     Command("status", ("状态",), "cmd.status.summary", status),
     Command("help", ("帮助",), "cmd.help.summary", help_),
 ]

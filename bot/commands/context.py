@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from bot.i18n import Translator
@@ -34,6 +35,8 @@ class Services:
     reports: "Reports"
     accounts: "PublicAccounts"
     news: "News"
+    # The news rules file, so a dry run of !reload can read it without loading it.
+    rules_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,9 @@ class Context:
     @property
     def t(self) -> Translator:
         return self.services.t
+
+
+def would(ctx: Context, *steps: str) -> str:
+    """A dry run's answer: what the command would record and do, one step a line; nothing done."""
+    lines = "\n".join(ctx.t("dry_run.step", step=step) for step in steps)
+    return ctx.t("dry_run.would", command="!" + ctx.command, steps=lines)

@@ -3,6 +3,12 @@
 A command is a name, its aliases (Chinese names among them), a summary for !help, typed
 parameters, flags and the role it needs. ``Registry.parse`` turns a message body into an
 ``Invocation`` or raises ``UnknownCommand`` / ``UsageError``; handlers never parse text themselves.
+
+``--dry-run`` is declared here once, for every command, and is read anywhere in the arguments. A
+command that changes anything declares a ``preview``: on a dry run the preview runs *instead of*
+the handler, so the code that writes is never reached; it answers what would happen and may only
+read. A command without a preview only reads: on a dry run it answers as usual, with a line saying
+that it changes nothing anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ if TYPE_CHECKING:
 
 USER_ID_RE = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 PREFIX = "!"
+# The one flag every command takes: say what would happen, change nothing.
+DRY_RUN = "dry-run"
 
 
 class ParamKind(enum.Enum):
@@ -29,6 +37,9 @@ class ParamKind(enum.Enum):
     RATE = "rate"  # N/PERIOD -> Rate
     CASE = "case"  # 12 or #12 -> int
     CHOICE = "choice"  # one of Param.choices
+    # The rest of the line is a command of its own (`!resolve 3 close @x:hs abuse --erase`):
+    # kept verbatim, its --flags included, for the handler to parse.
+    COMMAND = "command"
 
 
 def _convert(kind: ParamKind, value: str, choices: tuple[str, ...]) -> Any:
@@ -59,7 +70,8 @@ class Param:
     choices: tuple[str, ...] = ()
 
     def usage(self) -> str:
-        label = f"{self.name}…" if self.kind is ParamKind.TEXT else "|".join(self.choices) or self.name
+        rest = self.kind in (ParamKind.TEXT, ParamKind.COMMAND)
+        label = f"{self.name}…" if rest else "|".join(self.choices) or self.name
         return f"<{label}>" if self.required else f"[{label}]"
 
 
@@ -71,12 +83,28 @@ class Command:
     name: str
     aliases: tuple[str, ...]
     summary_key: str
-    run: Handler
+    handler: Handler
     params: tuple[Param, ...] = ()
     flags: tuple[str, ...] = ()
     # Flags that take a value (`--rate 3/1h`); the value lands in args under the flag's name.
     options: tuple[Param, ...] = ()
     moderator_only: bool = False
+    # What a dry run answers instead of running the handler; None: the command only reads.
+    preview: Handler | None = None
+
+    @property
+    def changes_state(self) -> bool:
+        return self.preview is not None
+
+    async def run(self, ctx: "Context") -> str | None:
+        """The handler's answer; on a dry run, the preview's (the handler never runs)."""
+        if DRY_RUN not in ctx.flags:
+            return await self.handler(ctx)
+        if self.preview is not None:
+            return await self.preview(ctx)
+        answer = await self.handler(ctx)
+        note = ctx.t("dry_run.read_only", command=PREFIX + self.name)
+        return f"{answer}\n\n{note}" if answer else note
 
     def usage(self) -> str:
         parts = [
@@ -84,13 +112,18 @@ class Command:
             *(p.usage() for p in self.params),
             *(f"[--{o.name} {o.name.upper()}]" for o in self.options),
             *(f"[--{f}]" for f in self.flags),
+            *((f"[--{DRY_RUN}]",) if self.changes_state else ()),
         ]
         return " ".join(parts)
 
 
-def moderator_command(name: str, alias: str, run: Handler, params: tuple[Param, ...] = (), **kwargs: Any) -> Command:
+def moderator_command(
+    name: str, alias: str, run: Handler, params: tuple[Param, ...] = (), preview: Handler | None = None,
+    **kwargs: Any,
+) -> Command:
     """A command for moderators only, with its one Chinese alias and its catalog summary."""
-    return Command(name, (alias,), f"cmd.{name}.summary", run, params=params, moderator_only=True, **kwargs)
+    return Command(name, (alias,), f"cmd.{name}.summary", run, params=params, moderator_only=True, preview=preview,
+                   **kwargs)
 
 
 @dataclass(frozen=True)
@@ -153,6 +186,8 @@ class Registry:
     def _bind(self, command: Command, rest: str) -> Invocation:
         tokens = rest.split()
         options = {o.name: o for o in command.options}
+        # A nested command's own flags belong to it, not to this one.
+        nested = any(p.kind is ParamKind.COMMAND for p in command.params)
         args: dict[str, Any] = {}
         flags: set[str] = set()
         words: list[str] = []
@@ -162,7 +197,9 @@ class Registry:
                 words.append(token)
                 continue
             name, has_value, value = token[2:].partition("=")
-            if name in options:
+            if name == DRY_RUN and not has_value:
+                flags.add(DRY_RUN)
+            elif name in options:
                 if not has_value:
                     if not tokens:
                         raise UsageError(command)
@@ -170,10 +207,12 @@ class Registry:
                 args[name] = self._typed(command, options[name], value)
             elif name in command.flags and not has_value:
                 flags.add(name)
+            elif nested:
+                words.append(token)
             else:
                 raise UsageError(command)
         for param in command.params:
-            if param.kind is ParamKind.TEXT:
+            if param.kind in (ParamKind.TEXT, ParamKind.COMMAND):
                 if words:
                     args[param.name] = " ".join(words)
                     words = []

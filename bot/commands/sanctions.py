@@ -1,24 +1,28 @@
 """The moderators' commands (article 8): !warn, !restrict, !suspend, !close, !confirm, !lift,
 !case, !history, !cases. Moderators only, and only in the management room or a moderator's
-direct chat with the bot; the dispatcher checks both before a handler runs."""
+direct chat with the bot; the dispatcher checks both before a handler runs.
+
+Each command that changes something has a preview for `--dry-run`: it makes the same checks as
+the service (so a dry run is refused where the real command would be) and lists the records and
+effects the command would make, reading only."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.commands.context import Context
+from bot.commands.context import Context, would
 from bot.commands.registry import Invocation, Param, ParamKind, moderator_command
 from bot.i18n import Refusal
 from bot.policy.sanctions import SanctionKind, format_duration
 from bot.reports import snapshot_of
-from bot.sanctions import Request, describe_case
+from bot.sanctions import CLOSE_CONFIRM_MS, Request, describe_case
+from bot.store import Case, ClosureRequest
 
 USER = Param("user", ParamKind.USER_ID)
 DURATION = Param("duration", ParamKind.DURATION)
 REASON = Param("reason", ParamKind.TEXT)
 CASE = Param("case", ParamKind.CASE)
 RATE = Param("rate", ParamKind.RATE)
-DRY_RUN = "dry-run"
 SANCTION_KINDS = {kind.value: kind for kind in SanctionKind}
 
 
@@ -47,21 +51,23 @@ def _summary(ctx: Context, request: Request) -> str:
     return " ".join(parts)
 
 
+def _request(ctx: Context, invocation: Invocation, evidence: dict[str, Any] | None) -> Request:
+    args = invocation.args
+    return Request(
+        target=args["user"], kind=SANCTION_KINDS[invocation.command.name], actor=ctx.sender, reason=args["reason"],
+        duration_ms=args.get("duration"), rate=args.get("rate"), evidence=evidence, erase="erase" in invocation.flags,
+    )
+
+
 async def impose_from(
     ctx: Context, invocation: Invocation, *, evidence: dict[str, Any] | None, report_id: int | None = None
 ) -> str:
     """Carry out a parsed sanction command; also the second half of `!resolve <report> <command…>`,
     which passes the report's copy of the message as evidence and links the case to the report."""
-    args, flags = invocation.args, invocation.flags
     sanctions = ctx.services.sanctions
-    kind = SANCTION_KINDS[invocation.command.name]
-    request = Request(
-        target=args["user"], kind=kind, actor=ctx.sender, reason=args["reason"],
-        duration_ms=args.get("duration"), rate=args.get("rate"), evidence=evidence, erase="erase" in flags,
-    )
+    request = _request(ctx, invocation, evidence)
+    kind = request.kind
     sanctions.check_target(request.target)
-    if DRY_RUN in flags:
-        return ctx.t("sanction.dry_run", summary=_summary(ctx, request), reason=request.reason)
     if kind is SanctionKind.CLOSE:
         closure = await sanctions.request_closure(request, report_id=report_id)
         return ctx.t("sanction.close_confirm", summary=_summary(ctx, request), code=closure.code,
@@ -72,10 +78,55 @@ async def impose_from(
     return ctx.t("sanction.imposed", case=case.id, summary=_summary(ctx, request))
 
 
+async def preview_from(
+    ctx: Context, invocation: Invocation, *, evidence: dict[str, Any] | None, report_id: int | None = None
+) -> str:
+    """What ``impose_from`` would do, after the same checks; nothing is recorded or sent."""
+    request = _request(ctx, invocation, evidence)
+    ctx.services.sanctions.check_target(request.target)
+    return would(ctx, *sanction_steps(ctx, request, report_id))
+
+
+def sanction_steps(ctx: Context, request: Request, report_id: int | None) -> list[str]:
+    """What imposing ``request`` would record and do, in the order the service does it."""
+    t, user = ctx.t, request.target
+    if request.kind is SanctionKind.CLOSE:
+        steps = [t("dry.closure_request", summary=_summary(ctx, request), reason=request.reason,
+                   minutes=CLOSE_CONFIRM_MS // 60_000)]
+        steps += _close_effects(ctx, user, request.erase)
+        if report_id is not None:
+            steps.append(t("dry.report_link_later", report=report_id))
+        return steps
+    steps = [t("dry.case_open", summary=_summary(ctx, request), reason=request.reason)]
+    if request.kind is not SanctionKind.WARN:
+        duration = request.duration_ms
+        until = t("sanction.permanent") if duration is None else t.time(ctx.services.clock() + duration)
+        steps.append(t(f"dry.effect_{request.kind.value}", user=user, until=until))
+        if request.kind is SanctionKind.SUSPEND and ctx.services.state.is_local(user):
+            steps.append(t("dry.admin_suspend"))
+    steps += [t("dry.notice", user=user), t("dry.announce")]
+    if report_id is not None:
+        steps.append(t("dry.report_link", report=report_id))
+    steps.append(t("dry.ladder"))
+    return steps
+
+
+def _close_effects(ctx: Context, user: str, erase: bool) -> list[str]:
+    steps = [ctx.t("dry.close_effects", user=user)]
+    if erase:
+        steps.append(ctx.t("dry.erase"))
+    return steps
+
+
 async def sanction(ctx: Context) -> str:
     """!warn, !restrict, !suspend and !close: the message replied to, if any, is the evidence."""
     invocation = Invocation(ctx.services.registry.find(ctx.command), ctx.args, ctx.flags)
     return await impose_from(ctx, invocation, evidence=await evidence_of(ctx))
+
+
+async def preview_sanction(ctx: Context) -> str:
+    invocation = Invocation(ctx.services.registry.find(ctx.command), ctx.args, ctx.flags)
+    return await preview_from(ctx, invocation, evidence=await evidence_of(ctx))
 
 
 async def confirm(ctx: Context) -> str:
@@ -85,16 +136,65 @@ async def confirm(ctx: Context) -> str:
     return ctx.t("sanction.imposed", case=case.id, summary=f"{ctx.t('kind.close')} {case.target}")
 
 
+async def _pending_closure(ctx: Context, code: str) -> ClosureRequest | None:
+    """The request ``!confirm code`` would take, read without marking it used (the repository's
+    ``take_closure_request`` marks it in the same step, which a dry run must not)."""
+    row = await ctx.services.store.db.fetchone(
+        "SELECT target, requested_by, reason, erase, report_id FROM closure_requests"
+        " WHERE code = ? AND used_at IS NULL AND expires_at > ?",
+        (code, ctx.services.clock()),
+    )
+    if row is None:
+        return None
+    return ClosureRequest(code, row[0], row[1], row[2], bool(row[3]), None, (), 0, 0, None, row[4])
+
+
+async def preview_confirm(ctx: Context) -> str:
+    code = ctx.args["code"].strip().upper()
+    closure = await _pending_closure(ctx, code)
+    if closure is None:
+        raise Refusal("sanction.no_such_code", code=ctx.args["code"])
+    t, user = ctx.t, closure.target
+    steps = [t("dry.code_used", code=code),
+             t("dry.case_confirm", user=user, requester=closure.requested_by, reason=closure.reason)]
+    steps += _close_effects(ctx, user, closure.erase)
+    steps.append(t("dry.announce"))
+    if closure.report_id is not None:
+        steps.append(t("dry.report_link", report=closure.report_id))
+    return would(ctx, *steps)
+
+
 async def lift(ctx: Context) -> str:
-    case_id = ctx.args["case"]
-    if DRY_RUN in ctx.flags:
-        case = await ctx.services.store.cases.get(case_id)
-        if case is None:
-            raise Refusal("sanction.no_such_case", case=case_id)
-        return ctx.t("sanction.dry_run", summary=f"{ctx.t('how.lifted')} #{case_id} ({case.target})",
-                     reason=ctx.args["reason"])
-    case = await ctx.services.sanctions.lift(case_id, ctx.sender, ctx.args["reason"])
+    case = await ctx.services.sanctions.lift(ctx.args["case"], ctx.sender, ctx.args["reason"])
     return ctx.t("sanction.lifted", case=case.id, user=case.target)
+
+
+async def liftable(ctx: Context, case_id: int) -> Case:
+    """The case ``Sanctions.lift`` would end; its refusals, word for word, when there is none."""
+    case = await ctx.services.store.cases.get(case_id)
+    if case is None:
+        raise Refusal("sanction.no_such_case", case=case_id)
+    if case.kind == "warn":
+        raise Refusal("sanction.warning_not_liftable", case=case_id)
+    if case.end is not None or not case.in_force(ctx.services.clock()):
+        raise Refusal("sanction.already_ended", case=case_id)
+    return case
+
+
+def lift_steps(ctx: Context, case: Case, reason: str) -> list[str]:
+    """What ending ``case`` early would record and undo."""
+    t, user = ctx.t, case.target
+    return [
+        t("dry.case_end", case=case.id, kind=t(f"kind.{case.kind}"), user=user, reason=reason),
+        t(f"dry.end_{case.kind}", user=user),
+        t("dry.tell", user=user),
+        t("dry.announce_end"),
+    ]
+
+
+async def preview_lift(ctx: Context) -> str:
+    case = await liftable(ctx, ctx.args["case"])
+    return would(ctx, *lift_steps(ctx, case, ctx.args["reason"]))
 
 
 async def show_case(ctx: Context) -> str:
@@ -133,12 +233,12 @@ async def list_cases(ctx: Context) -> str:
 
 
 COMMANDS = [
-    moderator_command("warn", "警告", sanction, (USER, REASON), flags=(DRY_RUN,)),
-    moderator_command("restrict", "限制", sanction, (USER, DURATION, REASON), options=(RATE,), flags=(DRY_RUN,)),
-    moderator_command("suspend", "暂停", sanction, (USER, DURATION, REASON), flags=(DRY_RUN,)),
-    moderator_command("close", "关闭", sanction, (USER, REASON), flags=("erase", DRY_RUN)),
-    moderator_command("confirm", "确认", confirm, (Param("code", ParamKind.WORD),)),
-    moderator_command("lift", "解除", lift, (CASE, REASON), flags=(DRY_RUN,)),
+    moderator_command("warn", "警告", sanction, (USER, REASON), preview=preview_sanction),
+    moderator_command("restrict", "限制", sanction, (USER, DURATION, REASON), options=(RATE,), preview=preview_sanction),
+    moderator_command("suspend", "暂停", sanction, (USER, DURATION, REASON), preview=preview_sanction),
+    moderator_command("close", "关闭", sanction, (USER, REASON), flags=("erase",), preview=preview_sanction),
+    moderator_command("confirm", "确认", confirm, (Param("code", ParamKind.WORD),), preview=preview_confirm),
+    moderator_command("lift", "解除", lift, (CASE, REASON), preview=preview_lift),
     moderator_command("case", "案件", show_case, (CASE,)),
     moderator_command("history", "记录", history, (USER,)),
     moderator_command("cases", "案件列表", list_cases, (Param("filter", ParamKind.CHOICE, required=False, choices=("active", "生效")),)),

@@ -159,7 +159,7 @@ async def test_bad_durations_and_user_ids_get_usage_and_nothing_happens(gated, m
         assert reply["content"]["body"].split()[1] == bad.split()[0]
     await mod.command(f"!history {alice.user_id}", "has no cases")
     await mod.command(f"!warn {mod.moderator.user_id} test", "moderators cannot be the target")
-    await mod.command(f"!restrict {alice.user_id} 1h spam --dry-run", "Dry run: would posting restriction")
+    await mod.command(f"!restrict {alice.user_id} 1h spam --dry-run", "Dry run of !restrict: nothing was recorded")
     await mod.command(f"!history {alice.user_id}", "has no cases")
 
 
