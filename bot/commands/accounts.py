@@ -220,7 +220,8 @@ COMMANDS = [
     moderator_command("applications", "申请列表", applications, ()),
     moderator_command("approve", "通过", approve, (APPLICATION, Param("note", ParamKind.TEXT, required=False)),
                       preview=preview_approve),
-    moderator_command("reject", "拒绝", reject, (APPLICATION, Param("reason", ParamKind.TEXT)), preview=preview_reject),
+    moderator_command("reject", "拒绝", reject, (APPLICATION, Param("reason", ParamKind.TEXT)),
+                      preview=preview_reject),
     moderator_command("revoke", "撤销", revoke, (USER, Param("reason", ParamKind.TEXT)), preview=preview_revoke),
     moderator_command("reload", "重新加载", reload_rules, (), preview=preview_reload),
 ]

@@ -234,7 +234,8 @@ async def list_cases(ctx: Context) -> str:
 
 COMMANDS = [
     moderator_command("warn", "警告", sanction, (USER, REASON), preview=preview_sanction),
-    moderator_command("restrict", "限制", sanction, (USER, DURATION, REASON), options=(RATE,), preview=preview_sanction),
+    moderator_command("restrict", "限制", sanction, (USER, DURATION, REASON), options=(RATE,),
+                      preview=preview_sanction),
     moderator_command("suspend", "暂停", sanction, (USER, DURATION, REASON), preview=preview_sanction),
     moderator_command("close", "关闭", sanction, (USER, REASON), flags=("erase",), preview=preview_sanction),
     moderator_command("confirm", "确认", confirm, (Param("code", ParamKind.WORD),), preview=preview_confirm),

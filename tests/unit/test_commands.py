@@ -194,7 +194,8 @@ def channel_state():
         {"type": "m.room.join_rules", "state_key": "", "sender": PUB, "content": {"join_rule": "public"}},
         {"type": "m.room.power_levels", "state_key": "", "sender": PUB,
          "content": {"users": {PUB: 100}, "state_default": 50}},
-        *({"type": "m.room.member", "state_key": m, "sender": m, "content": {"membership": "join"}} for m in (PUB, BOT)),
+        *({"type": "m.room.member", "state_key": m, "sender": m, "content": {"membership": "join"}}
+          for m in (PUB, BOT)),
     ]
 
 
@@ -254,7 +255,8 @@ class World:
         # A dispatcher that journals its answer, to be sent by the effects executor.
         if await self.store.db.fetchone("SELECT 1 FROM sqlite_master WHERE name = 'effects'") is None:
             return ""  # !rules answers with the agreement itself
-        row = await self.store.db.fetchone("SELECT payload FROM effects WHERE idempotency_key = ?", (f"reply/{event_id}",))
+        row = await self.store.db.fetchone("SELECT payload FROM effects WHERE idempotency_key = ?",
+                                           (f"reply/{event_id}",))
         return "" if row is None else json.loads(row[0])["text"]  # !rules answers with the agreement itself
 
     def everything(self, answered=()):
@@ -325,7 +327,8 @@ STATE_CHANGING = {
     "appeal": (lambda w: w.send(f"!warn {BOB} rude"), "!appeal 1 I was quoting", BOB, "record your appeal of case #1"),
     "grant": (seed_appeal, "!grant 1 fair point", MOD, "record the end of case #1"),
     "deny": (seed_appeal, "!deny 1 no", MOD, "record appeal #1 (case #1) as denied"),
-    "export": (lambda w: w.send(f"!warn {BOB} rude"), "!export cases", MOD, "upload cases-all.csv here: 1 cases row(s)"),
+    "export": (lambda w: w.send(f"!warn {BOB} rude"), "!export cases", MOD,
+               "upload cases-all.csv here: 1 cases row(s)"),
     "apply": (nothing, "!apply public news-website Daily News", PUB, "record your application: public account"),
     "approve": (lambda w: w.send("!apply public news-website Daily News", sender=PUB), "!approve 1 welcome", MOD,
                 "record filing IM2027-02-000001 for @pub:hs"),
@@ -362,7 +365,8 @@ async def test_a_dry_run_answers_what_would_happen_and_changes_nothing(store, tm
     for dry in (f"{head} --{DRY_RUN} {rest}".strip(), f"{command} --{DRY_RUN}"):
         answer = await world.send(dry, sender=sender)
         dry_runs.append(world.last_event)
-        assert answer.startswith(f"Dry run of !{name}: nothing was recorded, sent or changed. Without --dry-run it would:\n• ")
+        assert answer.startswith(
+            f"Dry run of !{name}: nothing was recorded, sent or changed. Without --dry-run it would:\n• ")
         assert step in answer, answer
         assert world.everything(answered=dry_runs) == before
     real = await world.send(command, sender=sender)
