@@ -1,6 +1,9 @@
-"""The gate answers from the store before the bot has logged in, and stops cleanly meanwhile."""
+"""The gate answers from the store before the bot has logged in, and stops cleanly meanwhile; after
+a restart, events beyond the sync's timeline limit are read back and handled (no gaps)."""
 
+import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -8,11 +11,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from bot.devserver import free_port
+from tests.integration.harness import setup
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +59,8 @@ def test_gate_answers_while_the_homeserver_is_down(tmp_path):
                     health = json.loads(resp.read())
             except OSError:
                 time.sleep(0.1)
-        assert health == {"status": "ok", "matrix": "connecting", "onboarding_queue": 0}
+        # No loop runs before the login: nothing can be failing yet.
+        assert health == {"status": "ok", "loops": {}, "matrix": "connecting", "onboarding_queue": 0}
         status, body = _post(gate_port, "user_may_create_room", {"user_id": "@new:hs.test"})
         assert status == 403 and "!agree" in body["error"]
         assert _post(gate_port, "user_may_create_room", {"user_id": "@far:other.test"})[0] == 200
@@ -65,3 +71,50 @@ def test_gate_answers_while_the_homeserver_is_down(tmp_path):
         if process.poll() is None:
             process.kill()
         log.close()
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match is not None, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+def _health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+async def test_a_command_sent_while_the_bot_was_down_beyond_the_timeline_limit_is_answered(plain, make_bot):
+    gate_port = free_port()
+    # A gate for /health and /metrics only: this homeserver does not call it.
+    gate = SimpleNamespace(gate_port=gate_port, gate_token=TOKEN)
+    mod = await setup(plain, plain.bot, make_bot, gate=gate, sync={"timeline_limit": 5})
+    try:
+        status, health = _health(gate_port)
+        assert status == 200 and health["status"] == "ok"
+        assert {"sync", "expiry", "retention", "onboarding", "news-scope"} <= set(health["loops"])
+        mod.bot.stop()
+        before = len(mod.moderator.messages(mod.room, mod.bot_id))
+        # The command comes first, then more than the timeline limit: the first sync after the
+        # restart is limited to the last 5 and the command is only in the gap.
+        await mod.moderator.say(mod.room, "!cases")
+        for i in range(12):
+            await mod.moderator.say(mod.room, f"filler {i}")
+        mod.bot.start()
+        await mod.moderator.wait_for_message(mod.room, mod.bot_id, "No cases", after=before)
+        assert _metric(gate_port, "rulesbot_sync_gaps_total") >= 1
+        assert _metric(gate_port, "rulesbot_sync_gap_events_recovered_total") >= 8
+        assert _metric(gate_port, "rulesbot_sync_gap_events_dropped_total") == 0
+        # Answered once: the gap and the timeline do not overlap.
+        await asyncio.sleep(1)
+        await mod.moderator.sync()
+        answers = [e for e in mod.moderator.messages(mod.room, mod.bot_id)[before:] if "No cases" in e["content"]["body"]]
+        assert len(answers) == 1
+    finally:
+        for user in mod.users:
+            await user.close()
