@@ -100,7 +100,10 @@ def sanction_steps(ctx: Context, request: Request, report_id: int | None) -> lis
     steps = [t("dry.case_open", summary=_summary(ctx, request), reason=request.reason)]
     if request.kind is not SanctionKind.WARN:
         duration = request.duration_ms
-        until = t("sanction.permanent") if duration is None else t.time(ctx.services.clock() + duration)
+        if duration is None:
+            until = t("sanction.permanent")
+        else:
+            until = t("dry.until", time=t.time(ctx.services.clock() + duration))
         steps.append(t(f"dry.effect_{request.kind.value}", user=user, until=until))
         if request.kind is SanctionKind.SUSPEND and ctx.services.state.is_local(user):
             steps.append(t("dry.admin_suspend"))

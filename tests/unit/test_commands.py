@@ -316,7 +316,7 @@ async def nothing(world):
 STATE_CHANGING = {
     "warn": (nothing, f"!warn {BOB} rude", MOD, "record a new case: warning @bob:hs"),
     "restrict": (nothing, f"!restrict {BOB} 2h --rate 3/1h spam", MOD, "hold back @bob:hs's posts until"),
-    "suspend": (nothing, f"!suspend {BOB} 1d spam", MOD, "suspend the account on the homeserver too"),
+    "suspend": (nothing, f"!suspend {BOB} permanent spam", MOD, "suspend @bob:hs's updates until lifted: no posts"),
     "close": (nothing, f"!close {BOB} abuse --erase", MOD, "erase the account's data as it is deactivated"),
     "confirm": (confirm_code, "!confirm %s", MOD, "close the account of @bob:hs, as @mod:hs asked"),
     "lift": (lambda w: w.send(f"!restrict {BOB} 1h spam"), "!lift 1 mistake", MOD,
