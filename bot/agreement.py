@@ -53,7 +53,7 @@ class AgreementService:
         state: PolicyState,
         document: AgreementDocument,
         clock: Callable[[], int],
-        on_accepted: Callable[[str], Awaitable[None]],
+        on_accepted: Callable[[str, str], Awaitable[None]],
     ) -> None:
         self._store = store
         self._state = state
@@ -62,22 +62,33 @@ class AgreementService:
         self._on_accepted = on_accepted
 
     async def accept(self, user_id: str, event_id: str, room_id: str, method: str) -> Outcome:
-        """Record an acceptance: committed to the store first, then to memory, then its effects."""
+        """Record an acceptance and its effects (the unmutes room mode journals) in one
+        transaction, the caller's if one is open; memory follows at once, undone on rollback."""
         if self._state.is_exempt(user_id):
             return Outcome.EXEMPT
         if self._state.has_agreed(user_id):
             return Outcome.ALREADY
-        await self._store.agreements.record_acceptance(
-            Acceptance(
-                user_id=user_id,
-                version=self.document.version,
-                text_sha256=self.document.sha256,
-                accepted_at=self._clock(),
-                event_id=event_id,
-                room_id=room_id,
-                method=method,
+        async with self._store.unit():
+            await self._store.agreements.record_acceptance(
+                Acceptance(
+                    user_id=user_id,
+                    version=self.document.version,
+                    text_sha256=self.document.sha256,
+                    accepted_at=self._clock(),
+                    event_id=event_id,
+                    room_id=room_id,
+                    method=method,
+                )
             )
-        )
-        self._state.record_acceptance(user_id, self.document.version)
-        await self._on_accepted(user_id)
+            previous = self._state.accepted.get(user_id)
+            self._state.record_acceptance(user_id, self.document.version)
+            self._store.db.on_rollback(lambda: _restore(self._state.accepted, user_id, previous))
+            await self._on_accepted(user_id, f"agreed-{event_id}")
         return Outcome.CONFIRMED
+
+
+def _restore(accepted: dict[str, str], user_id: str, previous: str | None) -> None:
+    if previous is None:
+        accepted.pop(user_id, None)
+    else:
+        accepted[user_id] = previous

@@ -103,15 +103,20 @@ class Router:
         sender = event["sender"]
         if prompt is None or prompt.user_id != sender:
             return
-        if prompt.version != self._state.agreement_version:
-            text = self._t("agree.stale_reaction", version=self._state.agreement_version)
-        else:
-            outcome = await self._agreements.accept(sender, event["event_id"], room_id, "reaction")
-            ctx = Context(sender, room_id, event["event_id"], {}, frozenset(), self._services)
-            text = await describe_outcome(ctx, outcome)
-            if outcome is Outcome.ALREADY:
-                return  # a second ✅ needs no answer
-        await self._matrix.send_notice(room_id, text, reply_to=target, txn=txn_id("reply", event["event_id"]))
+        # The acceptance, its effects and the answer commit with the reaction marked handled.
+        async with self._store.unit(event["event_id"], kind="reaction") as unit:
+            if unit.replayed:
+                return
+            if prompt.version != self._state.agreement_version:
+                text = self._t("agree.stale_reaction", version=self._state.agreement_version)
+            else:
+                outcome = await self._agreements.accept(sender, event["event_id"], room_id, "reaction")
+                ctx = Context(sender, room_id, event["event_id"], {}, frozenset(), self._services)
+                text = await describe_outcome(ctx, outcome)
+                if outcome is Outcome.ALREADY:
+                    return  # a second ✅ needs no answer
+            await unit.effect("notice", room_id, {"room": room_id, "text": text, "reply_to": target,
+                                                  "txn": txn_id("reply", event["event_id"])}, f"reply/{event['event_id']}")
 
     async def _on_membership(self, room_id: str, event: dict[str, Any]) -> None:
         membership = (event.get("content") or {}).get("membership")

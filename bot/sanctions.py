@@ -1,9 +1,12 @@
 """Graduated sanctions (article 8): cases, their effects, expiry, and the escalation ladder.
 
-Every measure is a case committed to the store first, then applied to memory (so the gate
-enforces it at once), then carried out with the room's and the server's tools, then announced
-to the management room and to the account in its direct chat. Ending a case is a record of its
-own. Timed measures end by themselves, across restarts too: overdue ones end at start-up.
+Every measure is a case committed in one transaction with the effects it implies (the admin
+call, the room-mode mutes or bans, the notice to the account, the post to the management room),
+as rows of the effects journal; memory follows at once (so the gate enforces it), and the one
+executor (``bot.effects``) carries the effects out. This service never calls Matrix. Ending a
+case is a record of its own, with its effects. Timed measures end by themselves, across restarts
+too: overdue ones end at start-up, and their unmutes and announcements wait in the journal until
+the executor runs (after the rooms are known).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Callable
 from bot.config import Settings
 from bot.i18n import Refusal, Translator
 from bot.matrix.admin import AdminApi
-from bot.matrix.client import Matrix, MatrixError
+from bot.matrix.client import Matrix
 from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.matrix.roommode import RoomMode
@@ -141,24 +144,28 @@ class Sanctions:
             raise Refusal("sanction.not_a_moderator", user=target)
 
     async def impose(self, request: Request) -> Case:
-        """Open a case and carry it out; may set off a ladder step."""
+        """Open a case with its effects, in one transaction (the caller's, if one is open); may
+        set off a ladder step."""
         self.check_target(request.target)
         now = self._clock()
         expires = None if request.duration_ms is None or request.kind is SanctionKind.WARN else now + request.duration_ms
-        case = await self._store.cases.open(
-            NewCase(
-                target=request.target, kind=request.kind.value, actor=request.actor, reason=request.reason,
-                created_at=now, expires_at=expires, evidence=request.evidence,
-                rate=None if request.rate is None else str(request.rate),
-                options={"erase": True} if request.erase else {}, caused_by=request.caused_by,
+        async with self._store.unit(now_ms=now):
+            case = await self._store.cases.open(
+                NewCase(
+                    target=request.target, kind=request.kind.value, actor=request.actor, reason=request.reason,
+                    created_at=now, expires_at=expires, evidence=request.evidence,
+                    rate=None if request.rate is None else str(request.rate),
+                    options={"erase": True} if request.erase else {}, caused_by=request.caused_by,
+                )
             )
-        )
-        if request.kind is not SanctionKind.WARN:
-            self._state.add_measure(case.target, _measure(case))
-            self._wake.set()
-        await self._carry_out(case)
-        await self._announce(case)
-        await self._climb_ladder(case)
+            if request.kind is not SanctionKind.WARN:
+                # Memory now, since room mode decides from it inside this unit; undone on rollback.
+                self._state.add_measure(case.target, _measure(case))
+                self._store.db.on_rollback(lambda: self._state.end_measure(case.target, case.id))
+                self._store.db.after_commit(self._wake.set)
+            await self._carry_out(case)
+            await self._announce(case)
+            await self._climb_ladder(case)
         return case
 
     async def lift(self, case_id: int, actor: str, reason: str) -> Case:
@@ -188,56 +195,61 @@ class Sanctions:
         return closure
 
     async def confirm_closure(self, code: str, actor: str) -> tuple[Case, ClosureRequest]:
-        closure = await self._store.cases.take_closure_request(code.strip().upper(), self._clock())
-        if closure is None:
-            raise Refusal("sanction.no_such_code", code=code)
-        case = await self.impose(
-            Request(
-                target=closure.target, kind=SanctionKind.CLOSE, actor=actor, reason=closure.reason,
-                evidence=closure.evidence, caused_by=closure.caused_by, erase=closure.erase,
+        async with self._store.unit():  # the code is used up only together with the closure
+            closure = await self._store.cases.take_closure_request(code.strip().upper(), self._clock())
+            if closure is None:
+                raise Refusal("sanction.no_such_code", code=code)
+            case = await self.impose(
+                Request(
+                    target=closure.target, kind=SanctionKind.CLOSE, actor=actor, reason=closure.reason,
+                    evidence=closure.evidence, caused_by=closure.caused_by, erase=closure.erase,
+                )
             )
-        )
         return case, closure
 
-    # -- effects -------------------------------------------------------------------------------
+    # -- effects (journaled; the executor carries them out) ---------------------------------------
 
     async def _carry_out(self, case: Case) -> None:
         local = self._state.is_local(case.target)
+        cause = f"case-{case.id}"
         if case.kind == "suspend" and local and self._admin is not None:
-            await self._admin_call(self._admin.suspend(case.target, True), case)
+            await self._effect("admin", case.target, {"op": "suspend", "case": case.id}, f"{cause}/suspend")
         if case.kind == "close":
-            # Tell the account first: after deactivation it can no longer read anything.
-            self._tell(case.target, self._target_notice(case), f"case-{case.id}")
+            # Tell the account first: after deactivation it can no longer read anything. Effects of
+            # one account are carried out in the order they were recorded.
+            await self._tell(case.target, self._target_notice(case), f"{cause}/notice")
             if local and self._admin is not None:
-                await self._admin_call(self._admin.deactivate(case.target, bool(case.options.get("erase"))), case)
-        await self._room_mode.apply(case.target)
+                await self._effect("admin", case.target,
+                                   {"op": "deactivate", "erase": bool(case.options.get("erase")), "case": case.id},
+                                   f"{cause}/deactivate")
+        await self._room_mode.apply(case.target, cause)
 
     async def _end(self, case: Case, *, how: str, actor: str, reason: str) -> None:
-        if not await self._store.cases.end(case.id, ended_at=self._clock(), actor=actor, how=how, reason=reason):
-            return
-        self._state.end_measure(case.target, case.id)
-        active = self._state.sanctions.get(case.target)
-        still_suspended = active is not None and any(m.kind is SanctionKind.SUSPEND for m in active.measures.values())
-        if case.kind == "suspend" and not still_suspended and self._admin is not None and self._state.is_local(case.target):
-            await self._admin_call(self._admin.suspend(case.target, False), case)
-        if case.kind == "close":
-            await self._room_mode.unban_everywhere(case.target)
-        await self._room_mode.apply(case.target)
-        key = "sanction.ended_expired" if how == "expired" else "sanction.ended_lifted"
-        self._tell(case.target, self._t(key, case=case.id, kind=self._t(f"kind.{case.kind}"), reason=reason),
-                   f"end-{case.id}")
-        await self._management.post(
-            self._t("sanction.announce_end", case=case.id, user=case.target, kind=self._t(f"kind.{case.kind}"),
-                    how=self._t(f"how.{how}"), actor=actor, reason=reason),
-            f"end-{case.id}",
-        )
+        cause = f"end-{case.id}"
+        async with self._store.unit():
+            if not await self._store.cases.end(case.id, ended_at=self._clock(), actor=actor, how=how, reason=reason):
+                return
+            measure = self._state.end_measure(case.target, case.id)
+            if measure is not None:
+                self._store.db.on_rollback(lambda: self._state.add_measure(case.target, measure))
+            active = self._state.sanctions.get(case.target)
+            still_suspended = active is not None and any(m.kind is SanctionKind.SUSPEND for m in active.measures.values())
+            if case.kind == "suspend" and not still_suspended and self._admin is not None and self._state.is_local(case.target):
+                await self._effect("admin", case.target, {"op": "unsuspend", "case": case.id}, f"{cause}/unsuspend")
+            if case.kind == "close":
+                await self._room_mode.unban_everywhere(case.target, cause)
+            await self._room_mode.apply(case.target, cause)
+            key = "sanction.ended_expired" if how == "expired" else "sanction.ended_lifted"
+            await self._tell(case.target, self._t(key, case=case.id, kind=self._t(f"kind.{case.kind}"), reason=reason),
+                             f"{cause}/notice")
+            await self._management.post(
+                self._t("sanction.announce_end", case=case.id, user=case.target, kind=self._t(f"kind.{case.kind}"),
+                        how=self._t(f"how.{how}"), actor=actor, reason=reason),
+                f"end-{case.id}",
+            )
 
-    async def _admin_call(self, call: Any, case: Case) -> None:
-        try:
-            await call
-        except MatrixError as exc:
-            log.warning("admin API for case %d failed: %s", case.id, exc)
-            await self._management.post(self._t("sanction.admin_failed", case=case.id, error=str(exc.errcode)), f"admin-{case.id}")
+    async def _effect(self, kind: str, target: str, payload: dict[str, Any], key: str) -> None:
+        await self._store.effects.add(kind, target, payload, key, now_ms=self._clock())
 
     async def _climb_ladder(self, case: Case) -> None:
         withdrawn = await self._store.cases.withdrawn(case.target)
@@ -275,11 +287,12 @@ class Sanctions:
 
     async def _announce(self, case: Case) -> None:
         if case.kind != "close":  # a closure told the account before the deactivation
-            self._tell(case.target, self._target_notice(case), f"case-{case.id}")
+            await self._tell(case.target, self._target_notice(case), f"case-{case.id}/notice")
         await self._management.post(describe_case(self._t, case), f"case-{case.id}")
 
-    def _tell(self, user_id: str, text: str, key: str) -> None:
-        self._onboarding.request(user_id, (text, key))
+    async def _tell(self, user_id: str, text: str, key: str) -> None:
+        """A notice in the account's direct chat, journaled with the record it is about."""
+        await self._effect("dm", user_id, {"text": text}, key)
 
 
 def _measure(case: Case) -> Measure:

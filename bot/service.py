@@ -25,6 +25,7 @@ from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Registry
 from bot.config import Settings
 from bot.directory import DirectoryGuard
+from bot.effects import Executor
 from bot.gate.metrics import SyncGaps
 from bot.gate.server import Gate
 from bot.i18n import Refusal, Translator
@@ -103,7 +104,8 @@ class Service:
         self.onboarding = Onboarding(matrix, store, state, self.document, self.t, settings, self.clock)
         self.room_mode = RoomMode(matrix, store, state, self.onboarding, self.t, self.clock, self._members)
         self.agreements = AgreementService(store, state, self.document, self.clock, self.room_mode.apply)
-        self.management = ManagementRoom(matrix)
+        store.effects.clock = self.clock
+        self.management = ManagementRoom(store.effects)
         self.sanctions = Sanctions(
             store, state, matrix, self.room_mode, self.onboarding, self.admin, self.management, self.t, settings,
             self.clock,
@@ -163,6 +165,14 @@ class Service:
         self.router.on_joined = self._joined_by_invite
         if not await self.join_configured_rooms():
             self.spawn(self._retry_rooms(), "join-rooms")
+        # The journal's executor starts once the protected rooms and the management room are
+        # known: it resumes what a previous run left pending (and what load() journaled).
+        self.effects = Executor(
+            store, matrix, self.t, admin=self.admin, dm_room=self.onboarding.dm_room,
+            management_room=lambda: self.management.room_id, management_configured=bool(settings.management_room),
+            bot_user_id=hs.user_id, clock=self.clock,
+        )
+        self.supervisor.forever("effects", lambda status: self.effects.run())
         self.sync = SyncLoop(self.client, store, self.router.handle_batch, timeline_limit=settings.sync.timeline_limit,
                              gap_limit=settings.sync.gap_limit, gaps=self.sync_gaps)
         supervise = self.supervisor

@@ -17,10 +17,9 @@ MAX_COMMAND_LENGTH = 16 * 1024
 
 
 class Dispatcher:
-    def __init__(self, registry: Registry, services: Services, matrix: Matrix) -> None:
+    def __init__(self, registry: Registry, services: Services, matrix: Matrix | None = None) -> None:
         self._registry = registry
         self._services = services
-        self._matrix = matrix
 
     async def handle(
         self, room_id: str, event: dict[str, Any], *, answer_unknown: bool, moderator_place: bool = False
@@ -31,54 +30,76 @@ class Dispatcher:
         (DMs, the management room): in shared rooms it may be meant for another bot.
         ``moderator_place``: the management room, or a moderator's direct chat with the bot: the
         only places moderator commands run.
+
+        Exactly once: what the command records, the effects it journals, its reply (an effect too)
+        and the mark that the event was handled commit in one transaction. A replayed sync batch
+        finds the mark and changes nothing; the reply's transaction ID is derived from the event,
+        so a reply sent again after a crash is the same event.
         """
         content = event.get("content") or {}
         body = content.get("body")
         if not isinstance(body, str) or not body.lstrip().startswith(("!", "> ")):
             return False
         t = self._services.t
+        answer: str | None
+        invocation = None
         try:
             invocation = self._registry.parse(body[:MAX_COMMAND_LENGTH])
         except UnknownCommand as exc:
-            if answer_unknown:
-                await self._reply(room_id, event, t("cmd.unknown", command=exc.name[:64]))
-            return answer_unknown
+            if not answer_unknown:
+                return False
+            answer = t("cmd.unknown", command=exc.name[:64])
         except UsageError as exc:
-            await self._reply(room_id, event, t("cmd.usage", usage=exc.command.usage()))
-            return True
-        if invocation is None:
-            return False
+            answer = t("cmd.usage", usage=exc.command.usage())
+        else:
+            if invocation is None:
+                return False
+        async with self._services.store.unit(event["event_id"], kind="command") as unit:
+            if unit.replayed:
+                log.info("command event %s was handled before; not again", event["event_id"])
+                return True
+            if invocation is not None:
+                answer = await self._run(room_id, event, invocation, moderator_place)
+            if answer:
+                await self._reply(room_id, event, answer)
+        return True
+
+    async def _run(self, room_id: str, event: dict[str, Any], invocation: Any, moderator_place: bool) -> str | None:
+        t = self._services.t
         command = invocation.command
         sender = event["sender"]
+        content = event.get("content") or {}
         if command.moderator_only:
             if sender not in self._services.state.moderators:
                 await self._services.store.record(
                     now_ms=self._services.clock(), actor=sender, action="command.refused", target=sender,
                     details={"command": command.name, "room_id": room_id, "event_id": event["event_id"]},
                 )
-                await self._reply(room_id, event, t("cmd.forbidden", command="!" + command.name))
-                return True
+                return t("cmd.forbidden", command="!" + command.name)
             if not moderator_place:
-                await self._reply(room_id, event, t("cmd.wrong_place", command="!" + command.name))
-                return True
+                return t("cmd.wrong_place", command="!" + command.name)
         ctx = Context(
             sender, room_id, event["event_id"], invocation.args, invocation.flags, self._services, replied_to(content),
             command.name,
         )
         try:
-            answer = await command.run(ctx)
+            # A savepoint: a command refused or failed half-way leaves none of its writes behind.
+            async with self._services.store.db.transaction():
+                return await command.run(ctx)
         except Refusal as exc:
-            answer = t(exc.key, **exc.params)
+            return t(exc.key, **exc.params)
         except Exception:
             log.exception("command !%s from %s failed", command.name, sender)
-            answer = t("cmd.failed", command="!" + command.name)
-        if answer:
-            await self._reply(room_id, event, answer)
-        return True
+            return t("cmd.failed", command="!" + command.name)
 
     async def _reply(self, room_id: str, event: dict[str, Any], text: str) -> None:
+        """Journal the reply (the executor sends it), in the command's transaction."""
         event_id = event["event_id"]
-        await self._matrix.send_notice(room_id, text, reply_to=event_id, txn=txn_id("reply", event_id))
+        await self._services.store.effects.add(
+            "notice", room_id,
+            {"room": room_id, "text": text, "reply_to": event_id, "txn": txn_id("reply", event_id)},
+            f"reply/{event_id}", now_ms=self._services.clock(),
+        )
 
 
 def replied_to(content: dict[str, Any]) -> str | None:

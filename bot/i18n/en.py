@@ -153,6 +153,20 @@ MESSAGES: dict[str, str] = {
     "sanction.ended_lifted": "Case #{case}: your {kind} was lifted. Reason: {reason}",
     "sanction.announce_end": "Case #{case} ({kind} of {user}) {how} by {actor}: {reason}",
     "sanction.admin_failed": "Case #{case}: the homeserver's admin API refused the measure ({error}); the bot's own enforcement is in effect.",
+    "effect.failed": (
+        "Could not {what} for {target} ({cause}): {error}. This will not be retried; "
+        "if it is still needed, do it by hand."
+    ),
+    "effect.kind.notice": "send a reply",
+    "effect.kind.dm": "send a notice in the direct chat",
+    "effect.kind.management": "post to the management room",
+    "effect.kind.redact": "redact a message",
+    "effect.kind.mute": "mute (lower the power level)",
+    "effect.kind.unmute": "unmute (restore the power level)",
+    "effect.kind.ban": "ban from a room",
+    "effect.kind.unban": "unban in a room",
+    "effect.kind.admin": "make the admin API call (suspend, unsuspend or deactivate)",
+    "effect.kind.state": "set a room state event",
     "ladder.reason": "escalation ladder: {count} {kind} cases ({cases})",
     "ladder.propose_close": (
         "The escalation ladder proposes closing {user} (cases {cases}). A moderator confirms with "

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import logging
 
-from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.client import txn_id
+from bot.store.effects import EffectRepo
 
 log = logging.getLogger(__name__)
 
+# The target of every management-room effect: posts reach the room in the order they were made.
+TARGET = "management"
+
 
 class ManagementRoom:
-    def __init__(self, matrix: Matrix) -> None:
-        self._matrix = matrix
+    def __init__(self, journal: EffectRepo) -> None:
+        self._journal = journal
         self.room_id: str | None = None  # set once the configured room is resolved and joined
 
     async def post(self, text: str, key: str) -> None:
-        """Post a notice; ``key`` names what it is about, so a replay after a crash posts it once."""
-        if self.room_id is None:
-            log.info("no management room (yet): %s", text)
-            return
-        try:
-            await self._matrix.send_notice(self.room_id, text, txn=txn_id("management", key))
-        except MatrixError as exc:
-            log.warning("could not post to the management room: %s", exc)
+        """Record a post in the effects journal (in the caller's transaction, if one is open);
+        ``key`` names what it is about, so a replay after a crash posts it once."""
+        await self._journal.add("management", TARGET, {"text": text, "txn": txn_id("management", key)},
+                                f"management/{key}")

@@ -54,6 +54,8 @@ class Onboarding:
         # Users already sent the current version in their current DM: lets the gate's hot path
         # skip the queue without touching the store.
         self._prompted: set[str] = set()
+        # The onboarding worker and the effects executor both open DMs: one per user at a time.
+        self._dm_locks: dict[str, asyncio.Lock] = {}
 
     def request(self, user_id: str, note: tuple[str, str] | None = None) -> None:
         """Make sure ``user_id`` is asked to agree; ``note`` (text, txn key) is sent before it."""
@@ -65,6 +67,11 @@ class Onboarding:
             self._notes[user_id].append(note)
         if not pending:
             self._queue.put_nowait(user_id)
+
+    async def tell(self, user_id: str, text: str, key: str) -> None:
+        """A notice in ``user_id``'s direct chat, journaled as an effect (in the caller's
+        transaction, if one is open): it survives a crash and is sent once."""
+        await self._store.effects.add("dm", user_id, {"text": text}, f"dm/{key}")
 
     def forget(self, user_id: str) -> None:
         """The user left their DM: the next request makes a new one and prompts there."""
@@ -120,12 +127,14 @@ class Onboarding:
 
     async def dm_room(self, user_id: str) -> str:
         """The user's direct chat with the bot, created (and recorded) if there is none."""
-        room_id = self._state.dm_room_by_user.get(user_id)
-        if room_id is None:
-            room_id = await self._matrix.create_dm(user_id, power_levels=DM_POWER_LEVELS)
-            await self._store.rooms.set_dm_room(user_id, room_id, self._clock())
-            self._state.set_dm_room(user_id, room_id)
-            log.info("opened a direct chat %s with %s", room_id, user_id)
+        lock = self._dm_locks.setdefault(user_id, asyncio.Lock())
+        async with lock:
+            room_id = self._state.dm_room_by_user.get(user_id)
+            if room_id is None:
+                room_id = await self._matrix.create_dm(user_id, power_levels=DM_POWER_LEVELS)
+                await self._store.rooms.set_dm_room(user_id, room_id, self._clock())
+                self._state.set_dm_room(user_id, room_id)
+                log.info("opened a direct chat %s with %s", room_id, user_id)
         return room_id
 
     async def send_agreement(self, user_id: str, room_id: str, reply_to: str | None = None) -> str:

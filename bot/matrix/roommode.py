@@ -8,27 +8,25 @@ one pipeline (``event_text``): messages, edits (judged on their new content; the
 redacted), and state events such as a topic or a name (redacting one takes its text off the room).
 
 ``apply(user)`` makes every protected room match what the core says now, and runs whenever that
-may have changed: an agreement, a new case, a case that ends. Unmuting puts the previous level
-back, and removes the entry the bot added, so ``m.room.power_levels`` does not grow with every
-member.
+may have changed: an agreement, a new case, a case that ends. Nothing here calls Matrix to act:
+the redactions, mutes, unmutes and bans are rows of the effects journal, committed with what
+caused them, and the executor (``bot.effects``) carries them out. Unmuting puts the previous
+level back, and removes the entry the bot added, so ``m.room.power_levels`` does not grow with
+every member.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import defaultdict
 from typing import Any, Callable
 
 from bot.i18n import Translator
-from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.client import Matrix, txn_id
 from bot.matrix.onboarding import Onboarding
-from bot.matrix.powers import level as _level
-from bot.matrix.powers import level_needed_to_post, user_level
 from bot.policy import Action, ActionKind, Decision, PolicyState, Reason, Source, decide
 from bot.policy.model import MUTING_REASONS
 from bot.policy.text import event_text
-from bot.store import Mute, Store
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +54,6 @@ class RoomMode:
         self._clock = clock
         self._members = members
         self.protected: set[str] = set()
-        # Power levels are read-modify-write: one edit per room at a time.
-        self._room_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message",
                 text: tuple[str | None, bool] = (None, False)) -> Decision:
@@ -86,109 +82,59 @@ class RoomMode:
                 self._state.remember_text(body, sender, self._clock())
             return
         event_id = event["event_id"]
-        try:
-            await self._matrix.redact(room_id, event_id, self._t.refusal(decision.message_key, decision.params),
-                                      txn=txn_id("redact", event_id))
-        except MatrixError as exc:
-            log.warning("could not redact %s in %s: %s", event_id, room_id, exc)
-        changed = await self._enforce(room_id, sender, decision)
-        if decision.reason is Reason.NEWS_TIER_MISSING:
-            # Redacted, not muted: the account may post anything else. Tell it why.
-            self._onboarding.request(sender, (self._t.refusal(decision.message_key, decision.params), event_id))
+        # The redaction, the mute or ban and the notes are journaled with the event marked handled:
+        # a replayed sync batch finds it and does nothing twice.
+        async with self._store.unit(event_id, kind="roommode") as unit:
+            if unit.replayed:
+                return
+            await unit.effect("redact", sender, {
+                "room": room_id, "event_id": event_id, "reason": self._t.refusal(decision.message_key, decision.params),
+                "txn": txn_id("redact", event_id),
+            }, f"redact/{event_id}")
+            changed = await self._enforce(room_id, sender, decision, f"event-{event_id}")
+            if decision.reason is Reason.NEWS_TIER_MISSING:
+                # Redacted, not muted: the account may post anything else. Tell it why.
+                await unit.effect("dm", sender, {"text": self._t.refusal(decision.message_key, decision.params)},
+                                  f"note/{event_id}")
+            if decision.prompt_agreement and changed:
+                text_ = self._t("roommode.redacted", room=room_name, version=self._state.agreement_version)
+                await unit.effect("dm", sender, {"text": text_}, f"note/{event_id}")
         if decision.prompt_agreement:
-            note = None
-            if changed:
-                text = self._t("roommode.redacted", room=room_name, version=self._state.agreement_version)
-                note = (text, event_id)
-            self._onboarding.request(sender, note)
+            self._onboarding.request(sender)
 
-    async def apply(self, user_id: str) -> None:
-        """Bring every protected room in line with what the core says about ``user_id`` now."""
+    async def apply(self, user_id: str, cause: str | None = None) -> None:
+        """Bring every protected room in line with what the core says about ``user_id`` now: the
+        mutes, unmutes and bans are journaled (in the caller's transaction), keyed by ``cause``.
+
+        Rooms where the account is recorded as muted count even before the protected rooms are
+        known (at start-up, a measure that expired while the bot was down lifts its mutes)."""
+        cause = cause or f"apply-{self._clock()}"
         muted_in = {mute.room_id: mute for mute in await self._store.rooms.mutes_of(user_id)}
-        for room_id in sorted(self.protected):
+        for room_id in sorted(self.protected | set(muted_in)):
             decision = self._decide(room_id, user_id)
             if room_id not in muted_in and user_id not in self._members(room_id) and decision.reason is not Reason.CLOSED:
-                continue  # not there and not muted: nothing to line up (a ban needs no membership)
+                if not await self._store.effects.pending_for("mute", user_id, room_id):
+                    continue  # not there and not muted: nothing to line up (a ban needs no membership)
             if decision.allowed or decision.reason is Reason.RATE_LIMITED:
-                if room_id in muted_in:
-                    await self._unmute(muted_in[room_id])
+                if room_id in muted_in or await self._store.effects.pending_for("mute", user_id, room_id):
+                    await self._store.effects.add("unmute", user_id, {"room": room_id}, f"{cause}/unmute/{room_id}")
             else:
-                await self._enforce(room_id, user_id, decision)
+                await self._enforce(room_id, user_id, decision, cause)
 
-    async def _enforce(self, room_id: str, user_id: str, decision: Decision) -> bool:
+    async def _enforce(self, room_id: str, user_id: str, decision: Decision, cause: str) -> bool:
+        """Journal the ban or mute the decision asks for; True if the account will be changed."""
         if decision.reason is Reason.CLOSED:
-            return await self._ban(room_id, user_id, decision)
+            return await self._store.effects.add(
+                "ban", user_id, {"room": room_id, "reason": self._t.refusal(decision.message_key, decision.params)},
+                f"{cause}/ban/{room_id}")
         if decision.reason in MUTING_REASONS:
-            return await self._mute(room_id, user_id, str(decision.reason))
-        return False
-
-    async def _ban(self, room_id: str, user_id: str, decision: Decision) -> bool:
-        try:
-            await self._matrix.ban(room_id, user_id, self._t.refusal(decision.message_key, decision.params))
-        except MatrixError as exc:
-            log.warning("could not ban %s from %s: %s", user_id, room_id, exc)
-            return False
-        log.info("banned %s from %s (case %s)", user_id, room_id, decision.params.get("case"))
-        return True
-
-    async def unban_everywhere(self, user_id: str) -> None:
-        """A closure was lifted: let the account back into the protected rooms."""
-        for room_id in sorted(self.protected):
-            try:
-                await self._matrix.unban(room_id, user_id)
-            except MatrixError as exc:
-                log.info("unbanning %s in %s: %s", user_id, room_id, exc)
-
-    async def _mute(self, room_id: str, user_id: str, reason: str) -> bool:
-        """Lower the user's power level below what posting needs; False if nothing was changed."""
-        async with self._room_locks[room_id]:
             if await self._store.rooms.mute_in(room_id, user_id) is not None:
                 return False
-            levels = await self._matrix.power_levels(room_id)
-            needed = level_needed_to_post(levels)
-            if user_level(levels, user_id) < needed:
-                return False
-            users = dict(levels.get("users") or {})
-            previous = users.get(user_id)
-            mute = Mute(
-                room_id=room_id,
-                user_id=user_id,
-                previous_level=None if previous is None else _level(previous),
-                muted_level=needed - 1,
-                reason=reason,
-                muted_at=self._clock(),
-            )
-            # The store first: if the bot dies right after the change, the record to undo it exists.
-            await self._store.rooms.record_mute(mute, actor=self._state.bot_user_id)
-            users[user_id] = mute.muted_level
-            try:
-                await self._matrix.set_power_levels(room_id, {**levels, "users": users})
-            except MatrixError as exc:
-                log.warning("could not mute %s in %s (is the bot's power level high enough?): %s", user_id, room_id, exc)
-                await self._store.rooms.remove_mute(
-                    mute, actor=self._state.bot_user_id, now_ms=self._clock(), restored_level=mute.previous_level
-                )
-                return False
-            log.info("muted %s in %s (%s)", user_id, room_id, reason)
-            return True
+            return await self._store.effects.add(
+                "mute", user_id, {"room": room_id, "reason": str(decision.reason)}, f"{cause}/mute/{room_id}")
+        return False
 
-    async def _unmute(self, mute: Mute) -> None:
-        async with self._room_locks[mute.room_id]:
-            restored: int | None = None
-            try:
-                levels = await self._matrix.power_levels(mute.room_id)
-                users = dict(levels.get("users") or {})
-                # Put back only what the bot itself set: a moderator's later change wins.
-                if mute.user_id in users and _level(users[mute.user_id]) == mute.muted_level:
-                    if mute.previous_level is None:
-                        del users[mute.user_id]
-                    else:
-                        users[mute.user_id] = mute.previous_level
-                    restored = mute.previous_level
-                    await self._matrix.set_power_levels(mute.room_id, {**levels, "users": users})
-            except MatrixError as exc:
-                log.warning("could not restore %s's power level in %s: %s", mute.user_id, mute.room_id, exc)
-                return
-            await self._store.rooms.remove_mute(
-                mute, actor=self._state.bot_user_id, now_ms=self._clock(), restored_level=restored
-            )
+    async def unban_everywhere(self, user_id: str, cause: str) -> None:
+        """A closure was lifted: let the account back into the protected rooms (journaled)."""
+        for room_id in sorted(self.protected):
+            await self._store.effects.add("unban", user_id, {"room": room_id}, f"{cause}/unban/{room_id}")

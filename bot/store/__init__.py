@@ -10,6 +10,7 @@ from bot.store import audit
 from bot.store.agreements import Acceptance, AgreementRepo, Prompt
 from bot.store.cases import Case, CaseRepo, ClosureRequest, NewCase
 from bot.store.db import Database, DatabaseTooNew
+from bot.store.effects import Effect, EffectRepo, Unit
 from bot.store.reports import AlreadyOpen, Appeal, AppealRepo, Report, ReportRepo
 from bot.store.rooms import Mute, RoomRepo
 
@@ -23,6 +24,9 @@ class Store:
         self.reports = ReportRepo(db)
         self.appeals = AppealRepo(db)
         self.accounts = AccountRepo(db)
+        self.effects = EffectRepo(db)
+        # `async with store.unit(event_id) as unit:` — one transaction for what an event causes.
+        self.unit = self.effects.unit
 
     @classmethod
     async def open(cls, path: str | Path, audit_head_file: str | Path | None = None) -> "Store":
@@ -49,4 +53,4 @@ class Store:
             await conn.execute("DELETE FROM kv WHERE key = ?", (key,))
 
 
-__all__ = ["AlreadyPending", "Application", "Filing", "AlreadyOpen", "Appeal", "Report", "Acceptance", "Case", "ClosureRequest", "Database", "DatabaseTooNew", "Mute", "NewCase", "Prompt", "Store"]
+__all__ = ["AlreadyPending", "Application", "Filing", "AlreadyOpen", "Appeal", "Report", "Acceptance", "Case", "ClosureRequest", "Database", "DatabaseTooNew", "Effect", "EffectRepo", "Mute", "NewCase", "Prompt", "Store", "Unit"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import stat
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import aiosqlite
 
@@ -43,6 +45,20 @@ def secure_database_file(path: Path) -> None:
             os.chmod(file, mode & 0o700)
             log.warning("%s was readable by others (mode %04o); it holds the bot's access token, so it is now %04o",
                         file, mode, mode & 0o700)
+
+
+@dataclass
+class _Transaction:
+    """The transaction a task has open: nested ``transaction()`` calls of the same task join it."""
+
+    db: "Database"
+    task: "asyncio.Task[object] | None"
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    on_rollback: list[Callable[[], None]] = field(default_factory=list)
+    depth: int = 0
+
+
+_open: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar("open_transaction", default=None)
 
 
 class Database:
@@ -99,24 +115,96 @@ class Database:
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version = {migration.version:d}")
 
+    def _joinable(self) -> _Transaction | None:
+        tx = _open.get()
+        if tx is not None and tx.db is self and tx.task is asyncio.current_task():
+            return tx
+        return None
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (cancellation included)."""
-        async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            audit.take_pending(self.conn)  # a head left by a COMMIT that failed is no head
-            try:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (cancellation included).
+
+        Inside a transaction the same task already has open, this is a SAVEPOINT of it: what a
+        repository writes joins the caller's unit of work (a case, its effects and the handled
+        event commit together), and an exception still undoes exactly the inner block.
+        """
+        outer = self._joinable()
+        if outer is not None:
+            async with self._savepoint(outer):
                 yield self.conn
-            except BaseException:
-                audit.take_pending(self.conn)
-                await self.conn.execute("ROLLBACK")
-                raise
+            return
+        async with self._write_lock:
+            tx = _Transaction(self, asyncio.current_task())
+            token = _open.set(tx)
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                audit.take_pending(self.conn)  # a head left by a COMMIT that failed is no head
+                try:
+                    yield self.conn
+                except BaseException:
+                    audit.take_pending(self.conn)
+                    await self.conn.execute("ROLLBACK")
+                    _undo(tx.on_rollback)
+                    raise
+                else:
+                    await self.conn.execute("COMMIT")
+                    head = audit.take_pending(self.conn)
+                    if head is not None and self.head_file is not None:
+                        # Still under the lock, so the file gets heads in commit order.
+                        await self._write_head(head)
+            finally:
+                _open.reset(token)
+        for callback in tx.after_commit:
+            try:
+                callback()
+            except Exception:
+                log.exception("an after-commit callback failed")
+
+    @asynccontextmanager
+    async def _savepoint(self, tx: _Transaction) -> AsyncIterator[None]:
+        tx.depth += 1
+        name = f"sp{tx.depth}"
+        callbacks, undos = len(tx.after_commit), len(tx.on_rollback)
+        head = audit._pending.get(self.conn)
+        await self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self.conn.execute(f"ROLLBACK TO {name}")
+            await self.conn.execute(f"RELEASE {name}")
+            del tx.after_commit[callbacks:]
+            _undo(tx.on_rollback[undos:])
+            del tx.on_rollback[undos:]
+            if head is None:
+                audit._pending.pop(self.conn, None)
             else:
-                await self.conn.execute("COMMIT")
-                head = audit.take_pending(self.conn)
-                if head is not None and self.head_file is not None:
-                    # Still under the lock, so the file gets heads in commit order.
-                    await self._write_head(head)
+                audit._pending[self.conn] = head
+            raise
+        else:
+            await self.conn.execute(f"RELEASE {name}")
+        finally:
+            tx.depth -= 1
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the task's open transaction commits (dropped if it rolls back);
+        at once when none is open. Memory follows the store, never runs ahead of it."""
+        tx = self._joinable()
+        if tx is None:
+            callback()
+        else:
+            tx.after_commit.append(callback)
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Run ``undo`` if the task's open transaction (or the savepoint now open) rolls back: for
+        memory that had to change before the commit (a decision inside the unit reads it)."""
+        tx = self._joinable()
+        if tx is not None:
+            tx.on_rollback.append(undo)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._joinable() is not None
 
     async def _write_head(self, head: audit.Head) -> None:
         assert self.head_file is not None
@@ -134,6 +222,14 @@ class Database:
     async def fetchone(self, sql: str, params: tuple = ()) -> aiosqlite.Row | None:
         async with self.conn.execute(sql, params) as cur:
             return await cur.fetchone()
+
+
+def _undo(callbacks: list[Callable[[], None]]) -> None:
+    for callback in reversed(callbacks):
+        try:
+            callback()
+        except Exception:
+            log.exception("undoing a change to memory failed")
 
 
 def _split_sql(script: str) -> list[str]:

@@ -205,6 +205,39 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX channels_owner ON channels (owner);
         """,
     ),
+    Migration(
+        5,
+        "exactly-once effects: events handled once, and the journal of effects to carry out",
+        """
+        -- One row per event the bot acted on, written in the transaction of what it caused: a
+        -- replayed sync batch finds it and changes nothing.
+        -- The key holds the handler too: a command posted in a protected room is handled once as a
+        -- command and once by room mode.
+        CREATE TABLE handled_events (
+            event_id    TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            handled_at  INTEGER NOT NULL,
+            PRIMARY KEY (event_id, kind)
+        );
+        CREATE INDEX handled_events_time ON handled_events (handled_at);
+        -- Intents committed with the record that causes them; one executor carries them out in
+        -- id order per target and marks them done (or failed, once, with the error).
+        CREATE TABLE effects (
+            id              INTEGER PRIMARY KEY,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            kind            TEXT NOT NULL,
+            target          TEXT NOT NULL,
+            payload         TEXT NOT NULL,
+            status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER NOT NULL DEFAULT 0,
+            last_error      TEXT,
+            created_at      INTEGER NOT NULL,
+            done_at         INTEGER
+        );
+        CREATE INDEX effects_pending ON effects (target, id) WHERE status = 'pending';
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

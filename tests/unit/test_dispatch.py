@@ -7,7 +7,9 @@ from bot.commands.context import Services
 from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Command, Registry
 from bot.i18n import Refusal, Translator
+from bot.matrix.client import txn_id
 from bot.policy import PolicyState
+from tests.unit.journal import executor
 
 
 class FakeMatrix:
@@ -36,7 +38,7 @@ async def _ok(ctx):
 
 
 @pytest.fixture
-def setup():
+def setup(store):
     state = PolicyState(bot_user_id="@bot:hs", server_name="hs", agreement_version="1", moderators=frozenset({"@mod:hs"}))
     registry = Registry([
         *COMMANDS,
@@ -45,20 +47,22 @@ def setup():
         Command("modonly", (), "cmd.help.summary", _ok, moderator_only=True),
         Command("replyto", (), "cmd.help.summary", _reply_target),
     ])
-    store = FakeStore()
     services = Services(Translator("en"), state, store, None, None, registry, None, None, lambda: 1234, None, None, None)
     matrix = FakeMatrix()
-    dispatcher = Dispatcher(registry, services, matrix)
-    dispatcher.records = store.records
-    return dispatcher, matrix
+    return Delivering(registry, services, executor(store, matrix)), matrix
 
 
-class FakeStore:
-    def __init__(self):
-        self.records = []
+class Delivering(Dispatcher):
+    """The dispatcher journals its replies; the executor sends them, as in the service."""
 
-    async def record(self, **record):
-        self.records.append(record)
+    def __init__(self, registry, services, effects):
+        super().__init__(registry, services)
+        self._effects = effects
+
+    async def handle(self, *args, **kwargs):
+        handled = await super().handle(*args, **kwargs)
+        await self._effects.run_due()
+        return handled
 
 
 def message(body, sender="@u:hs", event_id="$cmd"):
@@ -84,10 +88,10 @@ async def test_moderator_only_command_is_refused_for_others_and_recorded(setup):
     await dispatcher.handle("!mgmt", message("!modonly"), answer_unknown=True, moderator_place=True)
     await dispatcher.handle("!mgmt", message("!modonly", sender="@mod:hs", event_id="$2"), answer_unknown=True, moderator_place=True)
     assert [s[1] for s in matrix.sent] == ["!modonly is for moderators only.", "done for @mod:hs"]
-    assert dispatcher.records == [{
-        "now_ms": 1234, "actor": "@u:hs", "action": "command.refused", "target": "@u:hs",
-        "details": {"command": "modonly", "room_id": "!mgmt", "event_id": "$cmd"},
-    }]
+    rows = await dispatcher._services.store.db.fetchall("SELECT created_at, actor, action, target, details FROM audit_log")
+    assert [tuple(r) for r in rows] == [
+        (1234, "@u:hs", "command.refused", "@u:hs", '{"command":"modonly","event_id":"$cmd","room_id":"!mgmt"}'),
+    ]
 
 
 async def test_moderator_commands_run_only_in_a_moderators_place(setup):
@@ -115,8 +119,10 @@ async def test_replies_are_threaded_and_deduplicated_by_the_command_event(setup)
     await dispatcher.handle("!dm", message("!refuse", event_id="$a"), answer_unknown=True)
     await dispatcher.handle("!dm", message("!refuse", event_id="$a"), answer_unknown=True)  # a replay
     await dispatcher.handle("!dm", message("!refuse", event_id="$b"), answer_unknown=True)
-    assert [s[2] for s in matrix.sent] == ["$a", "$a", "$b"]
-    assert matrix.sent[0][3] == matrix.sent[1][3] != matrix.sent[2][3]
+    # The replay is recognised by its event ID: answered once, not twice.
+    assert [s[2] for s in matrix.sent] == ["$a", "$b"]
+    assert matrix.sent[0][3] != matrix.sent[1][3]
+    assert matrix.sent[0][3] == txn_id("reply", "$a")
 
 
 @pytest.mark.parametrize("content", [{"body": 5}, {}, {"body": None}, {"body": "plain chat"}])

@@ -173,7 +173,7 @@ def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path):
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
 
 
-async def test_report_in_a_thread_is_not_a_report_of_the_fallback_message():
+async def test_report_in_a_thread_is_not_a_report_of_the_fallback_message(store):
     """A thread message's m.in_reply_to is a client fallback: `!report` there must ask how, not
     file a report against whoever posted last in the thread."""
     from types import SimpleNamespace
@@ -192,6 +192,8 @@ async def test_report_in_a_thread_is_not_a_report_of_the_fallback_message():
             filed.append(kwargs)
             return SimpleNamespace(id=7)
 
+    from tests.unit.journal import executor
+
     class FakeMatrix:
         sent = []
 
@@ -204,19 +206,23 @@ async def test_report_in_a_thread_is_not_a_report_of_the_fallback_message():
         t = Translator(lang)
         matrix = FakeMatrix()
         matrix.sent = []
-        services = Services(t, state, None, None, None, registry, None, matrix, lambda: 1, FakeReports(), None, None)
+        services = Services(t, state, store, None, None, registry, None, matrix, lambda: 1, FakeReports(), None, None)
         dispatcher = Dispatcher(registry, services, matrix)
+        effects = executor(store, matrix)
         relates = {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True,
                    "m.in_reply_to": {"event_id": "$latest"}}
         thread_msg = {"event_id": "$t", "sender": "@u:hs", "type": "m.room.message",
                       "content": {"msgtype": "m.text", "body": "!report spam", "m.relates_to": relates}}
+        thread_msg["event_id"] = f"$t-{lang}"
         await dispatcher.handle("!r:hs", thread_msg, answer_unknown=False)
+        await effects.run_due()
         assert filed == []
         assert matrix.sent == [t("report.how")]
         # The same words as a real reply (inside the thread) do file a report of the picked message.
-        real = {**thread_msg, "event_id": "$real", "content": {**thread_msg["content"], "m.relates_to": {
+        real = {**thread_msg, "event_id": f"$real-{lang}", "content": {**thread_msg["content"], "m.relates_to": {
             **relates, "is_falling_back": False, "m.in_reply_to": {"event_id": "$picked"}}}}
         await dispatcher.handle("!r:hs", real, answer_unknown=False)
+        await effects.run_due()
         assert [f["event_id"] for f in filed] == ["$picked"]
         assert matrix.sent[-1] == t("report.thanks", report=7)
         filed.clear()

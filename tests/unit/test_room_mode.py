@@ -8,6 +8,7 @@ from bot.i18n import Translator
 from bot.matrix.roommode import RoomMode
 from bot.policy import PolicyState
 from bot.policy.news import NewsRules
+from tests.unit.journal import executor
 
 NOW = 1_790_000_000_000
 ROOM = "!square:hs"
@@ -15,10 +16,13 @@ ROOM = "!square:hs"
 
 class FakeMatrix:
     def __init__(self):
-        self.redacted = []
+        self.redacted, self.sent = [], []
 
     async def redact(self, room_id, event_id, reason, *, txn):
         self.redacted.append((event_id, reason))
+
+    async def send_notice(self, room_id, body, *, txn, reply_to=None):
+        self.sent.append((room_id, body, txn))
 
 
 class FakeOnboarding:
@@ -49,6 +53,14 @@ def room_mode(store, monkeypatch):
     matrix, onboarding = FakeMatrix(), FakeOnboarding()
     mode = RoomMode(matrix, store, state, onboarding, Translator("en"), lambda: NOW, lambda room: set())
     mode.protected.add(ROOM)
+    effects = executor(store, matrix, clock=lambda: NOW)
+
+    async def on_event(*args):
+        # Room mode journals; the executor carries out, as in the service.
+        await mode.on_event(*args)
+        await effects.run_due()
+
+    mode.on_event_and_effects = on_event
     return mode, matrix, onboarding
 
 
@@ -61,11 +73,21 @@ def event(event_id, event_type, content, state_key=None):
 
 async def test_a_topic_carrying_news_is_redacted_and_the_sender_told(room_mode):
     mode, matrix, onboarding = room_mode
-    await mode.on_event(ROOM, event("$topic", "m.room.topic", {"topic": "The State Council met"}, ""), "Square")
+    await mode.on_event_and_effects(ROOM, event("$topic", "m.room.topic", {"topic": "The State Council met"}, ""), "Square")
     assert [e for e, _ in matrix.redacted] == ["$topic"]
     reason = matrix.redacted[0][1]
     assert "rule organs" in reason and "!apply news publisher" in reason
-    assert onboarding.told == [("@remote:elsewhere", (reason, "$topic"))]
+    assert [(room, body) for room, body, _ in matrix.sent] == [("!dm-@remote:elsewhere", reason)]
+
+
+async def test_a_replayed_violation_is_redacted_and_told_once(room_mode, store):
+    mode, matrix, onboarding = room_mode
+    topic = event("$topic", "m.room.topic", {"topic": "The State Council met"}, "")
+    await mode.on_event_and_effects(ROOM, topic, "Square")
+    await mode.on_event_and_effects(ROOM, topic, "Square")  # the batch again, as after a crash
+    assert [e for e, _ in matrix.redacted] == ["$topic"]
+    assert len(matrix.sent) == 1
+    assert [(e.kind, e.status) for e in await store.effects.listed()] == [("redact", "done"), ("dm", "done")]
 
 
 async def test_an_edit_is_judged_on_its_new_content_and_the_edit_redacted(room_mode):
@@ -75,14 +97,15 @@ async def test_an_edit_is_judged_on_its_new_content_and_the_edit_redacted(room_m
         "m.new_content": {"msgtype": "m.text", "body": "The State Council met"},
         "m.relates_to": {"rel_type": "m.replace", "event_id": "$original"},
     })
-    await mode.on_event(ROOM, edit, "Square")
+    await mode.on_event_and_effects(ROOM, edit, "Square")
     assert [e for e, _ in matrix.redacted] == ["$edit"]
-    assert onboarding.told[0][0] == "@remote:elsewhere"
+    assert matrix.sent[0][0] == "!dm-@remote:elsewhere"
 
 
 async def test_state_without_text_and_harmless_topics_are_left_alone(room_mode):
     mode, matrix, onboarding = room_mode
-    await mode.on_event(ROOM, event("$pl", "m.room.power_levels", {"users": {}}, ""), "Square")
-    await mode.on_event(ROOM, event("$t", "m.room.topic", {"topic": "lunch at noon"}, ""), "Square")
-    await mode.on_event(ROOM, event("$m", "m.room.member", {"membership": "join"}, "@remote:elsewhere"), "Square")
-    assert matrix.redacted == [] and onboarding.told == []
+    await mode.on_event_and_effects(ROOM, event("$pl", "m.room.power_levels", {"users": {}}, ""), "Square")
+    await mode.on_event_and_effects(ROOM, event("$t", "m.room.topic", {"topic": "lunch at noon"}, ""), "Square")
+    await mode.on_event_and_effects(ROOM, event("$m", "m.room.member", {"membership": "join"}, "@remote:elsewhere"), "Square")
+    assert matrix.redacted == [] and matrix.sent == [] and onboarding.told == []
+    assert await mode._store.effects.listed() == []

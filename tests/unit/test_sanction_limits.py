@@ -12,6 +12,7 @@ from bot.i18n import Translator
 from bot.policy import PolicyState
 from bot.sanctions import Request
 from bot.store import NewCase
+from tests.unit.journal import executor
 
 MOD, TARGET = "@mod:hs", "@bob:hs"
 
@@ -50,10 +51,14 @@ def dispatch(store):
                         lambda: 1000, None, None, None)
     matrix = FakeMatrix()
     dispatcher = Dispatcher(registry, services, matrix)
+    effects = executor(store, matrix)
+    count = iter(range(1, 1000))
 
     async def send(body):
-        event = {"event_id": "$cmd", "sender": MOD, "type": "m.room.message", "content": {"msgtype": "m.text", "body": body}}
+        event = {"event_id": f"$cmd{next(count)}", "sender": MOD, "type": "m.room.message",
+                 "content": {"msgtype": "m.text", "body": body}}
         await dispatcher.handle("!mgmt", event, answer_unknown=True, moderator_place=True)
+        await effects.run_due()
         return matrix.sent[-1]
 
     return send

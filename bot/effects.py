@@ -1,0 +1,312 @@
+"""The one executor of the effects journal: it carries out what the services recorded.
+
+Services never call Matrix to act: they commit intents (``bot.store.effects``) with the record
+that causes them. This executor takes the oldest pending effect of each target (the account a
+measure concerns, the room a reply goes to, the management room), carries it out, and marks it
+done. Each kind is safe to carry out again after a crash between the call and the mark:
+
+- sends and redactions use a transaction ID derived from the effect's key, which the homeserver
+  deduplicates (same device, same ID → the same event);
+- a mute reads the power levels first and changes nothing if the account already sits below the
+  level needed to post; an unmute puts back only the level the bot itself set;
+- a ban or unban reads the member's state first; the admin calls (suspend, unsuspend,
+  deactivate) are idempotent at Synapse.
+
+Transient failures (network, timeouts, 429, 5xx, a management room not joined yet) are retried
+with back-off; a permanent one marks the effect ``failed`` and tells the management room once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from bot.i18n import Translator
+from bot.matrix.admin import AdminApi
+from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.powers import level as _level
+from bot.matrix.powers import level_needed_to_post, user_level
+from bot.store import Effect, Mute, Store
+
+log = logging.getLogger(__name__)
+
+# Tests only: hold every effect pending, so a test can kill the bot between commit and call.
+PAUSE_ENV = "BOT_TEST_EFFECTS_PAUSE"
+MAX_BACKOFF_MS = 15 * 60_000
+# An unexpected exception (a bug, not the network) is tried this often before the effect fails.
+MAX_UNEXPECTED = 5
+# Handled events and finished effects are kept this long (a replay reaches back hours at most).
+KEEP_MS = 30 * 86_400_000
+PRUNE_EVERY_MS = 3_600_000
+_PERMANENT_HTTP = tuple(f"HTTP 4{n:02d}" for n in range(100) if n != 29)
+
+
+class Transient(Exception):
+    """Not now, later: e.g. the management room is not joined yet."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network trouble, timeouts, rate limits and server errors pass; a refusal does not."""
+    if isinstance(exc, (Transient, OSError, asyncio.TimeoutError, aiohttp.ClientError)):
+        return True
+    if isinstance(exc, MatrixError):
+        code = exc.errcode
+        if code is None or code == "M_LIMIT_EXCEEDED":
+            return True
+        code = str(code)
+        if code.startswith("M_") or code.startswith(_PERMANENT_HTTP):
+            return False
+        return True  # HTTP 5xx, HTTP 429, an aiohttp error's name from the admin API
+    return False
+
+
+def backoff_ms(attempts: int) -> int:
+    return min(MAX_BACKOFF_MS, 1000 * 2 ** min(attempts, 20))
+
+
+class Executor:
+    def __init__(
+        self,
+        store: Store,
+        matrix: Matrix,
+        t: Translator,
+        *,
+        admin: AdminApi | None,
+        dm_room: Callable[[str], Awaitable[str]],
+        management_room: Callable[[], str | None],
+        management_configured: bool,
+        bot_user_id: str,
+        clock: Callable[[], int],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self._t = t
+        self._admin = admin
+        self._dm_room = dm_room
+        self._management_room = management_room
+        self._management_configured = management_configured
+        self._bot = bot_user_id
+        self._clock = clock
+        self._sleep = sleep
+        self._wake = asyncio.Event()
+        self._pruned_at = 0
+        self._handlers: dict[str, Callable[[Effect], Awaitable[None]]] = {
+            "notice": self._notice, "dm": self._dm, "management": self._management, "redact": self._redact,
+            "mute": self._mute, "unmute": self._unmute, "ban": self._ban, "unban": self._unban,
+            "admin": self._admin_call, "state": self._state,
+        }
+        store.effects.on_added = self._wake.set
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Carry out pending effects until cancelled; resumes what a previous run left pending."""
+        if os.environ.get(PAUSE_ENV):
+            log.warning("%s is set: effects are recorded but not carried out (tests only)", PAUSE_ENV)
+            await asyncio.Event().wait()
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                worked = await self.run_due()
+                await self._prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The store itself failed (locked, disk): the effects stay pending; try again.
+                failures += 1
+                log.exception("the effects executor failed; retrying in %d s", backoff_ms(failures) // 1000)
+                await self._sleep(backoff_ms(failures) / 1000)
+                continue
+            failures = 0
+            if worked:
+                continue
+            wait = 60.0
+            next_at = await self._store.effects.next_attempt_at()
+            if next_at is not None:
+                wait = min(wait, max(0.05, (next_at - self._clock()) / 1000))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run_due(self) -> int:
+        """Carry out every effect that is due now, one per target per round; how many were tried."""
+        tried = 0
+        while True:
+            due = await self._store.effects.due(self._clock())
+            if not due:
+                return tried
+            for effect in due:
+                await self.carry_out(effect)
+                tried += 1
+
+    async def carry_out(self, effect: Effect) -> None:
+        handler = self._handlers.get(effect.kind)
+        try:
+            if handler is None:
+                raise ValueError(f"unknown effect kind {effect.kind!r}")
+            await handler(effect)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed_attempt(effect, exc)
+            return
+        await self._store.effects.mark_done(effect.id, self._clock())
+
+    async def _failed_attempt(self, effect: Effect, exc: Exception) -> None:
+        now = self._clock()
+        error = _describe(exc)
+        transient = is_transient(exc)
+        if transient or (not isinstance(exc, MatrixError) and effect.attempts + 1 < MAX_UNEXPECTED):
+            if not transient:
+                log.exception("effect %d (%s) failed unexpectedly; will retry", effect.id, effect.key)
+            else:
+                log.warning("effect %d (%s) failed for now: %s", effect.id, effect.key, error)
+            await self._store.effects.retry_later(effect.id, now + backoff_ms(effect.attempts), error)
+            return
+        log.error("effect %d (%s) failed for good: %s", effect.id, effect.key, error)
+        async with self._store.unit(now_ms=now):
+            await self._store.effects.mark_failed(effect.id, now, error)
+            if effect.kind != "management":
+                text = self._t("effect.failed", what=self._t(f"effect.kind.{effect.kind}"), target=effect.target,
+                               cause=effect.key, error=error)
+                await self._store.effects.add("management", "management", {"text": text},
+                                              f"effect-failed/{effect.id}", now_ms=now)
+
+    # -- the kinds ------------------------------------------------------------------------------
+
+    def _txn(self, effect: Effect) -> str:
+        return str(effect.payload.get("txn") or txn_id("effect", effect.key))
+
+    async def _notice(self, effect: Effect) -> None:
+        p = effect.payload
+        await self._matrix.send_notice(p["room"], p["text"], txn=self._txn(effect), reply_to=p.get("reply_to"))
+
+    async def _dm(self, effect: Effect) -> None:
+        room_id = await self._dm_room(effect.target)
+        await self._matrix.send_notice(room_id, effect.payload["text"], txn=self._txn(effect))
+
+    async def _management(self, effect: Effect) -> None:
+        room_id = self._management_room()
+        if room_id is None:
+            if self._management_configured:
+                raise Transient("the management room is not joined yet")
+            log.info("no management room: %s", effect.payload["text"])
+            return
+        await self._matrix.send_notice(room_id, effect.payload["text"], txn=self._txn(effect))
+
+    async def _redact(self, effect: Effect) -> None:
+        p = effect.payload
+        await self._matrix.redact(p["room"], p["event_id"], p.get("reason") or "", txn=self._txn(effect))
+
+    async def _member(self, room_id: str, user_id: str) -> str | None:
+        try:
+            content = await self._matrix.state_content(room_id, "m.room.member", user_id)
+        except MatrixError as exc:
+            if exc.errcode == "M_NOT_FOUND":
+                return None
+            raise
+        membership = content.get("membership")
+        return membership if isinstance(membership, str) else None
+
+    async def _ban(self, effect: Effect) -> None:
+        room_id, user_id = effect.payload["room"], effect.target
+        if await self._member(room_id, user_id) == "ban":
+            return
+        await self._matrix.ban(room_id, user_id, effect.payload.get("reason") or "")
+
+    async def _unban(self, effect: Effect) -> None:
+        room_id, user_id = effect.payload["room"], effect.target
+        if await self._member(room_id, user_id) != "ban":
+            return
+        await self._matrix.unban(room_id, user_id)
+
+    async def _mute(self, effect: Effect) -> None:
+        """Read, then write: an account already below the posting level is left as it is."""
+        room_id, user_id = effect.payload["room"], effect.target
+        levels = await self._matrix.power_levels(room_id)
+        needed = level_needed_to_post(levels)
+        if user_level(levels, user_id) < needed:
+            return
+        users = dict(levels.get("users") or {})
+        recorded = await self._store.rooms.mute_in(room_id, user_id)
+        if recorded is None:
+            previous = users.get(user_id)
+            recorded = Mute(room_id=room_id, user_id=user_id, previous_level=None if previous is None else _level(previous),
+                            muted_level=needed - 1, reason=str(effect.payload.get("reason") or ""),
+                            muted_at=self._clock())
+            # The record first: if the bot dies right after the change, the record to undo it exists.
+            await self._store.rooms.record_mute(recorded, actor=self._bot)
+        users[user_id] = needed - 1
+        try:
+            await self._matrix.set_power_levels(room_id, {**levels, "users": users})
+        except MatrixError as exc:
+            if not is_transient(exc):  # the bot may not change power levels here: no mute to undo
+                await self._store.rooms.remove_mute(recorded, actor=self._bot, now_ms=self._clock(),
+                                                    restored_level=recorded.previous_level)
+            raise
+        log.info("muted %s in %s (%s)", user_id, room_id, recorded.reason)
+
+    async def _unmute(self, effect: Effect) -> None:
+        room_id, user_id = effect.payload["room"], effect.target
+        mute = await self._store.rooms.mute_in(room_id, user_id)
+        if mute is None:
+            return
+        levels = await self._matrix.power_levels(room_id)
+        users = dict(levels.get("users") or {})
+        restored: int | None = None
+        # Put back only what the bot itself set: a moderator's later change wins.
+        if user_id in users and _level(users[user_id]) == mute.muted_level:
+            if mute.previous_level is None:
+                del users[user_id]
+            else:
+                users[user_id] = mute.previous_level
+            restored = mute.previous_level
+            await self._matrix.set_power_levels(room_id, {**levels, "users": users})
+        await self._store.rooms.remove_mute(mute, actor=self._bot, now_ms=self._clock(), restored_level=restored)
+        log.info("unmuted %s in %s", user_id, room_id)
+
+    async def _admin_call(self, effect: Effect) -> None:
+        if self._admin is None:
+            log.info("no admin token: %s of %s is left to the operator", effect.payload.get("op"), effect.target)
+            return
+        op = effect.payload["op"]
+        if op == "suspend":
+            await self._admin.suspend(effect.target, True)
+        elif op == "unsuspend":
+            await self._admin.suspend(effect.target, False)
+        elif op == "deactivate":
+            await self._admin.deactivate(effect.target, bool(effect.payload.get("erase")))
+        else:
+            raise ValueError(f"unknown admin call {op!r}")
+
+    async def _state(self, effect: Effect) -> None:
+        p = effect.payload
+        await self._matrix.put_state(p["room"], p["type"], p["content"], p.get("state_key", ""))
+
+    async def _prune(self) -> None:
+        now = self._clock()
+        if now - self._pruned_at < PRUNE_EVERY_MS:
+            return
+        self._pruned_at = now
+        removed = await self._store.effects.prune(now - KEEP_MS)
+        if removed:
+            log.info("forgot %d handled events and finished effects older than 30 days", removed)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MatrixError) and exc.errcode:
+        return str(exc.errcode)
+    return type(exc).__name__
+
+
+def effect_payload(**values: Any) -> dict[str, Any]:
+    """A payload without None values (they carry no meaning and would only change its hash)."""
+    return {k: v for k, v in values.items() if v is not None}

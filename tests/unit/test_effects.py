@@ -1,0 +1,338 @@
+"""Exactly-once effects: an event is handled once (a replay changes nothing and answers with the
+same transaction ID), every effect is an intent row committed with its record, and one executor
+carries the rows out — after a crash too, once, in the order they were recorded."""
+
+import pytest
+
+from bot.agreement import AgreementDocument, AgreementService
+from bot.commands.context import Services
+from bot.commands.dispatch import Dispatcher
+from bot.commands.registry import Registry
+from bot.commands.sanctions import COMMANDS
+from bot.config import Settings
+from bot.effects import backoff_ms, is_transient
+from bot.i18n import Translator
+from bot.matrix.client import MatrixError, txn_id
+from bot.matrix.management import ManagementRoom
+from bot.matrix.roommode import RoomMode
+from bot.policy import PolicyState
+from bot.sanctions import Request, Sanctions
+from bot.policy.sanctions import SanctionKind
+from bot.store import Mute, NewCase
+from tests.unit.journal import executor
+
+BOT, MOD, BOB, MGMT, ROOM = "@bot:hs", "@mod:hs", "@bob:hs", "!mgmt:hs", "!lobby:hs"
+T0 = 1_790_000_000_000
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after this line of the executor runs."""
+
+
+class FakeMatrix:
+    """Records every call in ``calls``; ``fail`` maps a method to what it raises (once, or always)."""
+
+    def __init__(self, calls, levels=None):
+        self.calls = calls
+        self.fail: dict[str, BaseException] = {}
+        self.always: set[str] = set()
+        self.levels = levels or {"users": {BOT: 100}, "events_default": 0}
+
+    def _maybe_fail(self, name):
+        exc = self.fail.get(name)
+        if exc is not None:
+            if name not in self.always:
+                del self.fail[name]
+            raise exc
+
+    async def send_notice(self, room_id, body, *, txn, reply_to=None):
+        self._maybe_fail("send_notice")
+        self.calls.append(("send", room_id, body, txn))
+        return "$sent"
+
+    async def redact(self, room_id, event_id, reason, *, txn):
+        self._maybe_fail("redact")
+        self.calls.append(("redact", room_id, event_id, txn))
+
+    async def power_levels(self, room_id):
+        return {**self.levels, "users": dict(self.levels["users"])}
+
+    async def set_power_levels(self, room_id, content):
+        self._maybe_fail("set_power_levels")
+        self.levels = content
+        self.calls.append(("power_levels", room_id, dict(content["users"])))
+
+    async def state_content(self, room_id, event_type, state_key=""):
+        raise MatrixError("read", errcode="M_NOT_FOUND")
+
+    async def ban(self, room_id, user_id, reason):
+        self.calls.append(("ban", room_id, user_id))
+
+    async def unban(self, room_id, user_id):
+        self.calls.append(("unban", room_id, user_id))
+
+
+class FakeAdmin:
+    def __init__(self, calls):
+        self.calls = calls
+        self.fail: BaseException | None = None
+
+    async def suspend(self, user_id, suspended):
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append(("suspend" if suspended else "unsuspend", user_id))
+
+    async def deactivate(self, user_id, erase):
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append(("deactivate", user_id, erase))
+
+
+class World:
+    """The sanctions service, room mode and the dispatcher as bot.service wires them, a journal,
+    and an executor over fakes that record every call in one list (so order shows)."""
+
+    def __init__(self, store, *, admin=True, members=(BOB,)):
+        self.store, self.calls, self.now = store, [], T0
+        store.effects.clock = self.clock
+        self.state = PolicyState(bot_user_id=BOT, server_name="hs", agreement_version="1", moderators=frozenset({MOD}))
+        self.state.record_acceptance(BOB, "1")
+        settings = Settings(homeserver={"url": "http://hs.test", "user_id": BOT, "password": "x" * 16},
+                            gate={"enabled": False}, language="en")
+        self.t = Translator("en")
+        self.matrix = FakeMatrix(self.calls)
+        self.admin = FakeAdmin(self.calls) if admin else None
+        self.management = ManagementRoom(store.effects)
+        self.room_mode = RoomMode(None, store, self.state, None, self.t, self.clock, lambda room: set(members))
+        self.room_mode.protected.add(ROOM)
+        self.sanctions = Sanctions(store, self.state, None, self.room_mode, None, self.admin, self.management, self.t,
+                                   settings, self.clock)
+        agreements = AgreementService(store, self.state, AgreementDocument("1", "Be kind.", "0" * 64), self.clock,
+                                      self.room_mode.apply)
+        registry = Registry(COMMANDS)
+        services = Services(self.t, self.state, store, agreements, None, registry, self.sanctions, None, self.clock,
+                            None, None, None)
+        self.dispatcher = Dispatcher(registry, services)
+        self.effects = self.executor()
+
+    def clock(self):
+        return self.now
+
+    def executor(self):
+        return executor(self.store, self.matrix, admin=self.admin, management_room=MGMT, clock=self.clock)
+
+    async def command(self, body, event_id="$cmd"):
+        event = {"event_id": event_id, "sender": MOD, "type": "m.room.message",
+                 "content": {"msgtype": "m.text", "body": body}}
+        assert await self.dispatcher.handle(MGMT, event, answer_unknown=True, moderator_place=True)
+
+    def sent(self, room=None):
+        return [c for c in self.calls if c[0] == "send" and (room is None or c[1] == room)]
+
+
+async def test_a_replayed_command_event_records_one_case_and_one_reply_with_the_same_txn(store):
+    world = World(store)
+    await world.command(f"!warn {BOB} rude", "$warn")
+    await world.effects.run_due()
+    # The sync token was not saved (a crash after the batch): the same event comes again.
+    await world.command(f"!warn {BOB} rude", "$warn")
+    await world.effects.run_due()
+    assert [(c.kind, c.target) for c in await store.cases.history(BOB)] == [("warn", BOB)]
+    replies = await store.effects.listed(kind="notice")
+    assert [(e.key, e.status) for e in replies] == [("reply/$warn", "done")]
+    assert replies[0].payload["txn"] == txn_id("reply", "$warn")
+    assert [c for c in world.sent(MGMT) if c[3] == txn_id("reply", "$warn")] == [
+        ("send", MGMT, replies[0].payload["text"], txn_id("reply", "$warn"))]
+    assert len(world.sent(MGMT)) == 2  # the reply and the case's announcement, each once
+    assert "Case #1" in replies[0].payload["text"]
+    # And a second, different event is a second command: the replay guard keys on the event.
+    await world.command(f"!warn {BOB} rude", "$warn2")
+    assert len(await store.cases.history(BOB)) == 2
+
+
+async def test_a_replayed_close_mints_no_second_code(store):
+    world = World(store)
+    await world.command(f"!close {BOB} scam", "$close")
+    await world.command(f"!close {BOB} scam", "$close")
+    rows = await store.db.fetchall("SELECT code FROM closure_requests")
+    assert len(rows) == 1
+    assert [e.key for e in await store.effects.listed(kind="notice")] == ["reply/$close"]
+
+
+async def test_a_replay_before_the_reply_was_sent_still_sends_it_once(store):
+    world = World(store)
+    await world.command(f"!warn {BOB} rude", "$warn")  # committed; the bot dies before any send
+    await world.command(f"!warn {BOB} rude", "$warn")  # replayed after the restart
+    await world.executor().run_due()  # a new executor: the restarted process
+    replies = [c for c in world.sent(MGMT) if c[3] == txn_id("reply", "$warn")]
+    assert len(replies) == 1 and len(await store.cases.history(BOB)) == 1
+
+
+async def test_a_refused_command_leaves_none_of_its_writes_but_its_answer(store):
+    world = World(store)
+    await world.command("!confirm ABC123", "$c")
+    [reply] = await store.effects.listed(kind="notice")
+    assert reply.payload["text"].startswith("No pending closure has the code ABC123")
+    assert await store.effects.handled("$c", "command")
+    assert await store.db.fetchall("SELECT id FROM cases") == []
+
+
+async def test_an_executor_crash_between_commit_and_call_leaves_the_effect_pending_then_done_once(store):
+    world = World(store)
+    await world.command(f"!warn {BOB} rude", "$warn")
+    world.matrix.fail["send_notice"] = Crash()
+    with pytest.raises(Crash):
+        await world.effects.run_due()
+    pending = await store.effects.listed(status="pending")
+    assert {e.key for e in pending} == {"reply/$warn", "case-1/notice", "management/case-1"}
+    assert world.sent() == []
+    # The process restarts: a new executor resumes what is pending.
+    await world.executor().run_due()
+    assert await store.effects.listed(status="pending") == []
+    assert {e.key for e in await store.effects.listed(status="done")} == {"reply/$warn", "case-1/notice",
+                                                                          "management/case-1"}
+    sent_txns = [c[3] for c in world.sent()]
+    assert len(sent_txns) == 3 and len(set(sent_txns)) == 3
+    # Nothing is left to do: a third run sends nothing more.
+    await world.executor().run_due()
+    assert len(world.sent()) == 3
+
+
+async def test_a_transient_error_is_retried_with_backoff_and_then_done(store):
+    world = World(store)
+    await world.command(f"!warn {BOB} rude", "$warn")
+    world.matrix.fail["send_notice"] = MatrixError("send", errcode="M_LIMIT_EXCEEDED")
+    await world.effects.run_due()
+    [retrying] = [e for e in await store.effects.listed() if e.attempts == 1 and e.status == "pending"]
+    assert retrying.last_error == "M_LIMIT_EXCEEDED" and retrying.next_attempt_at == T0 + backoff_ms(0)
+    assert len(world.sent()) == 2  # the other targets went on
+    world.now += backoff_ms(0)
+    await world.effects.run_due()
+    assert await store.effects.listed(status="pending") == [] and len(world.sent()) == 3
+
+
+async def test_a_permanent_failure_is_marked_failed_and_told_to_the_management_room_once(store):
+    world = World(store)
+    await world.command(f"!suspend {BOB} 1d spam", "$s")
+    world.admin.fail = MatrixError("admin API", errcode="M_FORBIDDEN")
+    await world.effects.run_due()
+    await world.effects.run_due()
+    [failed] = await store.effects.listed(status="failed")
+    assert (failed.kind, failed.key, failed.last_error) == ("admin", "case-1/suspend", "M_FORBIDDEN")
+    told = [c for c in world.sent(MGMT) if "will not be retried" in c[2]]
+    assert len(told) == 1
+    assert told[0][2] == (f"Could not make the admin API call (suspend, unsuspend or deactivate) for {BOB} "
+                          "(case-1/suspend): M_FORBIDDEN. This will not be retried; if it is still needed, do it by hand.")
+    # The effects after it for the same account still ran (the notice to the account).
+    assert [c for c in world.sent() if c[1] == f"!dm-{BOB}"]
+
+
+async def test_the_closure_notice_is_sent_before_the_deactivation_it_announces(store):
+    world = World(store)
+    await world.command(f"!close {BOB} scam", "$close")
+    code = (await store.db.fetchone("SELECT code FROM closure_requests"))[0]
+    await world.command(f"!confirm {code}", "$confirm")
+    await world.effects.run_due()
+    effects = [e.key for e in await store.effects.listed() if e.target == BOB]
+    assert effects.index("case-1/notice") < effects.index("case-1/deactivate")
+    order = [c[0] for c in world.calls if c[0] in ("deactivate", "ban") or (c[0] == "send" and c[1] == f"!dm-{BOB}")]
+    assert order == ["send", "deactivate", "ban"]
+    assert ("ban", ROOM, BOB) in world.calls
+
+
+async def test_the_notice_waits_when_it_fails_for_now_and_the_deactivation_waits_behind_it(store):
+    world = World(store)
+    await world.sanctions.impose(Request(target=BOB, kind=SanctionKind.CLOSE, actor=MOD, reason="scam"))
+    world.matrix.fail["send_notice"] = OSError("network down")
+    await world.effects.run_due()
+    assert not [c for c in world.calls if c[0] == "deactivate"]  # never before the notice
+    world.now += backoff_ms(0)
+    await world.effects.run_due()
+    assert [c[0] for c in world.calls if c[0] in ("send", "deactivate") and c[1] != MGMT][:2] == ["send", "deactivate"]
+
+
+async def test_a_mute_and_its_end_are_journaled_and_carried_out_idempotently(store):
+    world = World(store)
+    await world.sanctions.impose(Request(target=BOB, kind=SanctionKind.SUSPEND, actor=MOD, reason="spam",
+                                         duration_ms=60_000))
+    await world.effects.run_due()
+    assert world.matrix.levels["users"][BOB] == -1
+    assert ("suspend", BOB) in world.calls
+    mute = await store.rooms.mute_in(ROOM, BOB)
+    assert mute is not None and mute.previous_level is None
+    # The same mute again (a second cause) changes nothing: the level is already below posting.
+    await store.effects.add("mute", BOB, {"room": ROOM, "reason": "suspended"}, "again/mute")
+    await world.effects.run_due()
+    assert len([c for c in world.calls if c[0] == "power_levels"]) == 1
+    world.now += 60_000
+    await world.sanctions.expire_due()
+    await world.effects.run_due()
+    assert BOB not in world.matrix.levels["users"]
+    assert ("unsuspend", BOB) in world.calls
+    assert await store.rooms.mute_in(ROOM, BOB) is None
+    assert [c[2] for c in world.sent(MGMT) if c[2].startswith("Case #1 (")] == [
+        f"Case #1 (suspension of {BOB}) expired by {BOT}: expired"]
+
+
+async def test_a_measure_that_expired_while_the_bot_was_down_lifts_its_mute_and_is_announced(store):
+    # A restriction recorded by the previous run, with its mute; the protected rooms are not known
+    # yet when load() runs (it runs before the Matrix login).
+    world = World(store)
+    world.room_mode.protected.clear()
+    case = await store.cases.open(NewCase(BOB, "restrict", MOD, "spam", T0 - 120_000, expires_at=T0 - 60_000))
+    await store.rooms.record_mute(Mute(ROOM, BOB, None, -1, "restricted", T0 - 120_000), actor=BOT)
+    world.matrix.levels["users"][BOB] = -1
+    await world.sanctions.load()
+    assert {e.kind for e in await store.effects.listed(status="pending")} == {"unmute", "dm", "management"}
+    # The executor starts after the rooms are known; it carries the end out.
+    await world.effects.run_due()
+    assert BOB not in world.matrix.levels["users"]
+    assert await store.rooms.mute_in(ROOM, BOB) is None
+    announced = [c for c in world.sent(MGMT) if f"#{case.id}" in c[2]]
+    assert len(announced) == 1 and "expired" in announced[0][2]
+    assert [c for c in world.sent(f"!dm-{BOB}") if f"#{case.id}" in c[2]]
+
+
+async def test_an_acceptance_and_its_unmute_commit_together_and_a_replay_changes_nothing(store):
+    world = World(store)
+    world.state.accepted.pop(BOB)
+    await store.rooms.record_mute(Mute(ROOM, BOB, None, -1, "not_agreed", T0), actor=BOT)
+    world.matrix.levels["users"][BOB] = -1
+    agreements = world.dispatcher._services.agreements
+    async with store.unit("$agree", kind="reaction") as unit:
+        assert not unit.replayed
+        await agreements.accept(BOB, "$agree", "!dm", "reaction")
+    async with store.unit("$agree", kind="reaction") as unit:
+        assert unit.replayed
+    assert [e.key for e in await store.effects.listed(kind="unmute")] == [f"agreed-$agree/unmute/{ROOM}"]
+    await world.effects.run_due()
+    assert BOB not in world.matrix.levels["users"]
+
+
+async def test_memory_follows_a_rolled_back_unit(store):
+    world = World(store)
+    with pytest.raises(RuntimeError):
+        async with store.unit():
+            await world.sanctions.impose(Request(target=BOB, kind=SanctionKind.RESTRICT, actor=MOD, reason="x",
+                                                 duration_ms=60_000))
+            assert BOB in world.state.sanctions
+            raise RuntimeError("the disk is full")
+    assert BOB not in world.state.sanctions
+    assert await store.db.fetchall("SELECT id FROM cases") == []
+    assert await store.effects.listed() == []
+
+
+@pytest.mark.parametrize("exc, transient", [
+    (OSError("reset"), True),
+    (TimeoutError(), True),
+    (MatrixError("x", errcode="M_LIMIT_EXCEEDED"), True),
+    (MatrixError("x", errcode="HTTP 502"), True),
+    (MatrixError("x", errcode="HTTP 429"), True),
+    (MatrixError("x", errcode="ClientConnectorError"), True),
+    (MatrixError("x", errcode=None), True),
+    (MatrixError("x", errcode="M_FORBIDDEN"), False),
+    (MatrixError("x", errcode="HTTP 404"), False),
+    (ValueError("bug"), False),
+])
+def test_what_is_retried_and_what_fails_for_good(exc, transient):
+    assert is_transient(exc) is transient
