@@ -70,8 +70,14 @@ class Homeserver:
         server_name: str = "localhost",
         room_message_limit: dict[str, float] | None = None,
         callbacks: list[str] | None = None,
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
         self.callbacks = callbacks
+        # Merged over the generated config last (tests: bcrypt_rounds, rate limits).
+        self.extra_config = dict(extra_config or {})
+        # Kept for the object's life so restart() brings back the same server, not a new one.
+        self.macaroon_secret_key = secrets.token_hex(16)
+        self.form_secret = secrets.token_hex(16)
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.gate = gate
@@ -108,8 +114,8 @@ class Homeserver:
             "media_store_path": f"{work}/media",
             "signing_key_path": f"{work}/signing.key",
             "registration_shared_secret": self.shared_secret,
-            "macaroon_secret_key": secrets.token_hex(16),
-            "form_secret": secrets.token_hex(16),
+            "macaroon_secret_key": self.macaroon_secret_key,
+            "form_secret": self.form_secret,
             "report_stats": False,
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
@@ -128,6 +134,7 @@ class Homeserver:
         }
         if self.gate is not None:
             config["modules"] = module_config(*self.gate, self.callbacks)
+        config.update(self.extra_config)
         return config
 
     def start(self, timeout: float = 60.0) -> None:
@@ -177,6 +184,11 @@ class Homeserver:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop (SIGTERM) and start again on the same port, database and secrets, as an operator's restart."""
+        self.stop()
+        self.start(timeout)
 
     async def register(self, localpart: str, password: str | None = None, *, admin: bool = False) -> RegisteredUser:
         """Create an account with the shared-secret admin API (no login, so no login callback)."""
