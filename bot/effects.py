@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from bot.i18n import Translator
+from bot.labels import retagged
 from bot.matrix.admin import AdminApi
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.powers import level as _level
@@ -98,7 +99,7 @@ class Executor:
         self._handlers: dict[str, Callable[[Effect], Awaitable[None]]] = {
             "notice": self._notice, "dm": self._dm, "management": self._management, "redact": self._redact,
             "mute": self._mute, "unmute": self._unmute, "ban": self._ban, "unban": self._unban,
-            "admin": self._admin_call, "state": self._state,
+            "admin": self._admin_call, "state": self._state, "topic_tag": self._topic_tag,
         }
         store.effects.on_added = self._wake.set
 
@@ -290,6 +291,19 @@ class Executor:
     async def _state(self, effect: Effect) -> None:
         p = effect.payload
         await self._matrix.put_state(p["room"], p["type"], p["content"], p.get("state_key", ""))
+
+    async def _topic_tag(self, effect: Effect) -> None:
+        """Read, then write: the topic as it is now, with the label's tag put in front or taken off."""
+        p, room_id = effect.payload, effect.payload["room"]
+        try:
+            topic = (await self._matrix.state_content(room_id, "m.room.topic")).get("topic") or ""
+        except MatrixError as exc:
+            if exc.errcode != "M_NOT_FOUND":
+                raise
+            topic = ""
+        wanted = retagged(str(topic), p.get("tier"), dict(p["tags"]))
+        if wanted != topic:
+            await self._matrix.put_state(room_id, "m.room.topic", {"topic": wanted}, "")
 
     async def _prune(self) -> None:
         now = self._clock()

@@ -5,7 +5,8 @@ the protected rooms, machine-readable for clients and other bots; and the channe
 with the tier's tag. The state key is ``user:<user ID>``: Matrix's authorisation rules refuse a
 state key that starts with ``@`` unless it is the sender's own ID, so the bare user ID cannot be
 used; the content repeats ``user_id``. Removing a label empties the state event (state
-cannot be deleted in Matrix) and takes the tag off the topics. Each change is recorded.
+cannot be deleted in Matrix) and takes the tag off the topics. Each change is recorded, with its
+state changes as journaled effects (``bot.effects`` re-reads a topic before it retags it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 from bot.config import Settings
 from bot.i18n import Translator
-from bot.matrix.client import Matrix, MatrixError
+from bot.matrix.client import Matrix
 from bot.matrix.management import ManagementRoom
 from bot.policy import PolicyState
 from bot.store import Store
@@ -52,35 +53,28 @@ class Labels:
             content = {"user_id": user_id, "tier": tier, "category": account.category, "filing_number": account.news_filing_number,
                        "public_account_filing_number": account.filing_number, "since": self._clock()}
         channels = self._channels(user_id)
-        done, failed = [], []
-        for room_id in sorted({*channels, *self._protected()}):
-            try:
-                await self._matrix.put_state(room_id, LABEL_EVENT, content, label_state_key(user_id))
+        rooms = sorted({*channels, *self._protected()})
+        cause = f"label-{user_id}-{self._clock()}"
+        # The record and the state changes it implies commit together, as journaled effects; one
+        # that fails for good is told to the management room by the executor.
+        async with self._store.unit():
+            for room_id in rooms:
+                await self._store.effects.add("state", user_id, {
+                    "room": room_id, "type": LABEL_EVENT, "state_key": label_state_key(user_id), "content": content,
+                }, f"{cause}/label/{room_id}")
                 if room_id in channels:
-                    await self._retag_topic(room_id, tier)
-                done.append(room_id)
-            except MatrixError as exc:
-                log.warning("labelling %s in %s failed: %s", user_id, room_id, exc)
-                failed.append(room_id)
-        await self._store.record(now_ms=self._clock(), actor=self._state.bot_user_id,
-                                 action="label.set" if content else "label.remove", target=user_id,
-                                 details={"tier": tier, "rooms": done, "failed": failed})
-        if failed:
-            await self._management.post(
-                f"Label of {user_id} could not be updated in {', '.join(failed)}: the bot needs to be in those rooms "
-                "with a power level that may send state events.", f"label-{user_id}-{self._clock()}")
+                    await self._store.effects.add("topic_tag", user_id, {"room": room_id, "tier": tier, "tags": self.tags},
+                                                  f"{cause}/topic/{room_id}")
+            await self._store.record(now_ms=self._clock(), actor=self._state.bot_user_id,
+                                     action="label.set" if content else "label.remove", target=user_id,
+                                     details={"tier": tier, "rooms": rooms})
 
-    async def _retag_topic(self, room_id: str, tier: str | None) -> None:
-        try:
-            topic = (await self._matrix.state_content(room_id, "m.room.topic")).get("topic") or ""
-        except MatrixError as exc:
-            if exc.errcode != "M_NOT_FOUND":
-                raise
-            topic = ""
-        bare = topic
-        for tag in self.tags.values():
-            if bare.startswith(tag):
-                bare = bare[len(tag):].lstrip()
-        wanted = bare if tier is None else f"{self.tags[tier]} {bare}".rstrip()
-        if wanted != topic:
-            await self._matrix.put_state(room_id, "m.room.topic", {"topic": wanted}, "")
+
+
+def retagged(topic: str, tier: str | None, tags: dict[str, str]) -> str:
+    """``topic`` with the tier's tag in front (or none, without a tier), other tags taken off."""
+    bare = topic
+    for tag in tags.values():
+        if bare.startswith(tag):
+            bare = bare[len(tag):].lstrip()
+    return bare if tier is None else f"{tags[tier]} {bare}".rstrip()

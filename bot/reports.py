@@ -76,18 +76,20 @@ class Reports:
             except MatrixError:
                 raise Refusal("report.cannot_see") from None
         snapshot = snapshot_of(event, room_id)
-        report, new = await self._store.reports.add(
-            event_id=event_id, room_id=room_id, sender=str(snapshot.get("sender") or "?"), snapshot=snapshot,
-            reporter=reporter, reason=reason, now=self._clock(), source=source,
-        )
-        if new:
-            await self._management.post(self.describe(report), f"report-{report.id}")
-        else:
-            await self._management.post(
-                self._t("report.merged", report=report.id, reporter=reporter, reason=reason,
-                        count=len(report.reporters)),
-                f"report-{report.id}-{reporter}",
+        # The report and its post to the management room (a journaled effect) commit together.
+        async with self._store.unit():
+            report, new = await self._store.reports.add(
+                event_id=event_id, room_id=room_id, sender=str(snapshot.get("sender") or "?"), snapshot=snapshot,
+                reporter=reporter, reason=reason, now=self._clock(), source=source,
             )
+            if new:
+                await self._management.post(self.describe(report), f"report-{report.id}")
+            else:
+                await self._management.post(
+                    self._t("report.merged", report=report.id, reporter=reporter, reason=reason,
+                            count=len(report.reporters)),
+                    f"report-{report.id}-{reporter}",
+                )
         return report
 
     def describe(self, report: Report) -> str:
@@ -131,7 +133,7 @@ class Reports:
         text = self._t(f"report.outcome_{resolution}", report=report_id, reason=reason)
         for reporter in report.reporters:
             if reporter.source == "command":
-                self._onboarding.request(reporter.reporter, (text, f"report-outcome-{report_id}"))
+                await self._onboarding.tell(reporter.reporter, text, f"report-outcome-{report_id}")
 
     @property
     def poll_seconds(self) -> float | None:
@@ -211,9 +213,9 @@ class Reports:
         if not await self._store.appeals.decide(appeal_id, by=moderator, decision=decision, reason=reason,
                                                 now=self._clock()):
             raise Refusal("appeal.already_decided", appeal=appeal_id)
-        self._onboarding.request(
+        await self._onboarding.tell(
             appeal.appellant,
-            (self._t(f"appeal.outcome_{decision}", appeal=appeal_id, case=case.id, reason=reason), f"appeal-{appeal_id}"),
+            self._t(f"appeal.outcome_{decision}", appeal=appeal_id, case=case.id, reason=reason), f"appeal-{appeal_id}",
         )
         decided = await self._store.appeals.get(appeal_id)
         assert decided is not None

@@ -167,6 +167,7 @@ MESSAGES: dict[str, str] = {
     "effect.kind.unban": "unban in a room",
     "effect.kind.admin": "make the admin API call (suspend, unsuspend or deactivate)",
     "effect.kind.state": "set a room state event",
+    "effect.kind.topic_tag": "put the label's tag in a channel's topic",
     "ladder.reason": "escalation ladder: {count} {kind} cases ({cases})",
     "ladder.propose_close": (
         "The escalation ladder proposes closing {user} (cases {cases}). A moderator confirms with "

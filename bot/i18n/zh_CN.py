@@ -137,6 +137,7 @@ MESSAGES: dict[str, str] = {
     "effect.kind.unban": "在房间解除封禁",
     "effect.kind.admin": "调用服务器管理接口（暂停、恢复或停用账号）",
     "effect.kind.state": "设置房间状态事件",
+    "effect.kind.topic_tag": "在频道主题中更新标签",
     "ladder.reason": "升级规则：{count} 次{kind}（{cases}）",
     "ladder.propose_close": "升级规则建议关闭 {user}（案件 {cases}）。管理员须在 {until} 前发送 !确认 {code}；否则不采取任何措施。",
     "notice.warn": "案件 #{case}：您收到一次警示。",

@@ -37,6 +37,7 @@ class FakeMatrix:
         self.fail: dict[str, BaseException] = {}
         self.always: set[str] = set()
         self.levels = levels or {"users": {BOT: 100}, "events_default": 0}
+        self.topics: dict[str, str] = {}
 
     def _maybe_fail(self, name):
         exc = self.fail.get(name)
@@ -63,7 +64,14 @@ class FakeMatrix:
         self.calls.append(("power_levels", room_id, dict(content["users"])))
 
     async def state_content(self, room_id, event_type, state_key=""):
+        if event_type == "m.room.topic" and room_id in self.topics:
+            return {"topic": self.topics[room_id]}
         raise MatrixError("read", errcode="M_NOT_FOUND")
+
+    async def put_state(self, room_id, event_type, content, state_key):
+        self.calls.append(("state", room_id, event_type, state_key, content))
+        if event_type == "m.room.topic":
+            self.topics[room_id] = content["topic"]
 
     async def ban(self, room_id, user_id, reason):
         self.calls.append(("ban", room_id, user_id))
@@ -336,3 +344,24 @@ async def test_memory_follows_a_rolled_back_unit(store):
 ])
 def test_what_is_retried_and_what_fails_for_good(exc, transient):
     assert is_transient(exc) is transient
+
+
+async def test_a_label_removal_is_recorded_with_its_state_changes_and_the_topic_is_reread_before_retagging(store):
+    from bot.labels import LABEL_EVENT, Labels, label_state_key
+
+    world = World(store)
+    settings = Settings(homeserver={"url": "http://hs.test", "user_id": BOT, "password": "x" * 16},
+                        gate={"enabled": False}, language="en")
+    world.state.channels["!chan:hs"] = BOB
+    labels = Labels(store, world.state, None, world.management, world.t, settings, world.clock, lambda: {ROOM})
+    await labels.refresh(BOB)  # no public account (any more): the label goes, the tag too
+    kinds = [(e.kind, e.payload["room"]) for e in await store.effects.listed()]
+    assert kinds == [("state", "!chan:hs"), ("topic_tag", "!chan:hs"), ("state", ROOM)]
+    [row] = await store.db.fetchall("SELECT action, details FROM audit_log")
+    assert row[0] == "label.remove"
+    # Meanwhile the owner changed the topic: the executor reads it now and only takes the tag off.
+    tag = labels.tags["publisher"]
+    world.matrix.topics["!chan:hs"] = f"{tag} Daily news, new schedule"
+    await world.effects.run_due()
+    assert world.matrix.topics["!chan:hs"] == "Daily news, new schedule"
+    assert ("state", ROOM, LABEL_EVENT, label_state_key(BOB), {}) in world.calls
