@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.config}: OK (homeserver {settings.homeserver.url}, bot {settings.homeserver.user_id})")
             return 0
         if args.command == "run":
+            # The restart window: the gate answers nobody until the rules' tables exist.
+            from bot.foldcache import preload
+
+            preload()
             settings = load_config(args.config)
             _logging(settings.log_level)
             from bot.service import run

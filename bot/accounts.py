@@ -62,17 +62,17 @@ class PublicAccounts:
 
     async def load(self) -> None:
         """The register's live picture into memory (before the gate answers)."""
+        # One query for the whole register (not one per owner): it is read while the gate waits.
+        by_owner: dict[str, list[Filing]] = {}
+        for filing in await self._store.accounts.active_filings():
+            by_owner.setdefault(filing.owner, []).append(filing)
         self._state.public_accounts.clear()
-        for owner in {f.owner for f in await self._store.accounts.active_filings()}:
-            self._state.public_accounts[owner] = await self._account_of(owner)
+        for owner, filings in by_owner.items():
+            self._state.public_accounts[owner] = _account(filings)
         self._state.channels.update(await self._store.accounts.channels())
 
     async def _account_of(self, owner: str) -> PublicAccount:
-        filings = await self._store.accounts.active_filings(owner)
-        base = next(f for f in filings if f.tier is None)
-        news = next((f for f in reversed(filings) if f.tier is not None), None)
-        return PublicAccount(base.category, base.name, base.filing_number,
-                             None if news is None else news.tier, None if news is None else news.filing_number)
+        return _account(await self._store.accounts.active_filings(owner))
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -280,3 +280,12 @@ class PublicAccounts:
         if channels:
             lines.append(self._t("whois.channels", channels=", ".join(channels)))
         return "\n".join(lines)
+
+
+def _account(filings: list[Filing]) -> PublicAccount:
+    """An owner's account from its filings in force, oldest first: the base filing, and the
+    newest news tier if any."""
+    base = next(f for f in filings if f.tier is None)
+    news = next((f for f in reversed(filings) if f.tier is not None), None)
+    return PublicAccount(base.category, base.name, base.filing_number,
+                         None if news is None else news.tier, None if news is None else news.filing_number)

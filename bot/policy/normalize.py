@@ -259,11 +259,30 @@ def _table(skeleton: bool) -> dict[int, str | None]:
     return _tables()[1 if skeleton else 0]
 
 
+Tables = tuple[dict[int, str | None], dict[int, str | None]]
+_preloaded: list[Tables] = []
+
+
+def preload_tables(tables: Tables) -> None:
+    """Use tables that this same code built earlier from the same data (bot.foldcache keeps them
+    on disk, keyed by this file and the data it reads): a start-up without the second of building."""
+    _preloaded[:] = [tables]
+    for cached in (_tables, _ascii_tables, _light):
+        cached.cache_clear()
+
+
+def built_tables() -> Tables:
+    """The tables as ``fold`` uses them (built now if need be), for bot.foldcache to keep."""
+    return _tables()
+
+
 @lru_cache(maxsize=1)
-def _tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
+def _tables() -> Tables:
     """Code point -> its folded form (None: dropped), for every code point folding changes; the
     light table first, then the one with ASCII look-alikes. Built once per process (about a
     second): every assigned code point is folded on its own."""
+    if _preloaded:
+        return _preloaded[0]
     light, full = _confusables(False), _confusables(True)
     t2s = _t2s()
     letters = _letterlike()
