@@ -243,3 +243,52 @@ async def test_a_warning_granted_on_appeal_does_not_count_toward_the_ladder(gate
     await mod.moderator.wait_for_message(mod.room, mod.bot_id, "by ladder")
     reply = await mod.command("!cases active", "Measures in force (1)")
     assert frank.user_id in reply["content"]["body"]
+
+
+async def test_a_kill_between_commit_and_reply_and_a_replayed_batch_leave_one_case_and_one_reply(
+        gated, mod, monkeypatch):
+    """SIGKILL after `!warn` is committed (the executor held back, so nothing was sent yet), and
+    the sync token put back to before the command (as if the bot died before saving it): after
+    the restart the batch is handled again. One case, one reply, one notice to the account."""
+    from bot.effects import PAUSE_ENV
+
+    alice = await mod.member("alice", gated.hs)
+    database = mod.bot.config["database"]["path"]
+
+    def query(sql, params=()):
+        with sqlite3.connect(database) as db:
+            return db.execute(sql, params).fetchall()
+
+    assert mod.bot.stop(signal.SIGTERM) == 0
+    monkeypatch.setenv(PAUSE_ENV, "1")
+    mod.bot.start()
+    [(token_before,)] = query("SELECT value FROM kv WHERE key = 'sync_token'")
+    replies_before = len(mod.moderator.messages(mod.room, mod.bot_id))
+    sent = await mod.moderator.say(mod.room, f"!warn {alice.user_id} rude, once")
+    await until(lambda: query("SELECT id FROM cases WHERE target = ?", (alice.user_id,)), what="the case committed")
+    await until(lambda: query("SELECT 1 FROM kv WHERE key = 'sync_token' AND value != ?", (token_before,)),
+                what="the batch's token saved")
+    assert {k for (k,) in query("SELECT idempotency_key FROM effects WHERE status = 'pending'")} >= {
+        f"reply/{sent.event_id}"}
+    assert mod.bot.stop(signal.SIGKILL) == -signal.SIGKILL
+    await mod.moderator.sync()
+    assert len(mod.moderator.messages(mod.room, mod.bot_id)) == replies_before  # nothing was sent
+
+    # As if the token had not been saved: the restarted bot receives the same batch again.
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE kv SET value = ? WHERE key = 'sync_token'", (token_before,))
+    monkeypatch.delenv(PAUSE_ENV)
+    mod.bot.start()
+    reply = await mod.moderator.wait_for_message(mod.room, mod.bot_id, "Recorded and in effect", after=replies_before)
+    case = case_number(reply)
+    await alice.wait_for_message(alice.dm, mod.bot_id, f"Case #{case}: you have received a warning")
+    await until(lambda: not query("SELECT 1 FROM effects WHERE status = 'pending'"), what="every effect carried out")
+    await mod.moderator.sync()
+    await alice.sync()
+    assert query("SELECT id FROM cases WHERE target = ?", (alice.user_id,)) == [(case,)]
+    answers = [m for m in mod.moderator.messages(mod.room, mod.bot_id)
+               if (m["content"].get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id") == sent.event_id]
+    assert len(answers) == 1
+    notices = [m for m in alice.messages(alice.dm, mod.bot_id) if f"Case #{case}: you have received" in m["content"]["body"]]
+    assert len(notices) == 1
+    assert "was handled before; not again" in mod.bot.log()
