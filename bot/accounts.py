@@ -142,20 +142,20 @@ class PublicAccounts:
         self._state.public_accounts[application.applicant] = await self._account_of(application.applicant)
         if application.kind == "news":
             await self._changed(application.applicant)
-        self._onboarding.request(application.applicant, (
-            self._t("account.told_approved", application=application_id, filing=number, note=note),
+        await self._onboarding.tell(
+            application.applicant, self._t("account.told_approved", application=application_id, filing=number, note=note),
             f"application-{application_id}",
-        ))
+        )
         return filing
 
     async def reject(self, application_id: int, moderator: str, reason: str) -> Application:
         application = await self._pending(application_id)
         if not await self._store.accounts.reject(application_id, by=moderator, reason=reason, now=self._clock()):
             raise Refusal("account.already_decided", application=application_id)
-        self._onboarding.request(application.applicant, (
-            self._t("account.told_rejected", application=application_id, reason=reason),
+        await self._onboarding.tell(
+            application.applicant, self._t("account.told_rejected", application=application_id, reason=reason),
             f"application-{application_id}",
-        ))
+        )
         return application
 
     async def revoke(self, user: str, moderator: str, reason: str) -> list[Filing]:
@@ -165,8 +165,8 @@ class PublicAccounts:
         self._state.public_accounts.pop(user, None)
         await self._changed(user)
         numbers = ", ".join(f.filing_number for f in revoked)
-        self._onboarding.request(user, (self._t("account.told_revoked", filings=numbers, reason=reason),
-                                        f"revoke-{revoked[0].id}"))
+        await self._onboarding.tell(user, self._t("account.told_revoked", filings=numbers, reason=reason),
+                                    f"revoke-{revoked[0].id}")
         return revoked
 
     # -- channels ------------------------------------------------------------------------------
