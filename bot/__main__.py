@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             preload()
             settings = load_config(args.config)
             _logging(settings.log_level)
-            from bot.service import run
+            from bot.gatefirst import run  # the gate first: bot.service (and nio) once it answers
 
             asyncio.run(run(settings))
             return 0

@@ -68,11 +68,11 @@ class PublicAccounts:
             by_owner.setdefault(filing.owner, []).append(filing)
         self._state.public_accounts.clear()
         for owner, filings in by_owner.items():
-            self._state.public_accounts[owner] = _account(filings)
+            self._state.public_accounts[owner] = PublicAccount.from_filings(filings)
         self._state.channels.update(await self._store.accounts.channels())
 
     async def _account_of(self, owner: str) -> PublicAccount:
-        return _account(await self._store.accounts.active_filings(owner))
+        return PublicAccount.from_filings(await self._store.accounts.active_filings(owner))
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -281,11 +281,3 @@ class PublicAccounts:
             lines.append(self._t("whois.channels", channels=", ".join(channels)))
         return "\n".join(lines)
 
-
-def _account(filings: list[Filing]) -> PublicAccount:
-    """An owner's account from its filings in force, oldest first: the base filing, and the
-    newest news tier if any."""
-    base = next(f for f in filings if f.tier is None)
-    news = next((f for f in reversed(filings) if f.tier is not None), None)
-    return PublicAccount(base.category, base.name, base.filing_number,
-                         None if news is None else news.tier, None if news is None else news.filing_number)

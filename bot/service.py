@@ -24,7 +24,7 @@ from bot.commands.context import Services
 from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Registry
 from bot.config import Settings
-from bot.directory import DirectoryGuard
+from bot.gatefirst import GateFirst
 from bot.effects import Executor
 from bot.gate.metrics import SyncGaps
 from bot.gate.server import Gate
@@ -35,7 +35,6 @@ from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.matrix.roommode import RoomMode
 from bot.matrix.sync import SyncLoop
-from bot.policy import PolicyState
 from bot.labels import Labels
 from bot.news import SCOPE_EVERY_S, News
 from bot.reports import RETENTION_EVERY_S, Reports
@@ -84,19 +83,17 @@ class Service:
         task.add_done_callback(_done)
         return task
 
-    async def start(self) -> None:
+    async def start(self, early: GateFirst | None = None) -> None:
         settings = self.settings
-        self.store = store = await Store.open(settings.database.path, settings.records.audit_head_file)
+        # The store, the state and the gate come first (bot.gatefirst): the gate answers from the
+        # store before anything of the Matrix side is built.
+        self.early = early = early or await GateFirst.open(settings, self.t, self.clock)
+        assert early.store is not None and early.state is not None and early.directory is not None
+        self.store = store = early.store
+        self.state = state = early.state
+        self.gate = early.gate
+        self.directory = early.directory
         hs = settings.homeserver
-        self.state = state = PolicyState(
-            bot_user_id=hs.user_id,
-            server_name=hs.server_name,
-            agreement_version=self.document.version,
-            moderators=frozenset(settings.moderators),
-            accepted=await store.agreements.latest_versions(),
-        )
-        for user_id, room_id in (await store.rooms.dm_rooms()).items():
-            state.set_dm_room(user_id, room_id)
 
         self.client = AsyncClient(hs.url, hs.user_id, config=client_config())
         matrix = Matrix(self.client)
@@ -116,16 +113,13 @@ class Service:
         self.accounts = PublicAccounts(
             store, state, matrix, self.onboarding, self.management, self.t, settings, self.clock, self.spawn
         )
-        # Measures in force and the register go into memory before the gate answers; overdue
-        # measures end after login.
+        # Measures in force and the register are in memory already (the gate answers from them);
+        # these services read them again as their own, and end the overdue measures.
         await self.sanctions.load()
         await self.accounts.load()
         self.news = News(state, matrix, settings, None if hs.admin_token is None else hs.admin_token.get_secret_value(),
                          lambda: set(self.room_mode.protected))
         self.news.load()
-        self.directory = DirectoryGuard(state, hs.url, None if hs.admin_token is None else hs.admin_token.get_secret_value(),
-                                        self.spawn)
-        self.directory.warn_if_disabled()
         self.news.on_rooms = self.directory.sweep
         self.labels = Labels(store, state, matrix, self.management, self.t, settings, self.clock,
                              lambda: set(self.room_mode.protected))
@@ -144,15 +138,12 @@ class Service:
             self.management,
         )
 
-        if settings.gate.enabled:
-            assert settings.gate.token is not None
-            self.gate = Gate(
-                state, self.t, settings.gate.token.get_secret_value(), self.onboarding.request, self._health, self.clock,
-                self.accounts.on_published, self.directory,
-            )
+        # What the gate saw meanwhile (accounts to prompt, rooms published) goes to the services now.
+        early.bind(self.spawn, self.onboarding.request, self.accounts.on_published, self._health)
+        self._tasks.update(early.take_tasks())
+        if self.gate is not None:
             self.gate.metrics.include(self.supervisor)
             self.gate.metrics.include(self.sync_gaps)
-            await self.gate.start(settings.gate.host, settings.gate.port)
 
         await self._login()
         if self.admin is not None:
@@ -276,6 +267,8 @@ class Service:
         # gate keeps answering meanwhile.
         if self.sync is not None:
             await self.sync.drain(self.settings.sync.stop_grace_seconds)
+        if getattr(self, "early", None) is not None:
+            self._tasks.update(self.early.take_tasks())  # a start-up that failed before it bound
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -283,7 +276,7 @@ class Service:
             await self.gate.stop()
         if self.client is not None:
             await self.client.close()
-        if self.admin is not None:
+        if getattr(self, "admin", None) is not None:  # (set by start(), which may have failed first)
             await self.admin.close()
         if getattr(self, "directory", None) is not None:
             await self.directory.close()
@@ -292,15 +285,20 @@ class Service:
         log.info("stopped")
 
 
-async def run(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly."""
-    stop = asyncio.Event()
+async def run(settings: Settings, early: GateFirst | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly. ``early``: the gate already answering, and
+    ``stop`` the event its signal handlers set (bot.gatefirst.run)."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
     service = Service(settings)
     loop.add_signal_handler(signal.SIGHUP, service.reload_rules)
-    starting = asyncio.ensure_future(service.start())
+    if early is not None:
+        # stop() closes them, even if start() fails before it takes them over.
+        service.early, service.store, service.gate, service.directory = early, early.store, early.gate, early.directory
+    starting = asyncio.ensure_future(service.start(early))
     stopping = asyncio.ensure_future(stop.wait())
     try:
         # A signal during start-up (say, while the homeserver is still down) must stop it too.

@@ -7,11 +7,16 @@ Lookups are dictionary reads so the gate can answer in microseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 from bot.policy.news import NewsRules, fingerprint
 from bot.policy.sanctions import ActiveSanctions, Measure
 
 RECENT_TEXTS_LIMIT = 200_000
+# Join rules that let people in without anyone's approval: ``public`` lets anyone in; ``restricted``
+# and ``knock_restricted`` let in every member of the rooms they allow (a public space, a square)
+# with no invite. Counting them all as open is strict and needs no look at the allowed rooms.
+OPEN_JOIN_RULES = frozenset({"public", "restricted", "knock_restricted"})
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,15 @@ class PublicAccount:
     filing_number: str
     tier: str | None = None  # 'publisher' or 'reposter'
     news_filing_number: str | None = None
+
+    @classmethod
+    def from_filings(cls, filings: Sequence[Any]) -> "PublicAccount":
+        """An owner's account from its filings in force, oldest first (the register's rows): the
+        base filing, and the newest news tier if any."""
+        base = next(f for f in filings if f.tier is None)
+        news = next((f for f in reversed(filings) if f.tier is not None), None)
+        return cls(base.category, base.name, base.filing_number,
+                   None if news is None else news.tier, None if news is None else news.filing_number)
 
 
 @dataclass
@@ -53,6 +67,12 @@ class PolicyState:
     # and rooms in the directory.
     open_rooms: set[str] = field(default_factory=set)
     listed_rooms: set[str] = field(default_factory=set)
+    # Rooms whose history anyone reads without joining (history_visibility world_readable).
+    readable_rooms: set[str] = field(default_factory=set)
+    # Rooms out of scope where an account without the tier posted what the news rules recognise
+    # (room -> rule): opening such a room would serve that news to every new joiner, since a
+    # room's old history stays readable under the visibility it was posted with. Memory only.
+    private_news: dict[str, str] = field(default_factory=dict)
     recent_texts: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def is_exempt(self, user_id: str) -> bool:
@@ -74,6 +94,12 @@ class PolicyState:
         self.dm_room_by_user[user_id] = room_id
         self.dm_user_by_room[room_id] = user_id
         self.dm_others.pop(room_id, None)
+
+    def load_dm_rooms(self, rooms: dict[str, str]) -> None:
+        """All the store's DMs at start-up (user -> room, one each way, as the table keeps them):
+        dictionary updates, not a call per account, while the gate waits."""
+        self.dm_room_by_user.update(rooms)
+        self.dm_user_by_room.update({room_id: user_id for user_id, room_id in rooms.items()})
 
     def forget_dm_room(self, room_id: str) -> str | None:
         user_id = self.dm_user_by_room.pop(room_id, None)
@@ -134,19 +160,29 @@ class PolicyState:
     def in_news_scope(self, room_id: str | None) -> bool:
         return room_id is not None and (
             room_id in self.news_scope or room_id in self.channels or room_id in self.open_rooms
-            or room_id in self.listed_rooms
+            or room_id in self.listed_rooms or room_id in self.readable_rooms
         )
 
-    def note_join_rule(self, room_id: str, join_rule: object) -> None:
-        """A room's join rule changed (or was seen): only ``public`` opens it to everyone.
+    def note_join_rule(self, room_id: str, join_rule: object, narrow: bool = True) -> None:
+        """A room's join rule changed (or was seen): ``OPEN_JOIN_RULES`` put it in scope.
 
-        ``knock`` and ``restricted`` rooms admit people one by one, like invite-only rooms, so they
-        follow the rules file's invite-only setting (the periodic refresh), not this.
+        ``knock`` rooms admit people one by one, like invite-only rooms, so they follow the rules
+        file's invite-only setting (the periodic refresh). With ``narrow=False`` (the gate, which
+        sees an event before Synapse's auth rules may still refuse it) only widening happens:
+        narrowing waits for the stored event (the sync) or the refresh.
         """
-        if join_rule == "public":
+        if join_rule in OPEN_JOIN_RULES:
             self.open_rooms.add(room_id)
-        else:
+        elif narrow:
             self.open_rooms.discard(room_id)
+
+    def note_history_visibility(self, room_id: str, visibility: object, narrow: bool = True) -> None:
+        """A room's history visibility changed (or was seen): ``world_readable`` puts it in scope,
+        since anyone reads it without joining. ``narrow`` as in ``note_join_rule``."""
+        if visibility == "world_readable":
+            self.readable_rooms.add(room_id)
+        elif narrow:
+            self.readable_rooms.discard(room_id)
 
     def seen_from_other(self, body: str, user_id: str, now: int) -> bool:
         first = self.recent_texts.get(fingerprint(body))
