@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/gate.py
 	$(PY) bench/news.py
+	$(PY) bench/restart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -76,7 +76,7 @@ def test_gate_answers_while_the_homeserver_is_down(tmp_path):
 def _metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert match is not None, f"{name} not in /metrics"
     return float(match.group(1))
 
@@ -118,3 +118,28 @@ async def test_a_command_sent_while_the_bot_was_down_beyond_the_timeline_limit_i
     finally:
         for user in mod.users:
             await user.close()
+
+
+async def test_a_loop_that_keeps_failing_is_named_by_health_and_the_bot_goes_on(plain, make_bot):
+    # An admin token the homeserver does not know: every poll of its event reports fails.
+    gate_port = free_port()
+    secret = "syt_not-a-valid-token-0123456789"
+    bot = make_bot(plain, plain.bot, gate=SimpleNamespace(gate_port=gate_port, gate_token=TOKEN),
+                   records={"report_poll_seconds": 1})
+    bot.config["homeserver"]["admin_token"] = secret
+    bot.start()
+    deadline = time.monotonic() + 30
+    status, health = _health(gate_port)
+    while time.monotonic() < deadline and status == 200:
+        await asyncio.sleep(0.5)
+        status, health = _health(gate_port)
+    assert status == 503, health
+    assert health["status"] == "degraded"
+    failing = {entry["loop"]: entry for entry in health["failing"]}
+    assert failing["homeserver-reports"]["error"] == "MatrixError"
+    assert failing["homeserver-reports"]["failures"] >= 3
+    assert health["loops"]["sync"]["state"] == "ok"  # the rest of the bot goes on
+    assert secret not in json.dumps(health)
+    assert _metric(gate_port, 'rulesbot_loop_failing{loop="homeserver-reports"}') == 1
+    assert "loop homeserver-reports failed" in bot.log()
+    assert "Traceback" in bot.log()
