@@ -155,7 +155,8 @@ class Service:
         self._matrix = matrix
         self.router.on_joined = self._joined_by_invite
         if not await self.join_configured_rooms():
-            self.spawn(self._retry_rooms(), "join-rooms")
+            # Supervised too: a network error while resolving a room must not end the retries.
+            self.supervisor.forever("join-rooms", lambda status: self._retry_rooms())
         # The journal's executor starts once the protected rooms and the management room are
         # known: it resumes what a previous run left pending (and what load() journaled).
         self.effects = Executor(

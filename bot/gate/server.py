@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import socket
 import time
 from typing import Any, Callable
 
@@ -36,6 +38,20 @@ def _allow() -> web.Response:
 
 def _error(status: int, errcode: str, message: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+def inherited_socket() -> socket.socket | None:
+    """The listening socket systemd's socket activation passes (fd 3, ``LISTEN_FDS``, for this
+    ``LISTEN_PID``), if any. The variables are removed so no child process takes it too."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or not os.environ.get("LISTEN_FDS", "").isdigit():
+        return None
+    if int(os.environ["LISTEN_FDS"]) < 1:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    sock = socket.socket(fileno=3)
+    sock.setblocking(False)
+    return sock
 
 
 class Gate:
@@ -78,6 +94,13 @@ class Gate:
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
+        inherited = inherited_socket()
+        if inherited is not None:
+            # Socket activation: the listening socket outlives this process, so what Synapse asks
+            # while the bot restarts waits in its backlog and is answered, instead of refused.
+            await web.SockSite(self._runner, inherited).start()
+            log.info("gate listening on the socket it was given, %s:%d", *inherited.getsockname()[:2])
+            return
         await web.TCPSite(self._runner, host, port, reuse_address=True).start()
         log.info("gate listening on %s:%d", host, port)
 

@@ -51,6 +51,8 @@ async def test_a_faulted_run_records_and_does_exactly_what_an_undisturbed_run_do
         f"kills {faulted.figures.kills}, faults {', '.join(faulted.figures.faults)}; "
         f"recorded facts {facts}, lost {lost}, duplicated {duplicated}; {time.monotonic() - started:.0f} s"
     )
+    evidence = faulted.evidence()
+    print("  faults seen: " + ", ".join(f"{k} {v}" for k, v in evidence.items()))
     for run in (calm, faulted):
         print(f"  {run.workdir.name}: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.timings.items()))
     for line in lines[:40]:
@@ -69,4 +71,5 @@ async def test_a_faulted_run_records_and_does_exactly_what_an_undisturbed_run_do
     assert a["state"]["bans"] and accounts["t20"] == (True, False) and accounts["t6"][1] and accounts["t3"] == (False, False)
     assert (lost, duplicated) == (0, 0), "\n".join(lines)
     assert b["state"] == a["state"]
+    assert evidence["429s to the bot"] > 0, "the 429 burst never reached the bot: the run proves nothing about back-off"
     assert b["settled"], "the faulted run did not settle"

@@ -1,15 +1,18 @@
-"""The gate answers from the store before the bot has logged in, and stops cleanly meanwhile; after
-a restart, events beyond the sync's timeline limit are read back and handled (no gaps)."""
+"""The gate answers from the store before the bot has logged in, and stops cleanly meanwhile; behind
+a socket that outlives it, a restart refuses nothing; after a restart, events beyond the sync's
+timeline limit are read back and handled (no gaps); a loop that keeps failing is named by /health."""
 
 import asyncio
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,13 +28,13 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "startup-token-0123456789"
 
 
-def _post(port: int, callback: str, body: dict) -> tuple[int, dict]:
+def _post(port: int, callback: str, body: dict, timeout: float = 5) -> tuple[int, dict]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/antispam/{callback}", data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
@@ -143,3 +146,70 @@ async def test_a_loop_that_keeps_failing_is_named_by_health_and_the_bot_goes_on(
     assert _metric(gate_port, 'rulesbot_loop_failing{loop="homeserver-reports"}') == 1
     assert "loop homeserver-reports failed" in bot.log()
     assert "Traceback" in bot.log()
+
+
+LAUNCH = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.executable, [sys.executable, "-m", "bot", "run", "--config", sys.argv[2]])
+"""
+
+
+def test_behind_a_socket_that_outlives_it_a_restart_refuses_nothing(tmp_path):
+    """systemd socket activation, as the test does it: the listening socket belongs to the caller,
+    so a request sent while the bot is down waits in the backlog and is answered after the restart."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    gate_port = listener.getsockname()[1]
+    config = {
+        "homeserver": {"url": f"http://127.0.0.1:{free_port()}", "user_id": "@bot:hs.test", "password": "pw"},
+        "database": {"path": str(tmp_path / "bot.db")},
+        # Not used: the inherited socket is (a port nobody listens on shows it).
+        "gate": {"listen": f"127.0.0.1:{free_port()}", "token": TOKEN},
+        "language": "en",
+    }
+    (tmp_path / "bot.yaml").write_text(yaml.safe_dump(config))
+    log = open(tmp_path / "bot.log", "wb")
+
+    def launch() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", LAUNCH, str(listener.fileno()), str(tmp_path / "bot.yaml")],
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),))
+
+    process = launch()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _health_or_none(gate_port) is None:
+            time.sleep(0.1)
+        assert _post(gate_port, "user_may_create_room", {"user_id": "@far:other.test"})[0] == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        # The bot is down: the request is accepted by the kernel and waits.
+        with ThreadPoolExecutor(1) as pool:
+            asked = time.monotonic()
+            pending = pool.submit(_post, gate_port, "user_may_create_room", {"user_id": "@new:hs.test"}, 60)
+            time.sleep(1.0)
+            assert not pending.done(), "answered while no bot was running?"
+            process = launch()
+            status, body = pending.result(timeout=60)
+            waited = time.monotonic() - asked
+        assert status == 403 and "!agree" in body["error"]  # judged by the new process, not refused
+        assert waited < 30
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert "the socket it was given" in (tmp_path / "bot.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+        listener.close()
+
+
+def _health_or_none(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None

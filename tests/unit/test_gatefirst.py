@@ -104,3 +104,18 @@ def test_measure_of_reads_a_case_as_the_sanctions_service_does():
 def test_the_gate_path_does_not_import_matrix_nio():
     code = "import sys, bot.gatefirst; sys.exit(1 if 'nio' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_socket_is_inherited_only_when_systemd_passed_it_to_this_process(monkeypatch):
+    from bot.gate.server import inherited_socket
+
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    assert inherited_socket() is None
+    monkeypatch.setenv("LISTEN_PID", "1")  # another process's
+    assert inherited_socket() is None
+    import os
+
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "0")
+    assert inherited_socket() is None
