@@ -43,6 +43,8 @@ MAX_UNEXPECTED = 5
 # Handled events and finished effects are kept this long (a replay reaches back hours at most).
 KEEP_MS = 30 * 86_400_000
 PRUNE_EVERY_MS = 3_600_000
+# How often an effect that waits for the bot's own set-up (the management room joined) looks again.
+WAITING_RETRY_MS = 30_000
 _PERMANENT_HTTP = tuple(f"HTTP 4{n:02d}" for n in range(100) if n != 29)
 
 
@@ -170,7 +172,10 @@ class Executor:
                 log.exception("effect %d (%s) failed unexpectedly; will retry", effect.id, effect.key)
             else:
                 log.warning("effect %d (%s) failed for now: %s", effect.id, effect.key, error)
-            await self._store.effects.retry_later(effect.id, now + backoff_ms(effect.attempts), error)
+            delay = backoff_ms(effect.attempts)
+            if isinstance(exc, Transient):  # waiting for the bot's own set-up: look again soon
+                delay = min(delay, WAITING_RETRY_MS)
+            await self._store.effects.retry_later(effect.id, now + delay, error)
             return
         log.error("effect %d (%s) failed for good: %s", effect.id, effect.key, error)
         async with self._store.unit(now_ms=now):

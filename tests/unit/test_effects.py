@@ -365,3 +365,28 @@ async def test_a_label_removal_is_recorded_with_its_state_changes_and_the_topic_
     await world.effects.run_due()
     assert world.matrix.topics["!chan:hs"] == "Daily news, new schedule"
     assert ("state", ROOM, LABEL_EVENT, label_state_key(BOB), {}) in world.calls
+
+
+async def test_a_post_waits_for_the_management_room_and_goes_out_once_it_is_known(store):
+    world = World(store)
+    room = {"id": None}
+    effects = executor(store, world.matrix, admin=world.admin, clock=world.clock, management_room=None)
+    effects._management_room, effects._management_configured = (lambda: room["id"]), True
+    await world.management.post("hello moderators", "hello")
+    for _ in range(12):  # long enough that a plain back-off would have grown past many minutes
+        await effects.run_due()
+        world.now += 30_000
+    [waiting] = await store.effects.listed(status="pending")
+    assert waiting.last_error == "Transient" and waiting.next_attempt_at <= world.now
+    assert world.sent() == []
+    room["id"] = MGMT
+    await effects.run_due()
+    assert [c[2] for c in world.sent(MGMT)] == ["hello moderators"]
+
+
+async def test_without_a_management_room_configured_a_post_is_only_logged(store):
+    world = World(store)
+    effects = executor(store, world.matrix, clock=world.clock, management_room=None)
+    await world.management.post("hello moderators", "hello")
+    await effects.run_due()
+    assert world.sent() == [] and [e.status for e in await store.effects.listed()] == ["done"]
