@@ -11,7 +11,12 @@ the Matrix login, so a homeserver that is slow or down does not lengthen the win
 
 Baselines measured in the same run, the same way (exec to first answer on the same port):
 ``python -c pass`` (exec alone) and a bare aiohttp server answering ``200 {}`` (exec, the
-interpreter, aiohttp's import and a listening socket: what any Python gate costs).
+interpreter, aiohttp's import and a listening socket: what any Python gate costs). The bot's stop
+(SIGTERM to exit) is timed too: the window of a restart is stop + start.
+
+Then the same restart behind a socket that outlives the process (systemd socket activation,
+config/systemd): a request sent the moment the old process has exited waits in the socket's
+backlog; its answer (not a refusal) and its wait are reported.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,14 +97,20 @@ def check_body() -> bytes:
     return json.dumps({"event": event}).encode()
 
 
-def first_answer(argv: list[str], port: int, timeout: float = 60.0, env: dict[str, str] | None = None) -> float:
-    """Seconds from exec to the first 200 on port (or to exit, for a process that serves nothing)."""
+STOPS: list[float] = []
+
+
+def first_answer(argv: list[str], port: int, timeout: float = 60.0, env: dict[str, str] | None = None,
+                 pass_fds: tuple[int, ...] = ()) -> float:
+    """Seconds from exec to the first 200 on port (or to exit, for a process that serves nothing).
+    The process's stop (SIGTERM to exit) is appended to STOPS."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/antispam/check_event_for_spam", data=check_body(),
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
     started = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                               pass_fds=pass_fds)
     try:
         while time.perf_counter() - started < timeout:
             if process.poll() is not None:
@@ -115,12 +128,69 @@ def first_answer(argv: list[str], port: int, timeout: float = 60.0, env: dict[st
         raise RuntimeError(f"{argv}: no answer within {timeout:.0f} s")
     finally:
         if process.poll() is None:
+            stopping = time.perf_counter()
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=20)
+                STOPS.append(time.perf_counter() - stopping)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+LAUNCH = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.executable, [sys.executable, "-m", "bot", "run", "--config", sys.argv[2]])
+"""
+
+
+def held_socket_restart(config: Path, runs: int) -> list[float]:
+    """Restarts behind a held listening socket: each time, a request sent right after the old
+    process exited; seconds until it is answered (by the new process). A refusal raises."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    port = listener.getsockname()[1]
+    argv = [sys.executable, "-c", LAUNCH, str(listener.fileno()), str(config)]
+    waits = []
+    try:
+        for _ in range(runs):
+            process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       pass_fds=(listener.fileno(),))
+            _until_answered(port)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+            with ThreadPoolExecutor(1) as pool:
+                asked = time.perf_counter()
+                pending = pool.submit(_until_answered, port, 1)
+                process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           pass_fds=(listener.fileno(),))
+                pending.result(timeout=60)
+                waits.append(time.perf_counter() - asked)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+    finally:
+        listener.close()
+    return waits
+
+
+def _until_answered(port: int, tries: int = 10_000) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/antispam/check_event_for_spam", data=check_body(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    for attempt in range(tries):
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            if attempt + 1 == tries:
+                raise
+            time.sleep(0.002)
 
 
 def report(name: str, times: list[float]) -> None:
@@ -150,17 +220,24 @@ def main() -> None:
         first_answer(bot, port, env=env)  # warm the page cache and the bytecode, as a restart finds them
         runs: dict[str, list[float]] = {"python -c pass (exec only)": [], "bare aiohttp server, first 200": [],
                                         f"bot, {args.accounts:,} accounts, first 200": []}
+        bot_stops: list[float] = []
         for _ in range(args.runs):  # interleaved, so a burst of other work hits every kind alike
             runs["python -c pass (exec only)"].append(first_answer([sys.executable, "-c", "pass"], 0))
             runs["bare aiohttp server, first 200"].append(
                 first_answer([sys.executable, "-c", BARE_SERVER, str(port)], port))
             runs[f"bot, {args.accounts:,} accounts, first 200"].append(first_answer(bot, port, env=env))
+            bot_stops.append(STOPS[-1])
         print(f"restart window: exec to the first answer of check_event_for_spam, {args.runs} runs each")
         for name, times in runs.items():
             report(name, times)
+        report("bot stop, SIGTERM to exit", bot_stops)
         bot_p50 = statistics.median(runs[f"bot, {args.accounts:,} accounts, first 200"])
         bare_p50 = statistics.median(runs["bare aiohttp server, first 200"])
         print(f"  bot / bare aiohttp server (p50): {bot_p50 / bare_p50:.1f}x")
+        waits = held_socket_restart(work / "bot.yaml", args.runs)
+        print(f"behind a held socket (systemd socket activation), {args.runs} restarts:")
+        report("request sent as the old process exited: answered", waits)
+        print("  refused: 0 (a refusal would have stopped the benchmark)")
 
 
 if __name__ == "__main__":

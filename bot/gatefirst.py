@@ -15,6 +15,7 @@ here and handed over too.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import time
@@ -189,7 +190,9 @@ async def run(settings: Settings) -> None:
     stopping.cancel()
     early = opening.result()  # raises if the store or the gate could not be opened
     try:
-        from bot import service  # matrix-nio and the features: imported while the gate answers
+        # matrix-nio and the features (a few hundred ms of imports) in a worker thread: the event
+        # loop stays free to answer Synapse meanwhile, including what waited in the backlog.
+        service = await asyncio.to_thread(importlib.import_module, "bot.service")
     except BaseException:
         await early.close()
         raise
