@@ -21,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, Awaitable, Callable
+from collections import Counter
+from typing import Any, Awaitable, Callable, Iterator
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bot.i18n import Translator
 from bot.labels import retagged
@@ -71,7 +74,7 @@ def backoff_ms(attempts: int) -> int:
     return min(MAX_BACKOFF_MS, 1000 * 2 ** min(attempts, 20))
 
 
-class Executor:
+class Executor(Collector):
     def __init__(
         self,
         store: Store,
@@ -98,6 +101,9 @@ class Executor:
         self._sleep = sleep
         self._wake = asyncio.Event()
         self._pruned_at = 0
+        # For /metrics: attempts by kind and outcome (done, retry, failed), and what is pending.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.pending = 0
         self._handlers: dict[str, Callable[[Effect], Awaitable[None]]] = {
             "notice": self._notice, "dm": self._dm, "management": self._management, "redact": self._redact,
             "mute": self._mute, "unmute": self._unmute, "ban": self._ban, "unban": self._unban,
@@ -145,6 +151,7 @@ class Executor:
         while True:
             due = await self._store.effects.due(self._clock())
             if not due:
+                self.pending = await self._store.effects.count_pending()
                 return tried
             for effect in due:
                 await self.carry_out(effect)
@@ -162,6 +169,7 @@ class Executor:
             await self._failed_attempt(effect, exc)
             return
         await self._store.effects.mark_done(effect.id, self._clock())
+        self.outcomes[effect.kind, "done"] += 1
 
     async def _failed_attempt(self, effect: Effect, exc: Exception) -> None:
         now = self._clock()
@@ -176,8 +184,10 @@ class Executor:
             if isinstance(exc, Transient):  # waiting for the bot's own set-up: look again soon
                 delay = min(delay, WAITING_RETRY_MS)
             await self._store.effects.retry_later(effect.id, now + delay, error)
+            self.outcomes[effect.kind, "retry"] += 1
             return
         log.error("effect %d (%s) failed for good: %s", effect.id, effect.key, error)
+        self.outcomes[effect.kind, "failed"] += 1
         async with self._store.unit(now_ms=now):
             await self._store.effects.mark_failed(effect.id, now, error)
             if effect.kind != "management":
@@ -185,6 +195,16 @@ class Executor:
                                cause=effect.key, error=error)
                 await self._store.effects.add("management", "management", {"text": text},
                                               f"effect-failed/{effect.id}", now_ms=now)
+
+    def collect(self) -> Iterator[Metric]:
+        attempts = CounterMetricFamily("rulesbot_effects", "Effects carried out, by kind and outcome (done, retry, failed)",
+                                       labels=["kind", "outcome"])
+        for (kind, outcome), value in sorted(self.outcomes.items()):
+            attempts.add_metric([kind, outcome], value)
+        yield attempts
+        pending = GaugeMetricFamily("rulesbot_effects_pending", "Effects recorded and not carried out yet")
+        pending.add_metric([], self.pending)
+        yield pending
 
     # -- the kinds ------------------------------------------------------------------------------
 

@@ -164,6 +164,8 @@ class Service:
             management_room=lambda: self.management.room_id, management_configured=bool(settings.management_room),
             bot_user_id=hs.user_id, clock=self.clock,
         )
+        if self.gate is not None:
+            self.gate.metrics.include(self.effects)
         self.supervisor.forever("effects", lambda status: self.effects.run())
         self.sync = SyncLoop(self.client, store, self.router.handle_batch, timeline_limit=settings.sync.timeline_limit,
                              gap_limit=settings.sync.gap_limit, gaps=self.sync_gaps)

@@ -127,6 +127,10 @@ class EffectRepo:
         )
         return [_effect(r) for r in rows]
 
+    async def count_pending(self) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) FROM effects WHERE status = 'pending'")
+        return 0 if row is None else int(row[0])
+
     async def next_attempt_at(self) -> int | None:
         row = await self._db.fetchone("SELECT MIN(next_attempt_at) FROM effects WHERE status = 'pending'")
         return None if row is None or row[0] is None else int(row[0])

@@ -390,3 +390,20 @@ async def test_without_a_management_room_configured_a_post_is_only_logged(store)
     await world.management.post("hello moderators", "hello")
     await effects.run_due()
     assert world.sent() == [] and [e.status for e in await store.effects.listed()] == ["done"]
+
+
+async def test_metrics_count_outcomes_by_kind_and_what_is_pending(store):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    world = World(store)
+    await world.command(f"!warn {BOB} rude", "$warn")
+    world.matrix.fail["send_notice"] = OSError("network down")
+    await world.effects.run_due()
+    registry = CollectorRegistry()
+    registry.register(world.effects)
+    text = generate_latest(registry).decode()
+    # The account's notice was recorded first, so it met the failure; the reply and the post went.
+    assert 'rulesbot_effects_total{kind="dm",outcome="retry"} 1.0' in text
+    assert 'rulesbot_effects_total{kind="notice",outcome="done"} 1.0' in text
+    assert 'rulesbot_effects_total{kind="management",outcome="done"} 1.0' in text
+    assert "rulesbot_effects_pending 1.0" in text
