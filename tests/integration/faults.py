@@ -450,7 +450,9 @@ class Run:
         last, stable_since = None, time.monotonic()
         while time.monotonic() < deadline:
             current = await asyncio.to_thread(self.records)
-            if current != last:
+            # Records alone can rest while the effects journal still carries out what they imply.
+            pending = await asyncio.to_thread(self.query, "SELECT COUNT(*) FROM effects WHERE status = 'pending'")
+            if current != last or (pending and pending[0][0]):
                 last, stable_since = current, time.monotonic()
             elif time.monotonic() - stable_since >= 5:
                 break
@@ -504,6 +506,9 @@ class Run:
             for event_id, sender, resolved_by, resolution, resolution_reason, case_id in q(
                 "SELECT event_id, sender, resolved_by, resolution, resolution_reason, case_id FROM reports"))
         out["reporters"] = Counter(q("SELECT reporter, reason, source FROM report_reporters"))
+        # The effects journal (where there is one): each intent once, and carried out.
+        out["effects"] = Counter(
+            (kind, n(target), status) for kind, target, status in q("SELECT kind, target, status FROM effects"))
         out["audit actions"] = Counter(
             (action, actor, n(target)) for action, actor, target in q("SELECT action, actor, target FROM audit_log"))
         return out
@@ -550,6 +555,20 @@ class Run:
         if self.session is not None:
             await self.session.close()
         await asyncio.to_thread(self.hs.stop)
+
+
+def state_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The rooms' and accounts' state where two runs differ, one line per difference."""
+    lines = []
+    for key in a:
+        x, y = a[key], b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            lines += [f"  {key}: {k}: {x.get(k)} vs {y.get(k)}" for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+        elif isinstance(x, list) and isinstance(y, list) and x != y:
+            lines += [f"  {key}: only undisturbed {sorted(set(x) - set(y))}, only faulted {sorted(set(y) - set(x))}"]
+        elif x != y:
+            lines.append(f"  {key}: {x} vs {y}")
+    return lines
 
 
 def compare(a: dict[str, Counter], b: dict[str, Counter]) -> tuple[int, int, list[str]]:

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.integration.faults import Run, compare, make_script
+from tests.integration.faults import Run, compare, make_script, state_diff
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,8 @@ async def test_a_faulted_run_records_and_does_exactly_what_an_undisturbed_run_do
     print("  faults seen: " + ", ".join(f"{k} {v}" for k, v in evidence.items()))
     for run in (calm, faulted):
         print(f"  {run.workdir.name}: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.timings.items()))
-    for line in lines[:40]:
+    differ = state_diff(a["state"], b["state"])
+    for line in (lines + differ)[:40]:
         print(line)
     for line in calm.log + faulted.log:
         print("  note:", line)
@@ -70,6 +71,6 @@ async def test_a_faulted_run_records_and_does_exactly_what_an_undisturbed_run_do
     accounts = a["state"]["accounts"]
     assert a["state"]["bans"] and accounts["t20"] == (True, False) and accounts["t6"][1] and accounts["t3"] == (False, False)
     assert (lost, duplicated) == (0, 0), "\n".join(lines)
-    assert b["state"] == a["state"]
+    assert b["state"] == a["state"], "\n".join(differ)
     assert evidence["429s to the bot"] > 0, "the 429 burst never reached the bot: the run proves nothing about back-off"
     assert b["settled"], "the faulted run did not settle"
