@@ -4,7 +4,7 @@ Building the folding tables (bot.policy.normalize: every code point through NFKD
 TS #39) costs about 0.6 s of pure Python at each start, before the gate can judge any text; and
 while the bot restarts, the shipped module config refuses every post on the server. The tables
 are a pure function of normalize.py and the data it reads, so they are kept in a file whose name
-is a hash of exactly those inputs: the code's own bytes, the installed confusables and OpenCC
+is a hash of exactly those inputs: the code's own bytes (the whole policy package), the installed confusables and OpenCC
 packages (each file's path, size and modification time), the Unicode database's version and the
 interpreter's. Any change builds them afresh; loading the file takes a few milliseconds.
 
@@ -43,7 +43,13 @@ def inputs_key() -> str:
     from bot.policy import normalize
 
     digest = hashlib.sha256()
-    digest.update(Path(normalize.__file__).read_bytes())
+    # The whole policy package, not only normalize.py: a table helper moved to a sibling module
+    # still changes the key (about 100 KB to hash).
+    here = Path(normalize.__file__)
+    digest.update(here.read_bytes())
+    for source in sorted(here.parent.glob("*.py")):
+        if source != here:
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
     digest.update(f"{unicodedata.unidata_version}|{sys.version}|{sys.maxunicode}".encode())
     for package in DATA_PACKAGES:
         spec = importlib.util.find_spec(package)
