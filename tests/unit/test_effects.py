@@ -407,3 +407,40 @@ async def test_metrics_count_outcomes_by_kind_and_what_is_pending(store):
     assert 'rulesbot_effects_total{kind="notice",outcome="done"} 1.0' in text
     assert 'rulesbot_effects_total{kind="management",outcome="done"} 1.0' in text
     assert "rulesbot_effects_pending 1.0" in text
+
+
+async def test_a_nested_transaction_is_a_savepoint_of_the_open_unit(store):
+    """Repositories open their own transactions; inside a unit they join it: an inner block that
+    raises undoes only its own writes (its audit row too), and nothing commits before the unit."""
+    from bot.store import audit
+
+    async with store.unit() as unit:
+        await store.record(now_ms=1, actor=MOD, action="outer", target=BOB, details={})
+        with pytest.raises(RuntimeError):
+            async with store.db.transaction():
+                await store.record(now_ms=2, actor=MOD, action="inner", target=BOB, details={})
+                raise RuntimeError("refused half-way")
+        await unit.effect("dm", BOB, {"text": "hi"}, "k")
+        assert audit._pending[store.db.conn].row_id == 1  # the head is the outer row again
+    rows = await store.db.fetchall("SELECT id, action FROM audit_log")
+    assert [tuple(r) for r in rows] == [(1, "outer")]
+    assert [e.key for e in await store.effects.listed()] == ["k"]
+    assert (await audit.stored_head(store.db.conn)).row_id == 1
+
+
+async def test_another_task_waits_for_the_unit_instead_of_joining_it(store):
+    import asyncio
+
+    order = []
+
+    async def other():
+        await store.record(now_ms=3, actor=MOD, action="other", target=BOB, details={})
+        order.append("other")
+
+    async with store.unit():
+        task = asyncio.ensure_future(other())
+        await asyncio.sleep(0.05)
+        assert order == []  # it waits for the write lock: it does not slip into this transaction
+        order.append("unit")
+    await task
+    assert order == ["unit", "other"]
