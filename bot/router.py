@@ -1,12 +1,15 @@
 """Routes each event of a sync batch to the part of the bot that cares, one failure at a time.
 
 Every event is handled in its own try/except: one bad event is logged and the rest of the batch
-still runs, so the sync token after it can be saved.
+still runs, so the sync token after it can be saved. The exception is a store that cannot commit
+(locked, disk full): then the batch fails, its token is not saved and it is fetched again; what
+was already handled is skipped by event ID, and nothing is lost.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any, Awaitable, Callable
 
 from nio import SyncResponse
@@ -68,6 +71,8 @@ class Router:
     async def _isolated(what: str, work: Awaitable[None]) -> None:
         try:
             await work
+        except sqlite3.OperationalError:
+            raise  # the store, not the event: the whole batch is tried again
         except Exception:
             log.exception("handling %s failed", what)
 

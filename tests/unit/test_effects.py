@@ -444,3 +444,37 @@ async def test_another_task_waits_for_the_unit_instead_of_joining_it(store):
         order.append("unit")
     await task
     assert order == ["unit", "other"]
+
+
+async def test_a_locked_store_fails_the_batch_so_it_is_fetched_again_and_the_command_is_not_lost(store, tmp_path):
+    import sqlite3
+
+    from bot.router import Router
+
+    world = World(store)
+    await store.db.conn.execute("PRAGMA busy_timeout=100")
+    holder = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the database
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            await Router._isolated("event $warn", world.command(f"!warn {BOB} rude", "$warn"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await store.cases.history(BOB) == []
+    # The sync loop keeps the old token and fetches the batch again: now it is handled, once.
+    await Router._isolated("event $warn", world.command(f"!warn {BOB} rude", "$warn"))
+    await Router._isolated("event $warn", world.command(f"!warn {BOB} rude", "$warn"))
+    await world.effects.run_due()
+    assert len(await store.cases.history(BOB)) == 1
+    assert len([c for c in world.sent(MGMT) if c[3] == txn_id("reply", "$warn")]) == 1
+
+
+async def test_a_failing_event_handler_is_still_isolated(caplog):
+    from bot.router import Router
+
+    async def broken():
+        raise KeyError("content")
+
+    await Router._isolated("event $x", broken())
+    assert "handling event $x failed" in caplog.text
