@@ -71,8 +71,10 @@ class Router:
     async def _isolated(what: str, work: Awaitable[None]) -> None:
         try:
             await work
-        except sqlite3.OperationalError:
-            raise  # the store, not the event: the whole batch is tried again
+        except sqlite3.OperationalError as exc:
+            if store_unavailable(exc):
+                raise  # the store, not the event: the whole batch is tried again
+            log.exception("handling %s failed", what)  # a bug (bad SQL): isolated like any other
         except Exception:
             log.exception("handling %s failed", what)
 
@@ -170,6 +172,16 @@ class Router:
             log.info("declining the invite of %s to %s (not a protected room; not from a moderator or public account)",
                      inviter, room_id)
             await self._matrix.leave(room_id)
+
+
+# SQLite's words for a store that cannot commit now but may later (another process holds it, the
+# disk is full or failing); a bad statement is a bug, and retrying the batch would never end.
+_UNAVAILABLE = ("locked", "busy", "disk", "full", "unable to open", "readonly")
+
+
+def store_unavailable(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return any(word in message for word in _UNAVAILABLE)
 
 
 def invite_sender(invite_state: list[dict[str, Any]], bot_user_id: str) -> str | None:

@@ -478,3 +478,16 @@ async def test_a_failing_event_handler_is_still_isolated(caplog):
 
     await Router._isolated("event $x", broken())
     assert "handling event $x failed" in caplog.text
+
+
+@pytest.mark.parametrize("message, unavailable", [
+    ("database is locked", True), ("database or disk is full", True), ("disk I/O error", True),
+    ("attempt to write a readonly database", True),
+    ("no such column: foo", False), ('near "SELEC": syntax error', False),
+])
+def test_only_a_store_that_cannot_commit_now_fails_the_batch(message, unavailable):
+    import sqlite3
+
+    from bot.router import store_unavailable
+
+    assert store_unavailable(sqlite3.OperationalError(message)) is unavailable
