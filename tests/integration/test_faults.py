@@ -73,4 +73,7 @@ async def test_a_faulted_run_records_and_does_exactly_what_an_undisturbed_run_do
     assert (lost, duplicated) == (0, 0), "\n".join(lines)
     assert b["state"] == a["state"], "\n".join(differ)
     assert evidence["429s to the bot"] > 0, "the 429 burst never reached the bot: the run proves nothing about back-off"
+    # 1 message/s for 10 s: a client that honours retry_after_ms meets a few dozen 429s at most, one
+    # that retries in a tight loop meets hundreds.
+    assert evidence["429s to the bot"] < 60, f"no back-off: {evidence['429s to the bot']} 429s in 10 s"
     assert b["settled"], "the faulted run did not settle"
