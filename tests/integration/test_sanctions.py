@@ -292,3 +292,34 @@ async def test_a_kill_between_commit_and_reply_and_a_replayed_batch_leave_one_ca
     notices = [m for m in alice.messages(alice.dm, mod.bot_id) if f"Case #{case}: you have received" in m["content"]["body"]]
     assert len(notices) == 1
     assert "was handled before; not again" in mod.bot.log()
+
+
+async def test_a_restriction_that_ends_while_the_bot_is_down_lifts_its_mute_and_is_announced(plain, make_bot):
+    """Room mode: the restriction's time passes while the bot is stopped. At start-up the end is
+    recorded before the rooms are known; the unmute and the announcements wait in the journal and
+    are carried out once they are."""
+    mod = await setup(plain, plain.bot, make_bot)
+    room_id = await mod.protected_room()
+    hana = await new_user(plain, "hana")
+    mod.users.append(hana)
+    await hana.join(room_id)
+    await hana.say(room_id, "hello")
+    dm = await hana.wait_for_invite(mod.bot_id)
+    await hana.join(dm)
+    await hana.wait_for_message(dm, mod.bot_id, "!agree")
+    await hana.say(dm, "!agree")
+    await hana.wait_for_message(dm, mod.bot_id, "recorded")
+    await until(lambda: _no_entry(mod.moderator, room_id, hana.user_id), what="the agreement mute to end")
+    case = case_number(await mod.command(f"!restrict {hana.user_id} 1d flooding", "Recorded and in effect"))
+    await until(lambda: _level(mod.moderator, room_id, hana.user_id, below=0), what="the mute")
+    assert mod.bot.stop(signal.SIGTERM) == 0
+    # A day passes while the bot is down (the case's end moved to the past, as the clock would).
+    with sqlite3.connect(mod.bot.config["database"]["path"]) as db:
+        db.execute("UPDATE cases SET expires_at = ? WHERE id = ?", (int(time.time() * 1000) - 1000, case))
+    mod.bot.start()
+    await until(lambda: _no_entry(mod.moderator, room_id, hana.user_id), what="the mute lifted after the restart")
+    await mod.moderator.wait_for_message(mod.room, mod.bot_id, f"Case #{case} (posting restriction of {hana.user_id}) expired")
+    await hana.wait_for_message(dm, mod.bot_id, f"Case #{case}: your posting restriction has ended")
+    assert getattr(await hana.say(room_id, "back again"), "event_id", None)
+    for user in mod.users:
+        await user.close()
