@@ -71,7 +71,8 @@ class Onboarding:
     async def tell(self, user_id: str, text: str, key: str) -> None:
         """A notice in ``user_id``'s direct chat, journaled as an effect (in the caller's
         transaction, if one is open): it survives a crash and is sent once."""
-        await self._store.effects.add("dm", user_id, {"text": text}, f"dm/{key}")
+        # The key names the user too: one outcome (a report's) is told to several reporters.
+        await self._store.effects.add("dm", user_id, {"text": text}, f"dm/{user_id}/{key}")
 
     def forget(self, user_id: str) -> None:
         """The user left their DM: the next request makes a new one and prompts there."""

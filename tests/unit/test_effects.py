@@ -491,3 +491,13 @@ def test_only_a_store_that_cannot_commit_now_fails_the_batch(message, unavailabl
     from bot.router import store_unavailable
 
     assert store_unavailable(sqlite3.OperationalError(message)) is unavailable
+
+
+async def test_one_outcome_told_to_several_people_is_one_notice_each(store):
+    from bot.matrix.onboarding import Onboarding
+
+    onboarding = Onboarding(None, store, None, None, Translator("en"), None, lambda: T0)
+    for reporter in ("@ann:hs", "@cy:hs"):
+        await onboarding.tell(reporter, "Report #4 was actioned.", "report-outcome-4")
+    await onboarding.tell("@ann:hs", "Report #4 was actioned.", "report-outcome-4")  # a replay
+    assert [(e.target, e.kind) for e in await store.effects.listed()] == [("@ann:hs", "dm"), ("@cy:hs", "dm")]
