@@ -108,7 +108,7 @@ class RoomMode:
 
         Rooms where the account is recorded as muted count even before the protected rooms are
         known (at start-up, a measure that expired while the bot was down lifts its mutes)."""
-        cause = cause or f"apply-{self._clock()}"
+        cause = cause or f"apply-{user_id}-{self._clock()}"
         muted_in = {mute.room_id: mute for mute in await self._store.rooms.mutes_of(user_id)}
         for room_id in sorted(self.protected | set(muted_in)):
             decision = self._decide(room_id, user_id)
