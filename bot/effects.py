@@ -197,8 +197,8 @@ class Executor(Collector):
                                               f"effect-failed/{effect.id}", now_ms=now)
 
     def collect(self) -> Iterator[Metric]:
-        attempts = CounterMetricFamily("rulesbot_effects", "Effects carried out, by kind and outcome (done, retry, failed)",
-                                       labels=["kind", "outcome"])
+        attempts = CounterMetricFamily(
+            "rulesbot_effects", "Effects carried out, by kind and outcome (done, retry, failed)", labels=["kind", "outcome"])
         for (kind, outcome), value in sorted(self.outcomes.items()):
             attempts.add_metric([kind, outcome], value)
         yield attempts
@@ -265,9 +265,9 @@ class Executor(Collector):
         recorded = await self._store.rooms.mute_in(room_id, user_id)
         if recorded is None:
             previous = users.get(user_id)
-            recorded = Mute(room_id=room_id, user_id=user_id, previous_level=None if previous is None else _level(previous),
-                            muted_level=needed - 1, reason=str(effect.payload.get("reason") or ""),
-                            muted_at=self._clock())
+            recorded = Mute(room_id=room_id, user_id=user_id,
+                            previous_level=None if previous is None else _level(previous), muted_level=needed - 1,
+                            reason=str(effect.payload.get("reason") or ""), muted_at=self._clock())
             # The record first: if the bot dies right after the change, the record to undo it exists.
             await self._store.rooms.record_mute(recorded, actor=self._bot)
         users[user_id] = needed - 1

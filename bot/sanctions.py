@@ -233,8 +233,10 @@ class Sanctions:
             if measure is not None:
                 self._store.db.on_rollback(lambda: self._state.add_measure(case.target, measure))
             active = self._state.sanctions.get(case.target)
-            still_suspended = active is not None and any(m.kind is SanctionKind.SUSPEND for m in active.measures.values())
-            if case.kind == "suspend" and not still_suspended and self._admin is not None and self._state.is_local(case.target):
+            still_suspended = active is not None and any(
+                m.kind is SanctionKind.SUSPEND for m in active.measures.values())
+            local = self._state.is_local(case.target)
+            if case.kind == "suspend" and not still_suspended and self._admin is not None and local:
                 await self._effect("admin", case.target, {"op": "unsuspend", "case": case.id}, f"{cause}/unsuspend")
             if case.kind == "close":
                 await self._room_mode.unban_everywhere(case.target, cause)

@@ -98,7 +98,8 @@ class EffectRepo:
         row = await self._db.fetchone("SELECT 1 FROM handled_events WHERE event_id = ? AND kind = ?", (event_id, kind))
         return row is not None
 
-    async def add(self, kind: str, target: str, payload: dict[str, Any], key: str, *, now_ms: int | None = None) -> bool:
+    async def add(self, kind: str, target: str, payload: dict[str, Any], key: str, *,
+                  now_ms: int | None = None) -> bool:
         """Add an intent in the caller's transaction (or one of its own); False if the key exists."""
         now = self.clock() if now_ms is None else now_ms
         async with self._db.transaction() as conn:
@@ -150,7 +151,8 @@ class EffectRepo:
     async def mark_failed(self, effect_id: int, now_ms: int, error: str) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
-                "UPDATE effects SET status = 'failed', attempts = attempts + 1, done_at = ?, last_error = ? WHERE id = ?",
+                "UPDATE effects SET status = 'failed', attempts = attempts + 1, done_at = ?, last_error = ?"
+                " WHERE id = ?",
                 (now_ms, error[:500], effect_id),
             )
 

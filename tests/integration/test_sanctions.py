@@ -289,7 +289,8 @@ async def test_a_kill_between_commit_and_reply_and_a_replayed_batch_leave_one_ca
     answers = [m for m in mod.moderator.messages(mod.room, mod.bot_id)
                if (m["content"].get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id") == sent.event_id]
     assert len(answers) == 1
-    notices = [m for m in alice.messages(alice.dm, mod.bot_id) if f"Case #{case}: you have received" in m["content"]["body"]]
+    notices = [m for m in alice.messages(alice.dm, mod.bot_id)
+               if f"Case #{case}: you have received" in m["content"]["body"]]
     assert len(notices) == 1
     assert "was handled before; not again" in mod.bot.log()
 
@@ -318,7 +319,8 @@ async def test_a_restriction_that_ends_while_the_bot_is_down_lifts_its_mute_and_
         db.execute("UPDATE cases SET expires_at = ? WHERE id = ?", (int(time.time() * 1000) - 1000, case))
     mod.bot.start()
     await until(lambda: _no_entry(mod.moderator, room_id, hana.user_id), what="the mute lifted after the restart")
-    await mod.moderator.wait_for_message(mod.room, mod.bot_id, f"Case #{case} (posting restriction of {hana.user_id}) expired")
+    await mod.moderator.wait_for_message(mod.room, mod.bot_id,
+                                         f"Case #{case} (posting restriction of {hana.user_id}) expired")
     await hana.wait_for_message(dm, mod.bot_id, f"Case #{case}: your posting restriction has ended")
     assert getattr(await hana.say(room_id, "back again"), "event_id", None)
     for user in mod.users:

@@ -229,8 +229,9 @@ async def test_a_permanent_failure_is_marked_failed_and_told_to_the_management_r
     assert (failed.kind, failed.key, failed.last_error) == ("admin", "case-1/suspend", "M_FORBIDDEN")
     told = [c for c in world.sent(MGMT) if "will not be retried" in c[2]]
     assert len(told) == 1
-    assert told[0][2] == (f"Could not make the admin API call (suspend, unsuspend or deactivate) for {BOB} "
-                          "(case-1/suspend): M_FORBIDDEN. This will not be retried; if it is still needed, do it by hand.")
+    assert told[0][2] == (
+        f"Could not make the admin API call (suspend, unsuspend or deactivate) for {BOB} (case-1/suspend): "
+        "M_FORBIDDEN. This will not be retried; if it is still needed, do it by hand.")
     # The effects after it for the same account still ran (the notice to the account).
     assert [c for c in world.sent() if c[1] == f"!dm-{BOB}"]
 
