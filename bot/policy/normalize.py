@@ -8,13 +8,16 @@ to the link domains it names. Each character is mapped on its own, by a table bu
    then combining marks are dropped (``státe`` is ``state``: an accent or a stray U+0301 inserted
    to break a word changes nothing; the price is that ``cafe`` and ``café`` are one word);
 2. invisible characters are dropped: every format character (category Cf: zero-width space and
-   joiners, bidi marks, soft hyphen, word joiner, tag characters) and the other default-ignorable
-   code points (variation selectors, Hangul fillers, combining grapheme joiner);
+   joiners, bidi marks, soft hyphen, word joiner, tag characters), every Default_Ignorable_Code_Point
+   (variation selectors, Hangul fillers, combining grapheme joiner...), and the characters drawn with
+   no ink that Unicode does not call ignorable (braille blank, musical null notehead);
 3. case folding (``str.casefold``);
-4. traditional to simplified Chinese with OpenCC's character table (``國務院`` is ``国务院``). OpenCC
-   also has phrase tables, but a phrase can span the edge of a keyword, so the same keyword could
-   convert one way alone and another way inside a sentence; per character, a keyword inside any
-   text converts exactly as it does alone;
+4. traditional and variant forms to simplified Chinese with OpenCC's character tables (``國務院`` is
+   ``国务院``; also the Taiwan, Hong Kong and Japanese shinjitai variants, ``総`` is ``总``) and a
+   short curated table of informal variants no OpenCC table has (``囯``, ``圀``, ``囻`` are ``国``).
+   OpenCC also has phrase tables, but a phrase can span the edge of a keyword, so the same keyword
+   could convert one way alone and another way inside a sentence; per character, a keyword inside
+   any text converts exactly as it does alone;
 5. confusable characters to their prototype (Unicode TS #39 ``confusables.txt``, as shipped by the
    ``confusable_homoglyphs`` package): Cyrillic ``а`` is Latin ``a``, Greek ``ο`` is ``o``; and the
    styled letters neither NFKD nor TS #39 fold (small capitals ``ꜱᴛᴀᴛᴇ``, negative circled ``🅢``).
@@ -26,6 +29,11 @@ to the link domains it names. Each character is mapped on its own, by a table bu
 Steps 1-5 repeat until the character is stable, so ``fold(fold(x)) == fold(x)``. Because each step
 works per character, a keyword folded alone appears in the folded text of any sentence that
 contains it (the property the tests check).
+
+Case folding comes before the confusables, which reads most letters right but not the capitals
+whose lowercase looks like another letter (Greek ``Ν`` lowercases to ``ν``, read as ``v``):
+``fold_variants`` gives a second reading of such a text, those characters replaced by their TS #39
+prototype first, and the rules are matched against both readings.
 
 Regular-expression rules are searched in the raw text AND in ``fold_light`` of it: the raw text
 keeps what a rule author may rely on (exact characters, case if the pattern asks for it), the
@@ -39,15 +47,36 @@ import re
 import sys
 import unicodedata
 from functools import lru_cache
-from typing import Iterable
+from typing import Iterable, Iterator
 from urllib.parse import unquote
 
-# Default-ignorable code points that are not category Cf (DerivedCoreProperties.txt): they render
-# as nothing, so they can be put inside a word to break a match.
+# Characters that render as nothing, so they can be put inside a word to break a match. First the
+# Unicode Default_Ignorable_Code_Point property in full (DerivedCoreProperties.txt, Unicode 15.1;
+# Python's unicodedata does not expose it), then the characters that the lists of "invisible
+# characters" name although Unicode does not make them default-ignorable. Each is listed once.
 _IGNORABLE_RANGES = (
-    (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
-    (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
-    (0xE0000, 0xE0FFF), (0x2800, 0x2800),  # (braille blank: renders as a space, is not one)
+    # Default_Ignorable_Code_Point
+    (0x00AD, 0x00AD),  # soft hyphen
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x061C, 0x061C),  # Arabic letter mark
+    (0x115F, 0x1160),  # Hangul choseong and jungseong fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian free variation selectors and vowel separator
+    (0x200B, 0x200F),  # zero-width space, non-joiner, joiner; left-to-right and right-to-left marks
+    (0x202A, 0x202E),  # bidi embeddings and overrides
+    (0x2060, 0x206F),  # word joiner, invisible operators, bidi isolates, deprecated format characters
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFEFF, 0xFEFF),  # zero-width no-break space (byte order mark)
+    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
+    (0xFFF0, 0xFFF8),  # unassigned, reserved as default-ignorable
+    (0x1BCA0, 0x1BCA3),  # shorthand format controls
+    (0x1D173, 0x1D17A),  # musical symbol begin/end beam, tie, slur, phrase
+    (0xE0000, 0xE0FFF),  # tags and variation selectors supplement
+    # Invisible, not default-ignorable
+    (0x2800, 0x2800),  # braille pattern blank: drawn as a blank cell, is not a space
+    (0x1D159, 0x1D159),  # musical symbol null notehead: drawn with no ink (category So)
+    (0x13430, 0x1343F),  # Egyptian hieroglyph format controls (category Cf, dropped anyway)
 )
 _DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Me", "Cc", "Cs"})
 # Ideographs and compatibility ideographs OpenCC's character table may convert.
@@ -61,6 +90,7 @@ def warm_up() -> None:
     """Build the tables now (about a second, once per process) rather than on the first text."""
     _ascii_tables()
     _light()
+    _prototype_first()
 
 
 def fold(text: str) -> str:
@@ -72,6 +102,61 @@ def fold(text: str) -> str:
 def fold_light(text: str) -> str:
     """As ``fold`` but leaving ASCII characters' own look-alikes (0/o, 1/l, m/rn) alone."""
     return _fold(text, False)
+
+
+def fold_variants(text: str) -> Iterator[str]:
+    """``fold(text)``, then a second reading when the text holds a character that folds otherwise
+    than its TS #39 prototype: Greek capital ``Ν`` reads as ``N``, but case folding (which comes
+    first) makes it ``ν``, whose prototype is ``v``; ``´`` used as an apostrophe decomposes to a
+    space. The second reading replaces those characters by their prototype before folding. A rule
+    is matched against both (judging a text in two readings can only refuse more); the second is
+    only worked out if it is asked for, i.e. when the first matched nothing."""
+    first = _fold(text, True)
+    yield first
+    replaced = _prototypes_first(text)
+    if replaced is not None:
+        second = _fold(replaced, True)
+        if second != first:
+            yield second
+
+
+def fold_light_variants(text: str) -> Iterator[str]:
+    """``fold_light`` in the readings of ``fold_variants``."""
+    first = _fold(text, False)
+    yield first
+    replaced = _prototypes_first(text)
+    if replaced is not None:
+        second = _fold(replaced, False)
+        if second != first:
+            yield second
+
+
+@lru_cache(maxsize=16)  # the keyword and the regex readings of one text ask for it
+def _prototypes_first(text: str) -> str | None:
+    """The text with the characters of ``_prototype_first`` replaced (None: it has none)."""
+    if text.isascii():
+        return None
+    pattern, prototypes = _prototype_first()
+    hits = set(pattern.findall(text))  # a bitmap class, searched in C
+    if _has_astral(text):
+        hits.update(c for c in text if c > "\uffff" and c in prototypes)
+    if not hits:
+        return None
+    for char in hits:
+        text = text.replace(char, prototypes[char])
+    return text
+
+
+@lru_cache(maxsize=1)
+def _prototype_first() -> tuple[re.Pattern[str], dict[str, str]]:
+    """The characters whose fold differs from their prototype's (a few hundred of TS #39's six
+    thousand), as a character class and a mapping to the prototype."""
+    unfolded = _fold.__wrapped__  # (single characters: keep them out of the text cache)
+    prototypes = {source: proto for source, proto in _confusables(True).items()
+                  if not source.isascii() and unfolded(source, True) != unfolded(proto, True)}
+    # The basic plane's only: a class of them compiles to a bitmap; astral ones are looked up.
+    body = "".join(re.escape(c) for c in sorted(prototypes) if c <= "\uffff")
+    return re.compile(f"[{body}]"), prototypes
 
 
 # One event is judged by the classifier and by the repost fingerprint: fold it once.
@@ -167,33 +252,53 @@ def link_hosts(text: str) -> list[str]:
     A host is any run of ASCII letters, digits and hyphens with at least one dot (so
     ``请看news.cn的文章`` names ``news.cn``); hosts in other scripts are matched by ``has_domain``.
     """
+    return list(_link_hosts(text))
+
+
+@lru_cache(maxsize=16)  # the domain rules and the repost sources read the same text's hosts
+def _link_hosts(text: str) -> tuple[str, ...]:
     prepared = _url_text(text)
+    if prepared.count(".") > _MANY_DOTS:
+        # Thousands of hosts (a.a a.a …): one pass of a pattern in C, each distinct host once.
+        return tuple(_host(h) for h in dict.fromkeys(_HOST_FIND.findall(prepared)))
     hosts = []
-    # A host needs a dot with a label after it: start from each such dot (found in C) rather than
-    # trying a pattern at every position of the text, which costs ~20 µs per KB.
-    end, length = 0, len(prepared)
-    for found in _DOT_LABEL.finditer(prepared):
+    # A host needs a dot with a label after it: search from each such dot (found in C) rather
+    # than trying a pattern at every position of the text, which costs ~20 µs per KB; the host's
+    # extent either side is found in C too (rstrip, a match), and the next search starts past it,
+    # so a hostile a.a.a…a of 30,000 labels is read once.
+    end = 0
+    while True:
+        found = _DOT_LABEL.search(prepared, end)
+        if found is None:
+            break
         dot = found.start()
-        if dot < end:
-            continue
-        start = dot
-        while start > end and prepared[start - 1] in _HOST_CHARS:
-            start -= 1
-        stop = dot + 1
-        while stop < length and (prepared[stop] in _HOST_CHARS or prepared[stop] == "."):
-            stop += 1
-        labels = prepared[start:stop].split(".")
-        while labels and not labels[-1]:
-            labels.pop()  # a trailing dot ends the host (xinhuanet.com.)
-        if len(labels) >= 2 and all(labels):
-            # A rule names a domain of a few labels and matches the end of a host: the last
-            # labels are all it needs (and a hostile a.a.a…a of 30,000 labels stays linear).
-            hosts.append(".".join(_decode_label(label) for label in labels[-_MAX_LABELS:]))
+        start = end + len(prepared[end:dot].rstrip(_HOST_CHARS_STR))
+        stop = _HOST_RUN.match(prepared, dot + 1).end()  # type: ignore[union-attr] (it matches "")
+        host = prepared[start:stop].rstrip(".")  # a trailing dot ends the host (xinhuanet.com.)
         end = stop
-    return hosts
+        if "." not in host or ".." in host or host[0] == ".":
+            continue  # an empty label: no host
+        hosts.append(_host(host))
+    return tuple(hosts)
 
 
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+def _host(host: str) -> str:
+    if host.count(".") >= _MAX_LABELS:
+        # A rule names a domain of a few labels and matches the end of a host: the last labels
+        # are all it needs.
+        host = host.split(".", host.count(".") - _MAX_LABELS + 1)[-1]
+    if "xn--" in host:
+        host = ".".join(_decode_label(label) for label in host.split("."))
+    return host
+
+
+_MANY_DOTS = 256
+_HOST_FIND = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+
+
+_HOST_CHARS_STR = "abcdefghijklmnopqrstuvwxyz0123456789-"
+_HOST_RUN = re.compile(r"[a-z0-9.-]*")
+_HOST_CHARS = frozenset(_HOST_CHARS_STR)
 _MAX_LABELS = 16
 # A dot that a label follows: the end of a sentence ("word. Next") is not one, and is skipped in C.
 _DOT_LABEL = re.compile(r"\.(?=[a-z0-9-])")
@@ -267,7 +372,7 @@ def preload_tables(tables: Tables) -> None:
     """Use tables that this same code built earlier from the same data (bot.foldcache keeps them
     on disk, keyed by this file and the data it reads): a start-up without the second of building."""
     _preloaded[:] = [tables]
-    for cached in (_tables, _ascii_tables, _light):
+    for cached in (_tables, _ascii_tables, _light, _prototype_first):
         cached.cache_clear()
 
 
@@ -377,13 +482,39 @@ def _letterlike() -> dict[str, str]:
 
 
 def _t2s() -> dict[str, str]:
-    """Traditional -> simplified, per character, from OpenCC's t2s tables."""
+    """Traditional and variant forms -> simplified, per character, from OpenCC's tables: t2s first,
+    then the Taiwan and Hong Kong variant tables (tw2s, hk2s), then Japanese shinjitai (経, 発,
+    総: jp2t gives the traditional form, t2s its simplified one), then ``_VARIANTS``; the first
+    table that changes a character decides."""
     import opencc
 
     chars = [chr(c) for low, high in _CJK_RANGES for c in range(low, high + 1)
              if unicodedata.category(chr(c)) == "Lo"]
-    # One call: a newline between characters keeps OpenCC's phrase table out of it.
-    converted = opencc.OpenCC("t2s").convert("\n".join(chars)).split("\n")
-    if len(converted) != len(chars):  # a conversion that changed the line count: be safe
-        return {}
-    return {a: b for a, b in zip(chars, converted) if a != b}
+
+    def per_char(config: str, items: list[str]) -> list[str]:
+        # One call: a newline between characters keeps OpenCC's phrase tables out of it.
+        converted = opencc.OpenCC(config).convert("\n".join(items)).split("\n")
+        return converted if len(converted) == len(items) else items  # a changed line count: be safe
+
+    result: dict[str, str] = {}
+    for converted in (per_char("t2s", chars), per_char("tw2s", chars), per_char("hk2s", chars),
+                      per_char("t2s", per_char("jp2t", chars))):
+        for a, b in zip(chars, converted):
+            if a != b:
+                result.setdefault(a, b)
+    for a, b in _VARIANTS.items():
+        result.setdefault(a, b)
+    return result
+
+
+# Informal and historical variants that no OpenCC table maps, read as the standard character by a
+# Chinese reader. From Unihan (Unihan_Variants.txt, kZVariant and kSemanticVariant of the standard
+# form), chosen by hand: only variants in current informal use or seen in filter evasion. Add a line
+# here when a variant is seen in the wild.
+_VARIANTS = {
+    "\u56ef": "国",  # 囯: the informal handwritten 国 (国 with 王)
+    "\u5700": "国",  # 圀: Empress Wu's character for 國
+    "\u56fb": "国",  # 囻: variant of 國 (民 inside)
+    "\u56f6": "国",  # 囶: variant of 國
+    "\u4e8a": "事",  # 亊: variant of 事
+}

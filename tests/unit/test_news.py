@@ -53,7 +53,7 @@ def test_longest_keyword_names_the_rule():
 @pytest.mark.parametrize(
     "text, quotes, seen",
     [
-        ("国务院 转载自 某网站", False, False),
+        ("转载自某网站：国务院", False, False),
         ("RT @someone: State Council says", False, False),
         ("State Council https://xinhuanet.com/a", False, False),
         ("> <@a:hs> State Council\n\nagreed", True, False),
@@ -111,11 +111,11 @@ def test_news_from_an_untiered_account_is_refused_naming_the_rule_and_tier(state
 
 def test_publisher_may_publish_and_repost(state):
     assert decide(post("@pub:hs", "国务院今日发布"), state, NOW).allowed
-    assert decide(post("@pub:hs", "国务院 转载自 x"), state, NOW).allowed
+    assert decide(post("@pub:hs", "转载自 x：国务院"), state, NOW).allowed
 
 
 def test_reposter_may_repost_but_not_publish_an_original(state):
-    assert decide(post("@rep:hs", "国务院 转载自 x"), state, NOW).allowed
+    assert decide(post("@rep:hs", "转载自 x：国务院"), state, NOW).allowed
     refused = decide(post("@rep:hs", "国务院今日发布"), state, NOW)
     assert refused.reason is Reason.NEWS_TIER_MISSING and refused.params["tier"] == "publisher"
 
@@ -224,7 +224,7 @@ def test_regex_rules_see_the_folded_text_and_the_raw_text():
 def test_markers_are_normalised_like_the_text():
     rules = NewsRules.from_mapping({"news": [{"id": "n", "keywords": ["国务院"]}],
                                     "repost": {"markers": ["来源：", "RT @"]}})
-    assert rules.classify("国务院 来源:某报").repost  # ASCII colon for the fullwidth one
+    assert rules.classify("来源:某报 国务院").repost  # ASCII colon for the fullwidth one
     assert rules.classify("ｒｔ　＠someone 国务院").repost
 
 
@@ -259,3 +259,47 @@ def test_hostile_texts_are_judged_in_bounded_time(text):
     started = time.perf_counter()
     rules.classify(text)
     assert time.perf_counter() - started < 0.5
+
+
+# --- what a marker and a quote declare (finding 15 of the review of issue 12) ---------------------
+
+@pytest.mark.parametrize("text, repost", [
+    ("RT @someone: State Council says", True),
+    ("转载自某网站：国务院今日发布", True),
+    ("国务院今日决定, my own scoop. RT @someone: nice", False),  # the marker declares what follows it
+    ("国务院今日发布 转载自某网站", False),  # a source named after the news: a link to it counts, a word not
+    ("国务院今日发布 https://xinhuanet.com/a", True),
+    ("RT @me 国务院今日决定, my own scoop", True),  # the account's own declaration, kept in its record
+])
+def test_a_marker_counts_for_the_news_after_it(rules, text, repost):
+    assert rules.classify(text).repost is repost
+
+
+@pytest.mark.parametrize("quoted, repost", [
+    ("<@a:hs> hi", False),  # the news is the reply's own: an original
+    ("<@a:hs> 国务院昨日发布", True),  # the same keyword in the quote: a repost
+    ("<@a:hs> a Press Conference", False),  # other news in the quote does not make this one a repost
+])
+def test_a_quoting_reply_is_a_repost_only_of_the_news_it_quotes(rules, quoted, repost):
+    match = rules.classify("国务院今日决定", quotes_a_reply=True, quoted=quoted)
+    assert match is not None and match.repost is repost
+
+
+def test_the_same_regex_match_or_domain_in_the_quote_makes_a_repost(rules):
+    assert rules.classify("a press conference today", quotes_a_reply=True, quoted="PRESS CONFERENCE at 10").repost
+    assert not rules.classify("a press conference today", quotes_a_reply=True, quoted="hi").repost
+    assert rules.classify("see news.cn/a", quotes_a_reply=True, quoted="https://www.news.cn/b").repost
+    assert not rules.classify("see news.cn/a", quotes_a_reply=True, quoted="https://example.org/").repost
+
+
+def test_a_reposter_may_not_publish_a_scoop_as_a_reply_quoting_something_else(state):
+    from bot.policy.text import event_text
+
+    reply = {"msgtype": "m.text", "body": "> <@someone:hs> hi\n\n国务院今日决定: my own scoop",
+             "m.relates_to": {"m.in_reply_to": {"event_id": "$hi:hs"}}}
+    text, quotes = event_text("m.room.message", reply)
+    refused = decide(post("@rep:hs", text, quotes=quotes), state, NOW)
+    assert refused.reason is Reason.NEWS_TIER_MISSING and refused.params["tier"] == "publisher"
+    quoting_news = dict(reply, body="> <@pub:hs> 国务院今日发布\n\nworth reading 国务院")
+    text, quotes = event_text("m.room.message", quoting_news)
+    assert decide(post("@rep:hs", text, quotes=quotes), state, NOW).allowed

@@ -209,3 +209,46 @@ def test_the_fast_paths_fold_like_the_plain_table(text):
 
     assert fold(text) == plain(_table(True))
     assert fold_light(text) == plain(_table(False))
+
+
+# --- findings 10-12 of the review of issue 12 --------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "\u039dATIONAL PEOPLE'S CONGRESS",  # Greek capital Nu: case folding first would make it ν, read as v
+    "STAT\u0395 COUNCIL",  # Greek capital Epsilon
+    "FOREIGN \u041cINISTRY SPOKESPERSON",  # Cyrillic capital Em
+    "FOREIGN MINISTRY SPO\u041aESPERSON",  # Cyrillic capital Ka
+    "National People\u00b4s Congress",  # acute accent used as an apostrophe
+])
+def test_capital_look_alikes_fold_to_the_letter_they_look_like(text):
+    assert (SHIPPED.classify(text) or pytest.fail(text)).rule_id == "state-organs"
+
+
+def test_a_regex_rule_reads_capital_look_alikes_too():
+    assert (SHIPPED.classify("PRESS CONFERENCE OF THE STAT\u0395") or pytest.fail()).rule_id == "policy-announcements"
+
+
+@pytest.mark.parametrize("variant", ["囯", "圀", "囻", "囶"])
+def test_variants_of_guo_that_opencc_does_not_map_read_as_guo(variant):
+    assert fold(f"{variant}务院") == fold("国务院")
+
+
+@pytest.mark.parametrize("japanese, simplified", [("総理", "总理"), ("経済", "经济"), ("発表", "发表"), ("対外", "对外")])
+def test_japanese_shinjitai_read_as_simplified_chinese(japanese, simplified):
+    assert fold(japanese) == fold(simplified)
+
+
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt), copied here rather than from the
+# module under test, plus characters that are drawn with no ink without being default-ignorable.
+DEFAULT_IGNORABLE = [(0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                     (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+                     (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+                     (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF)]
+NO_INK = [0x2800, 0x1D159]
+
+
+def test_every_default_ignorable_and_inkless_character_is_dropped():
+    codes = [c for low, high in DEFAULT_IGNORABLE for c in range(low, high + 1)] + NO_INK
+    assert len(codes) > 4000
+    missed = [hex(c) for c in codes if fold(f"国{chr(c)}务院") != "国务院"]
+    assert not missed
