@@ -56,6 +56,7 @@ class _Transaction:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     on_rollback: list[Callable[[], None]] = field(default_factory=list)
     depth: int = 0
+    begun: bool = False  # a deferred transaction begins at its first write
 
 
 _open: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar("open_transaction", default=None)
@@ -122,44 +123,63 @@ class Database:
         return None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self, *, deferred: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (cancellation included).
 
         Inside a transaction the same task already has open, this is a SAVEPOINT of it: what a
         repository writes joins the caller's unit of work (a case, its effects and the handled
         event commit together), and an exception still undoes exactly the inner block.
+
+        ``deferred``: take the write lock and BEGIN only at the first write (the first nested
+        ``transaction()``), so a unit of work that reads Matrix before it decides (a command
+        fetching its evidence) does not hold every other writer back while it waits.
         """
         outer = self._joinable()
         if outer is not None:
+            if not outer.begun:
+                await self._begin(outer)
             async with self._savepoint(outer):
                 yield self.conn
             return
-        async with self._write_lock:
-            tx = _Transaction(self, asyncio.current_task())
-            token = _open.set(tx)
+        tx = _Transaction(self, asyncio.current_task())
+        token = _open.set(tx)
+        try:
+            if not deferred:
+                await self._begin(tx)
             try:
-                await self.conn.execute("BEGIN IMMEDIATE")
-                audit.take_pending(self.conn)  # a head left by a COMMIT that failed is no head
-                try:
-                    yield self.conn
-                except BaseException:
+                yield self.conn
+            except BaseException:
+                if tx.begun:
                     audit.take_pending(self.conn)
                     await self.conn.execute("ROLLBACK")
-                    _undo(tx.on_rollback)
-                    raise
-                else:
+                _undo(tx.on_rollback)
+                raise
+            else:
+                if tx.begun:
                     await self.conn.execute("COMMIT")
                     head = audit.take_pending(self.conn)
                     if head is not None and self.head_file is not None:
                         # Still under the lock, so the file gets heads in commit order.
                         await self._write_head(head)
-            finally:
-                _open.reset(token)
+        finally:
+            _open.reset(token)
+            if tx.begun:
+                self._write_lock.release()
         for callback in tx.after_commit:
             try:
                 callback()
             except Exception:
                 log.exception("an after-commit callback failed")
+
+    async def _begin(self, tx: _Transaction) -> None:
+        await self._write_lock.acquire()
+        try:
+            await self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._write_lock.release()
+            raise
+        audit.take_pending(self.conn)  # a head left by a COMMIT that failed is no head
+        tx.begun = True
 
     @asynccontextmanager
     async def _savepoint(self, tx: _Transaction) -> AsyncIterator[None]:

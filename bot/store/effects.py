@@ -82,17 +82,17 @@ class EffectRepo:
         """A transaction that, when ``event_id`` is given, also records the event as handled; the
         unit says ``replayed`` if it had been handled before (then the caller does nothing)."""
         now = self.clock() if now_ms is None else now_ms
-        async with self._db.transaction() as conn:
-            replayed = False
-            if event_id is not None:
-                async with conn.execute("SELECT 1 FROM handled_events WHERE event_id = ? AND kind = ?",
-                                        (event_id, kind)) as cur:
-                    replayed = await cur.fetchone() is not None
+        # Deferred: the write lock is taken at the first write, not while the caller still reads.
+        # The events of a sync batch are handled one after another, and the mark's primary key
+        # refuses a second one, so checking before the lock is taken is safe.
+        async with self._db.transaction(deferred=True):
+            replayed = event_id is not None and await self.handled(event_id, kind)
             unit = Unit(self, event_id, replayed, now)
             yield unit
             if event_id is not None and not replayed:
-                await conn.execute("INSERT INTO handled_events (event_id, kind, handled_at) VALUES (?, ?, ?)",
-                                   (event_id, kind, now))
+                async with self._db.transaction() as conn:
+                    await conn.execute("INSERT INTO handled_events (event_id, kind, handled_at) VALUES (?, ?, ?)",
+                                       (event_id, kind, now))
 
     async def handled(self, event_id: str, kind: str = "event") -> bool:
         row = await self._db.fetchone("SELECT 1 FROM handled_events WHERE event_id = ? AND kind = ?", (event_id, kind))

@@ -438,13 +438,27 @@ async def test_another_task_waits_for_the_unit_instead_of_joining_it(store):
         await store.record(now_ms=3, actor=MOD, action="other", target=BOB, details={})
         order.append("other")
 
-    async with store.unit():
+    async with store.unit() as unit:
+        await unit.effect("dm", BOB, {"text": "hi"}, "k")  # the unit's first write takes the lock
         task = asyncio.ensure_future(other())
         await asyncio.sleep(0.05)
         assert order == []  # it waits for the write lock: it does not slip into this transaction
         order.append("unit")
     await task
     assert order == ["unit", "other"]
+
+
+async def test_a_unit_that_is_still_reading_holds_no_one_back(store):
+    """A command reads Matrix (its evidence) before it writes: meanwhile others may write."""
+    import asyncio
+
+    async with store.unit("$slow", kind="command") as unit:
+        # Another task writes and commits while this unit has only read so far.
+        await asyncio.wait_for(
+            asyncio.ensure_future(store.record(now_ms=3, actor=MOD, action="other", target=BOB, details={})), 1.0)
+        await unit.effect("dm", BOB, {"text": "hi"}, "k")
+    assert [r[0] for r in await store.db.fetchall("SELECT action FROM audit_log")] == ["other"]
+    assert await store.effects.handled("$slow", "command")
 
 
 async def test_a_locked_store_fails_the_batch_so_it_is_fetched_again_and_the_command_is_not_lost(store, tmp_path):
