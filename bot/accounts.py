@@ -254,6 +254,14 @@ class PublicAccounts:
             else:
                 self._state.listed_rooms.discard(room_id)
             if public and self._state.channels.get(room_id) != user:
+                refusal = self._publication_refusal(user, room_id)
+                if refusal is not None:
+                    # Listed all the same (the directory is Synapse's), but not made a channel, as
+                    # !channel add would refuse: the moderators hear of it.
+                    why = self._t(refusal.key, **refusal.params)
+                    await self._management.post(self._t("channel.publication_refused_mgmt", user=user, room=room_id,
+                                                        why=why), f"publication-refused/{room_id}/{user}")
+                    return
                 await self._store.accounts.add_channel(user, room_id, self._clock())
                 self._state.channels[room_id] = user
                 await self._changed(user)
@@ -263,6 +271,19 @@ class PublicAccounts:
                 await self._changed(user)
         except Exception:
             log.exception("following the publication of %s by %s failed", room_id, user)
+
+    def _publication_refusal(self, user: str, room_id: str) -> Refusal | None:
+        """Why a room ``user`` published may not become its channel (``add_channel``'s refusals), or None."""
+        if user not in self._state.public_accounts:
+            return Refusal("account.not_public", user=user)  # a moderator publishing a room
+        if room_id == self._management.room_id:
+            return Refusal("channel.management", room=room_id)
+        if room_id in self.protected():
+            return Refusal("channel.protected", room=room_id)
+        holder = self._state.channels.get(room_id)
+        if holder is not None and holder != user:
+            return Refusal("channel.taken", room=room_id)
+        return None
 
     # -- reading -------------------------------------------------------------------------------
 

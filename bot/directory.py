@@ -7,6 +7,10 @@ None of the new room's initial events reach ``check_event_for_spam`` either: the
 ``handle_new_client_event``. So the gate cannot refuse such a room; it can only say who is
 creating one, and the bot takes it out of the directory once it exists.
 
+A new room's initial name, topic and canonical alias are judged here too, as if the creator had
+sent them: where the news rules apply and the core refuses one, the bot is made the room's admin
+(``make_room_admin``) and the service clears it (``on_initial_text``).
+
 How: when an account asks ``user_may_create_room``, the gate first has the guard note the rooms
 the account is in (the new room cannot exist before the gate answers, so it will be the one not
 in that list), then the guard polls the account's rooms (admin API) for a few seconds. Each new
@@ -29,9 +33,16 @@ from urllib.parse import quote
 
 import aiohttp
 
-from bot.policy import PolicyState
+from bot.policy import Action, ActionKind, Decision, PolicyState, decide
+from bot.policy.decide import news_verdict
+from bot.policy.text import event_text
 
 log = logging.getLogger(__name__)
+
+# The initial state of a new room that shows text to everyone: judged once the room is made.
+INITIAL_TEXT = ("m.room.name", "m.room.topic", "m.room.canonical_alias")
+# (room, creator, refused state type -> the core's decision, why it could not be cleared or None)
+InitialTextHook = Callable[[str, str, dict[str, Decision], "str | None"], Awaitable[None]]
 
 # Delays between looks at a creating account's rooms (s): createRoom takes tens to hundreds of
 # milliseconds; the total covers a slow homeserver.
@@ -52,6 +63,11 @@ class DirectoryGuard:
         self._locks: dict[str, asyncio.Lock] = {}
         self.unlisted: list[tuple[str, float]] = []  # (room, seconds after the gate's answer)
         self._unlisted: set[str] = set()
+        self._judged: set[str] = set()  # new rooms whose initial name, topic and alias were judged
+        # Given a new room whose initial text the core refuses, once the bot has been made its
+        # admin (or why it could not be): the service clears the text and tells who needs to know.
+        self.on_initial_text: InitialTextHook | None = None
+        self.clock: Callable[[], int] = lambda: int(time.time() * 1000)
 
     @property
     def enabled(self) -> bool:
@@ -141,17 +157,108 @@ class DirectoryGuard:
         # join rule is there, the room is half made.
         if rule is not None:
             self._state.note_join_rule(room_id, rule)
+        visibility = next((e.get("content", {}).get("history_visibility") for e in events
+                           if e.get("type") == "m.room.history_visibility"), None)
+        if visibility is not None:
+            self._state.note_history_visibility(room_id, visibility)
         listed = await self._listed(room_id)
         log.debug("room %s of %s: join rule %s, %s", room_id, user_id, rule, "listed" if listed else "not listed")
         if listed:
             self._state.listed_rooms.add(room_id)
             if creator == user_id and room_id not in self._unlisted:
                 await self._unlist(room_id, user_id, started)
+        if rule is not None and creator == user_id and room_id not in self._judged:
+            self._judged.add(room_id)
+            await self._judge_initial_text(room_id, user_id, events)
         return rule is not None
+
+    async def _judge_initial_text(self, room_id: str, creator: str, events: list[dict[str, Any]]) -> None:
+        """Judge the new room's name, topic and canonical alias as if the creator had sent them
+        (none of them passed check_event_for_spam). Out of scope, news among them keeps the room
+        from being opened later (``private_news``); in scope, a refused one is cleared."""
+        state, now = self._state, self.clock()
+        refused: dict[str, Decision] = {}
+        for event in events:
+            kind = event.get("type")
+            if kind not in INITIAL_TEXT:
+                continue
+            body, _ = event_text(kind, event.get("content"))
+            if not body:
+                continue
+            action = Action(ActionKind.SEND_EVENT, creator, room_id=room_id, event_type=kind, body=body)
+            decision = decide(action, state, now)
+            if not decision.allowed:
+                refused[kind] = decision
+            elif not state.in_news_scope(room_id):
+                verdict = news_verdict(action, state, now)
+                if not verdict.allowed:
+                    state.private_news.setdefault(room_id, verdict.params.get("rule", ""))
+        if not refused:
+            return
+        log.info("the initial %s of %s, created by %s, is refused: clearing", ", ".join(refused), room_id, creator)
+        aliases: list[str] = []
+        if "m.room.canonical_alias" in refused:
+            content = next((e.get("content") for e in events if e.get("type") == "m.room.canonical_alias"), None)
+            if isinstance(content, dict):
+                alt = content.get("alt_aliases")
+                aliases = [a for a in [content.get("alias"), *(alt if isinstance(alt, list) else [])] if isinstance(a, str)]
+        error = await self._make_bot_admin(room_id, aliases)
+        if self.on_initial_text is None:
+            log.error("the initial text of %s is refused, and nothing is set up to clear it", room_id)
+            return
+        await self.on_initial_text(room_id, creator, refused, error)
+
+    async def _make_bot_admin(self, room_id: str, aliases: list[str]) -> str | None:
+        """Give the bot the creator's power in the room (Synapse's make_room_admin: in room version
+        12 it counts the local creators, who are not in the power levels, and grants 100), and
+        remove a refused alias from the directory. None if done, else why not."""
+        if not self.enabled:
+            return "no homeserver.admin_token"
+        try:
+            await self._call("POST", f"/_synapse/admin/v1/rooms/{quote(room_id)}/make_room_admin",
+                             {"user_id": self._state.bot_user_id})
+        except (aiohttp.ClientError, asyncio.TimeoutError, LookupError, ValueError) as exc:
+            log.warning("making the bot admin of %s failed: %s", room_id, exc)
+            return f"make_room_admin failed: {str(exc)[:200]}"
+        for alias in aliases:  # server admins may delete any alias
+            try:
+                await self._call("DELETE", f"/_matrix/client/v3/directory/room/{quote(alias)}", None)
+            except (aiohttp.ClientError, asyncio.TimeoutError, LookupError, ValueError) as exc:
+                log.warning("removing the alias %s of %s failed: %s", alias, room_id, exc)
+        return None
 
     async def _joined(self, user_id: str) -> set[str]:
         data = await self._get(f"/_synapse/admin/v1/users/{quote(user_id)}/joined_rooms")
         return {r for r in data.get("joined_rooms") or [] if isinstance(r, str)}
+
+    # -- scope after a change that may close a room ---------------------------------------------
+
+    def follow_scope(self, room_id: str, still_current: Callable[[], bool],
+                     delays: tuple[float, ...] = (0.3, 2.0)) -> None:
+        """The gate allowed a join-rule or history-visibility change that closes ``room_id``; the
+        gate does not narrow (Synapse's auth rules may still refuse the event), so read what was
+        stored and narrow from that, unless ``still_current()`` says the room was opened again
+        meanwhile. Without an admin token the sync (rooms the bot is in) and the refresh do it."""
+        if self.enabled:
+            self._spawn(self._follow_scope(room_id, still_current, delays), f"scope-follow-{room_id}")
+
+    async def _follow_scope(self, room_id: str, still_current: Callable[[], bool], delays: tuple[float, ...]) -> None:
+        for delay in delays:
+            await asyncio.sleep(delay)
+            try:
+                data = await self._get(f"/_synapse/admin/v1/rooms/{quote(room_id)}/state")
+            except (aiohttp.ClientError, asyncio.TimeoutError, LookupError, ValueError) as exc:
+                log.warning("reading the state of %s failed: %s", room_id, exc)
+                continue
+            if not still_current():
+                return
+            for event in data.get("state") or []:
+                if not isinstance(event, dict) or event.get("state_key") != "" or not isinstance(event.get("content"), dict):
+                    continue
+                if event.get("type") == "m.room.join_rules":
+                    self._state.note_join_rule(room_id, event["content"].get("join_rule"))
+                elif event.get("type") == "m.room.history_visibility":
+                    self._state.note_history_visibility(room_id, event["content"].get("history_visibility"))
 
     # -- the periodic sweep --------------------------------------------------------------------
 

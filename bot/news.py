@@ -1,8 +1,9 @@
 """The news rules at run time: loading and reloading them, and keeping the set of rooms they apply in.
 
 Scope (article 7 ¶2 applies to publishing to the public): rooms published in the directory, rooms
-anyone can join, public accounts' channels and protected rooms; direct chats and invite-only rooms
-only if the rules file says so. With an admin token the bot reads Synapse's room list, which
+anyone can join (join rule public, restricted or knock_restricted), rooms anyone can read
+(history visibility world_readable), public accounts' channels and protected rooms; direct chats
+and invite-only rooms only if the rules file says so. With an admin token the bot reads Synapse's room list, which
 knows every room's join rule; without one, the public directory and the rooms the bot is in.
 """
 
@@ -18,6 +19,7 @@ from bot.i18n import Refusal
 from bot.matrix.client import Matrix
 from bot.policy import PolicyState
 from bot.policy.news import NewsRules, RulesError
+from bot.policy.state import OPEN_JOIN_RULES
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,16 @@ class News:
         state = self._state
         rules = state.news_rules
         open_before, listed_before = set(state.open_rooms), set(state.listed_rooms)
+        readable_before = set(state.readable_rooms)
         scope = set(self._protected())
         opened: set[str] = set()
         listed: set[str] = set()
+        readable: set[str] = set()
         for room_id, room in self._matrix.client.rooms.items():
-            if room.join_rule == "public":
+            if room.join_rule in OPEN_JOIN_RULES:
                 opened.add(room_id)
+            if room.history_visibility == "world_readable":
+                readable.add(room_id)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
             if self._admin_token is not None:
                 rooms = await self._pages(session, "/_synapse/admin/v1/rooms", "rooms", self._admin_token)
@@ -73,8 +79,10 @@ class News:
                     members = int(room.get("joined_members") or 0)
                     if room.get("public"):
                         listed.add(room["room_id"])
-                    if room.get("join_rules") == "public":
+                    if room.get("join_rules") in OPEN_JOIN_RULES:
                         opened.add(room["room_id"])
+                    if room.get("history_visibility") == "world_readable":
+                        readable.add(room["room_id"])
                     if (rules.invite_only and members > 2) or (rules.direct_chats and members <= 2):
                         scope.add(room["room_id"])
                 if self.on_rooms is not None:
@@ -85,6 +93,7 @@ class News:
         state.news_scope = scope
         state.open_rooms = _merge(opened, open_before, state.open_rooms)
         state.listed_rooms = _merge(listed, listed_before, state.listed_rooms)
+        state.readable_rooms = _merge(readable, readable_before, state.readable_rooms)
 
     async def _pages(self, session: aiohttp.ClientSession, path: str, key: str, token: str) -> list[dict[str, Any]]:
         rooms: list[dict[str, Any]] = []

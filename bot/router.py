@@ -18,6 +18,7 @@ from bot.agreement import Outcome, is_accept_reaction
 from bot.commands.agreement import describe_outcome
 from bot.commands.context import Context, Services
 from bot.commands.dispatch import Dispatcher
+from bot.gate.callbacks import scope_setting
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.management import ManagementRoom
 from bot.matrix.roommode import RoomMode
@@ -79,16 +80,23 @@ class Router:
             log.exception("handling %s failed", what)
 
     async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
-        if event.get("type") == "m.room.join_rules" and event.get("state_key") == "":
-            # Remote senders and rooms the gate does not see: news scope follows the join rule now.
-            content = event.get("content")
-            self._state.note_join_rule(room_id, content.get("join_rule") if isinstance(content, dict) else None)
+        setting = scope_setting(event)
+        if setting is not None:
+            # The stored event: news scope follows it both ways now (the gate only widens, since
+            # Synapse's auth rules may refuse an event the gate allowed). Remote senders too.
+            kind_, value = setting
+            if kind_ == "m.room.join_rules":
+                self._state.note_join_rule(room_id, value)
+            else:
+                self._state.note_history_visibility(room_id, value)
         sender = event["sender"]
         if sender == self._state.bot_user_id:
             return
         kind = event.get("type")
         if kind == "m.room.member":
             await self._on_membership(room_id, event)
+            # Display names and reasons: no callback of the gate ever sees them.
+            await self._room_mode.on_member(room_id, event, self._room_name(room_id))
             return
         if kind == "m.room.message":
             moderator_place = room_id == self._management.room_id or (
@@ -159,7 +167,8 @@ class Router:
 
     async def _on_invite(self, room_id: str, invite_state: list[dict[str, Any]]) -> None:
         inviter = invite_sender(invite_state, self._state.bot_user_id)
-        wanted = room_id in self._room_mode.protected or room_id == self._management.room_id
+        wanted = (room_id in self._room_mode.protected or room_id == self._management.room_id
+                  or room_id in self._room_mode.joining)
         # Moderators bring the bot into rooms; public accounts into their channels (for labels).
         # Only local ones: their invites are made by our own server, never relayed.
         local = inviter is not None and inviter.endswith(":" + self._state.server_name)

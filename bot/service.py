@@ -121,6 +121,9 @@ class Service:
                          lambda: set(self.room_mode.protected))
         self.news.load()
         self.news.on_rooms = self.directory.sweep
+        # A new room's initial name or topic that the core refuses: the bot clears it.
+        self.directory.on_initial_text = self.room_mode.clear_initial_text
+        self.directory.clock = self.clock
         self.labels = Labels(store, state, matrix, self.management, self.t, settings, self.clock,
                              lambda: set(self.room_mode.protected))
         self.accounts.on_changed = self.labels.refresh

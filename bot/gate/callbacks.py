@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from bot.policy import Action, ActionKind
+from bot.policy.state import OPEN_JOIN_RULES
 from bot.policy.text import event_text
 
 
@@ -31,7 +32,7 @@ def _event(body: dict[str, Any]) -> Action:
     body, quotes = event_text(event.get("type"), event.get("content"))
     return Action(
         ActionKind.SEND_EVENT, _str(event, "sender"), room_id=_str(event, "room_id"), event_type=_str(event, "type"),
-        body=body, quotes_reply=quotes,
+        body=body, quotes_reply=quotes, opens_room=opening_of(event) is not None,
     )
 
 
@@ -73,14 +74,30 @@ GATED: dict[str, Callable[[dict[str, Any]], Action]] = {
     "check_login_for_spam": _login,
 }
 
-def join_rule_of(body: dict[str, Any]) -> str | None:
-    """The join rule an allowed ``m.room.join_rules`` state event sets ("" if it names none), else None."""
-    event = body.get("event")
-    if not isinstance(event, dict) or event.get("type") != "m.room.join_rules" or event.get("state_key") != "":
+# State that decides who can read a room: (event type, content key).
+SCOPE_STATE = {"m.room.join_rules": "join_rule", "m.room.history_visibility": "history_visibility"}
+
+
+def scope_setting(event: Any) -> tuple[str, str] | None:
+    """(event type, value) of a join-rule or history-visibility state event ("" if it names none), else None."""
+    if not isinstance(event, dict) or event.get("state_key") != "":
+        return None
+    key = SCOPE_STATE.get(event.get("type"))  # type: ignore[arg-type]
+    if key is None:
         return None
     content = event.get("content")
-    rule = content.get("join_rule") if isinstance(content, dict) else None
-    return rule if isinstance(rule, str) else ""
+    value = content.get(key) if isinstance(content, dict) else None
+    return event["type"], value if isinstance(value, str) else ""
+
+
+def opening_of(event: Any) -> tuple[str, str] | None:
+    """The setting if the event opens a room to the public (an open join rule, world-readable history)."""
+    setting = scope_setting(event)
+    if setting is None:
+        return None
+    kind, value = setting
+    opens = value in OPEN_JOIN_RULES if kind == "m.room.join_rules" else value == "world_readable"
+    return setting if opens else None
 
 
 # Callbacks the module can send that the rules have nothing to say about. synapse-http-antispam

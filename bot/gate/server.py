@@ -20,11 +20,14 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot.gate.callbacks import GATED, PASSTHROUGH, USERNAME_CALLBACK, SchemaError, join_rule_of
+from bot.gate.callbacks import (
+    GATED, PASSTHROUGH, SCOPE_STATE, USERNAME_CALLBACK, SchemaError, opening_of, scope_setting,
+)
 from bot.gate.metrics import GateMetrics
 from bot.directory import DirectoryGuard
 from bot.i18n import Translator
-from bot.policy import ActionKind, Decision, PolicyState, decide
+from bot.policy import Action, ActionKind, Decision, PolicyState, decide
+from bot.policy.decide import news_verdict
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,9 @@ class Gate:
         # Refusal bodies depend only on the reason and a few parameters: render each once.
         self._refusals: dict[tuple[str | None, tuple[tuple[str, str], ...]], bytes] = {}
         self._runner: web.AppRunner | None = None
+        # room -> how many join-rule or history-visibility changes the gate allowed there: a
+        # read-back that narrows the scope is dropped if a newer change came meanwhile.
+        self._scope_changes: dict[str, int] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -182,17 +188,49 @@ class Gate:
         if decision.allowed:
             if action.body and self._state.in_news_scope(action.room_id):
                 self._state.remember_text(action.body, action.user_id, now)
+            elif action.body and action.room_id is not None:
+                self._note_private_news(action, now)
             elif action.kind is ActionKind.PUBLISH_ROOM and action.room_id is not None:
                 self._on_publish(action.user_id, action.room_id)
-            if action.event_type == "m.room.join_rules" and action.room_id is not None:
-                # In scope from the moment the room opens, not at the next refresh.
-                rule = join_rule_of(body)
-                if rule is not None:
-                    self._state.note_join_rule(action.room_id, rule)
+            if action.room_id is not None and action.event_type in SCOPE_STATE:
+                # In scope from the moment the room opens, not at the next refresh. Only widening:
+                # Synapse's auth rules (power levels) may still refuse the event after this answer,
+                # so a room leaves scope from what was stored: read back (admin token), seen by the
+                # bot's sync, or at the refresh.
+                self._scope_change(action.room_id, body)
         response = _allow() if decision.allowed else self._refusal(decision)
         self.metrics.count(name, "allow" if decision.allowed else "deny")
         self.metrics.observe(time.perf_counter() - started)
         return response
+
+    def _scope_change(self, room_id: str, body: dict[str, Any]) -> None:
+        event = body.get("event")
+        setting = opening_of(event)
+        self._scope_changes[room_id] = changes = self._scope_changes.get(room_id, 0) + 1
+        if len(self._scope_changes) > 100_000:  # only a guard against growth: drop the oldest
+            del self._scope_changes[next(iter(self._scope_changes))]
+        if setting is None:
+            if self._new_rooms is not None and scope_setting(event) is not None:
+                self._new_rooms.follow_scope(room_id, lambda: self._scope_changes.get(room_id) == changes)
+            return
+        kind, value = setting
+        if kind == "m.room.join_rules":
+            self._state.note_join_rule(room_id, value, narrow=False)
+        else:
+            self._state.note_history_visibility(room_id, value, narrow=False)
+
+    def _note_private_news(self, action: Action, now: int) -> None:
+        """A post out of scope that would need a tier in scope: remember the room, so it cannot be
+        opened while that news sits in its history (decide's PRIVATE_NEWS). Direct chats with the
+        bot are never opened that way (only their account and the bot are in them)."""
+        assert action.room_id is not None and action.body is not None
+        if action.room_id in self._state.private_news or action.room_id in self._state.dm_user_by_room:
+            return
+        probe = Action(ActionKind.SEND_EVENT, action.user_id, room_id=action.room_id, event_type=action.event_type,
+                       body=action.body, quotes_reply=action.quotes_reply)
+        verdict = news_verdict(probe, self._state, now)
+        if not verdict.allowed:
+            self._state.private_news[action.room_id] = verdict.params.get("rule", "")
 
     def _username_callback(self) -> web.Response:
         if not self.username_callback_seen:

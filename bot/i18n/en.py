@@ -329,4 +329,31 @@ MESSAGES: dict[str, str] = {
     "label.publisher": "[News publisher]",
     "label.reposter": "[News reposter]",
     "time.never": "never",
+    "action.redaction_reason": (
+        "Your deletion was not made, because it gives a reason, which clients show in place of the "
+        "message. You may still delete your own messages without a reason"
+    ),
+    "action.member_event": "Your display name or membership reason was removed from this room",
+    "deny.private_news": (
+        "{what}: this room's history holds current-affairs news (rule {rule}) posted while it was "
+        "private by an account without the news authorisation; opening it (a public or restricted join "
+        "rule, world-readable history, the directory) would show that news to everyone who joins. Open "
+        "a new room instead, or ask a moderator."
+    ),
+    "channel.publication_refused_mgmt": (
+        "{user} published {room} to the directory, but it was not made their channel: {why}"
+    ),
+    "action.room_text": "The name, topic or address you gave your new room was cleared",
+    "directory.text_cleared": "About your new room {room}: {why}",
+    "directory.text_cleared_mgmt": (
+        "The initial {fields} of {room}, created by {user}, was refused; the bot cleared it and told "
+        "{user}: {why}"
+    ),
+    "directory.text_kept_mgmt": (
+        "The initial {fields} of {room}, created by {user}, is refused but the bot could not clear it "
+        "({error}); please clear it by hand or close the room. The reason: {why}"
+    ),
+    "field.m.room.name": "name",
+    "field.m.room.topic": "topic",
+    "field.m.room.canonical_alias": "address",
 }

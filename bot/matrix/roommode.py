@@ -21,18 +21,32 @@ import logging
 from typing import Any, Callable
 
 from bot.i18n import Translator
-from bot.matrix.client import Matrix, txn_id
+from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.policy import Action, ActionKind, Decision, PolicyState, Reason, Source, decide
+from bot.policy.decide import news_verdict
 from bot.policy.model import MUTING_REASONS
 from bot.policy.text import event_text
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
-# Membership is not a post: joins are judged when they are made (the gate's user_may_join_room),
-# and redacting a newcomer's member event would only strip its display name.
+# Membership is not a post: joins are judged when they are made (the gate's user_may_join_room);
+# only the text a member event shows is judged, by the news rules (``on_member``).
 _NOT_POSTS = frozenset({"m.room.redaction", "m.room.member"})
+
+
+# What a cleared initial state event becomes (an empty name or topic is no name or topic).
+_CLEARED: dict[str, dict[str, Any]] = {"m.room.name": {"name": ""}, "m.room.topic": {"topic": ""},
+                                       "m.room.canonical_alias": {}}
+
+
+def member_text(content: dict[str, Any]) -> str | None:
+    """The text a member event shows: the display name, and the reason of a leave, kick, ban or
+    knock ("X left: <reason>"). The avatar is an image, out of the text rules' reach."""
+    pieces = [v.strip() for v in (content.get("displayname"), content.get("reason")) if isinstance(v, str) and v.strip()]
+    return "\n".join(pieces) or None
 
 
 class RoomMode:
@@ -54,6 +68,8 @@ class RoomMode:
         self._clock = clock
         self._members = members
         self.protected: set[str] = set()
+        # New rooms the bot joins to clear a refused initial name or topic (it accepts their invites).
+        self.joining: set[str] = set()
 
     def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message",
                 text: tuple[str | None, bool] = (None, False)) -> Decision:
@@ -101,6 +117,73 @@ class RoomMode:
                 await unit.effect("dm", sender, {"text": text_}, f"note/{event_id}")
         if decision.prompt_agreement:
             self._onboarding.request(sender)
+
+    async def on_member(self, room_id: str, event: dict[str, Any], room_name: str) -> None:
+        """Judge the text a member event shows (its ``displayname`` and ``reason``) by the news rules.
+
+        Synapse sends no membership event through check_event_for_spam, so in every room the bot
+        is in and that is in news scope this is the only look: protected rooms, and in server mode
+        the other rooms in scope where the bot may redact. A refused one is redacted (that strips
+        the display name and reason and keeps the membership) and the sender told why; nothing
+        else (no mute: the membership itself is judged when it is made, by user_may_join_room)."""
+        sender = event.get("sender")
+        content = event.get("content")
+        if not isinstance(sender, str) or not isinstance(content, dict) or self._state.is_exempt(sender):
+            return
+        if room_id not in self.protected and not (self._state.in_news_scope(room_id) and self._may_redact(room_id)):
+            return
+        text = member_text(content)
+        if text is None:
+            return
+        action = Action(ActionKind.SEND_EVENT, sender, source=Source.ROOM, room_id=room_id,
+                        event_type="m.room.member", body=text)
+        verdict = news_verdict(action, self._state, self._clock())
+        if verdict.allowed:
+            return
+        event_id = event["event_id"]
+        message = self._t.refusal(verdict.message_key, {**verdict.params, "action": "member_event"})
+        async with self._store.unit(event_id, kind="roommode") as unit:
+            if unit.replayed:
+                return
+            await unit.effect("redact", sender, {"room": room_id, "event_id": event_id, "reason": message,
+                                                 "txn": txn_id("redact", event_id)}, f"redact/{event_id}")
+            await unit.effect("dm", sender, {"text": message}, f"note/{event_id}")
+        log.info("redacted the member event %s of %s in %s (%s): its display name or reason reads as news",
+                 event_id, sender, room_name, verdict.params.get("rule"))
+
+    async def clear_initial_text(self, room_id: str, creator: str, refused: dict[str, Decision],
+                                 error: str | None) -> None:
+        """A new room's initial name, topic or alias was refused (bot.directory): the bot, made the
+        room's admin, joins and clears them; the creator is told why in its direct chat, and the
+        management room what was done. If the bot could not be made admin (``error``), only the
+        management room is told, so that a moderator clears them."""
+        first = next(iter(refused.values()))
+        why = self._t.refusal(first.message_key, {**first.params, "action": "room_text"})
+        fields = ", ".join(self._t(f"field.{kind}") for kind in refused)
+        management = ManagementRoom(self._store.effects)
+        key = f"initial-text/{room_id}"
+        if error is None:
+            self.joining.add(room_id)  # make_room_admin invites the bot to a room that is not public
+            try:
+                await self._matrix.join(room_id)
+            except MatrixError as exc:
+                error = f"the bot could not join: {exc}"
+        if error is not None:
+            await management.post(self._t("directory.text_kept_mgmt", room=room_id, user=creator, fields=fields,
+                                          why=why, error=error), key)
+            return
+        for kind in refused:
+            await self._store.effects.add("state", room_id, {"room": room_id, "type": kind, "content": _CLEARED[kind],
+                                                             "state_key": ""}, f"{key}/{kind}")
+        await self._store.effects.add("dm", creator, {"text": self._t("directory.text_cleared", room=room_id, why=why)},
+                                      f"{key}/dm")
+        await management.post(self._t("directory.text_cleared_mgmt", room=room_id, user=creator, fields=fields,
+                                      why=why), key)
+
+    def _may_redact(self, room_id: str) -> bool:
+        room = self._matrix.client.rooms.get(room_id)
+        levels = getattr(room, "power_levels", None)
+        return levels is not None and bool(levels.can_user_redact(self._state.bot_user_id))
 
     async def apply(self, user_id: str, cause: str | None = None) -> None:
         """Bring every protected room in line with what the core says about ``user_id`` now: the

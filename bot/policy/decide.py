@@ -24,6 +24,13 @@ news rules and every other measure to have their say.
    ``reposter`` or ``publisher`` (article 7 ¶2).
 10. In scope, only a ``publisher`` may enable encryption or send encrypted events: the news rules
     cannot read them (see ``_encryption``). Private rooms and DMs are untouched.
+11. A room whose history holds news posted out of scope by an account without the tier
+    (``state.private_news``, noted by the gate) may not be opened: no open join rule, no
+    world-readable history, no publication. New joiners would read that history.
+
+A redaction is spared by the measures short of closure only when it carries no free-text
+``reason``: clients show the reason in place of the deleted message, so a redaction with one is
+a post like any other.
 """
 
 from __future__ import annotations
@@ -79,6 +86,10 @@ def _rules(action: Action, state: PolicyState, now: int) -> Decision:
                 allowed=False, reason=Reason.NOT_PUBLIC_ACCOUNT,
                 params={"action": kind.value, "bot": state.bot_user_id},
             )
+        if ((action.opens_room or kind is ActionKind.PUBLISH_ROOM) and action.room_id is not None
+                and action.room_id in state.private_news):
+            return Decision(allowed=False, reason=Reason.PRIVATE_NEWS,
+                            params={"action": kind.value, "rule": state.private_news[action.room_id]})
         if action.event_type in ENCRYPTION_EVENTS and state.in_news_scope(action.room_id):
             return _encryption(action, state)
         if kind is ActionKind.SEND_EVENT and action.body and state.in_news_scope(action.room_id):
@@ -108,7 +119,8 @@ def _sanctions(action: Action, state: PolicyState, active: ActiveSanctions, now:
     # Reading stays possible, and so do the clean DM with the bot (to appeal, to agree) and
     # cleaning up one's own posts: only a closure takes those away.
     spared = kind in _ALWAYS_ALLOWED or (
-        posting and (action.event_type in _CORRECTIVE_EVENTS or state.in_clean_dm(action.room_id, action.user_id))
+        posting and ((action.event_type in _CORRECTIVE_EVENTS and not action.body)
+                     or state.in_clean_dm(action.room_id, action.user_id))
     )
     best: tuple[object, ...] | None = None
     chosen: tuple[Reason, Measure, int] | None = None
@@ -150,10 +162,12 @@ def _sanctions(action: Action, state: PolicyState, active: ActiveSanctions, now:
 
 def _refuse(reason: Reason, action: Action, measure: Measure, **extra: str) -> Decision:
     until = "" if measure.expires_at is None else str(measure.expires_at)
+    # A redaction refused for its reason: the message says to delete without one.
+    what = "redaction_reason" if action.event_type in _CORRECTIVE_EVENTS and action.body else action.kind.value
     return Decision(
         allowed=False,
         reason=reason,
-        params={"action": action.kind.value, "case": str(measure.case_id), "until_ms": until, **extra},
+        params={"action": what, "case": str(measure.case_id), "until_ms": until, **extra},
     )
 
 
@@ -167,6 +181,13 @@ def _encryption(action: Action, state: PolicyState) -> Decision:
         return ALLOW
     return Decision(allowed=False, reason=Reason.ENCRYPTION_IN_SCOPE,
                     params={"action": action.kind.value, "bot": state.bot_user_id})
+
+
+def news_verdict(action: Action, state: PolicyState, now: int) -> Decision:
+    """What the news rules alone say of a post, as if the room were in scope (rule 9)."""
+    if not action.body:
+        return ALLOW
+    return _news(action, state, now)
 
 
 def _news(action: Action, state: PolicyState, now: int) -> Decision:

@@ -35,6 +35,7 @@ class Reason(enum.StrEnum):
     NEWS_TIER_MISSING = "news_tier_missing"
     ENCRYPTION_IN_SCOPE = "encryption_in_scope"  # the gate cannot read encrypted posts where news rules apply
     DM_PRIVATE = "dm_private"  # a direct chat with the bot is for its account and the bot only
+    PRIVATE_NEWS = "private_news"  # opening a room whose private history holds news without the tier
 
 
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, and the gate builds one Action
@@ -49,6 +50,8 @@ class Action:
     target_user_id: str | None = None
     body: str | None = None  # the text of a message, for the news rules
     quotes_reply: bool = False  # a reply that quotes the message it answers
+    # The event opens the room to the public: an open join rule, or world-readable history.
+    opens_room: bool = False
 
 
 @dataclass(frozen=True, slots=True)

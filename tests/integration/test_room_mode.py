@@ -156,3 +156,51 @@ async def test_an_edit_carrying_news_is_redacted(plain, make_bot, people):
     await until(lambda: _redacted(moderator, room, body["event_id"]), what="the edit's redaction")
     await alice.wait_for_message(dm, plain.bot.user_id, "rule")
     assert not await _redacted(moderator, room, original.event_id), "the harmless original stays"
+
+
+async def _stripped(user: User, room_id: str, event_id: str, field: str) -> bool:
+    """A redacted member event keeps its membership and loses everything else."""
+    return field not in await event_content(user, room_id, event_id)
+
+
+async def _member_event_id(user: User, room_id: str, target: str, wanted: dict) -> str:
+    """The id of ``target``'s newest member event in ``room_id`` that carries ``wanted``, or that
+    was redacted already (the bot may be quicker than this look)."""
+    found: list[str] = []
+
+    async def seen() -> bool:
+        status, body = await user.api("GET", f"/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50")
+        assert status == 200, body
+        found[:] = [e["event_id"] for e in body["chunk"] if e.get("type") == "m.room.member"
+                    and e.get("state_key") == target
+                    and (all(e.get("content", {}).get(k) == v for k, v in wanted.items())
+                         or "redacted_because" in e.get("unsigned", {}))]
+        return bool(found)
+
+    await until(seen, what=f"the member event of {target} with {wanted}")
+    return found[0]
+
+
+async def test_a_display_name_carrying_news_is_redacted_and_the_sender_told(plain, make_bot, people):
+    moderator, alice, _ = people
+    room, dm = await _agreed_in_room(plain, make_bot, people)
+    status, body = await alice.api("PUT", f"/_matrix/client/v3/profile/{alice.user_id}/displayname", {"displayname": NEWS})
+    assert status == 200, body
+    event_id = await _member_event_id(moderator, room, alice.user_id, {"displayname": NEWS})
+    await until(lambda: _stripped(moderator, room, event_id, "displayname"), what="the member event's redaction")
+    status, member = await moderator.api("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice.user_id}")
+    assert status == 200 and member.get("membership") == "join" and NEWS not in str(member), member
+    told = await alice.wait_for_message(dm, plain.bot.user_id, "display name")
+    assert "rule" in told["content"]["body"] and "!apply news publisher" in told["content"]["body"]
+
+
+async def test_a_leave_reason_carrying_news_is_redacted(plain, make_bot, people):
+    moderator, alice, _ = people
+    room, dm = await _agreed_in_room(plain, make_bot, people)
+    status, body = await alice.api("POST", f"/_matrix/client/v3/rooms/{room}/leave", {"reason": NEWS})
+    assert status == 200, body
+    event_id = await _member_event_id(moderator, room, alice.user_id, {"membership": "leave", "reason": NEWS})
+    await until(lambda: _stripped(moderator, room, event_id, "reason"), what="the leave's redaction")
+    status, member = await moderator.api("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice.user_id}")
+    assert member.get("membership") == "leave" and NEWS not in str(member), member
+    await alice.wait_for_message(dm, plain.bot.user_id, "membership reason")

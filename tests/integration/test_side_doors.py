@@ -107,13 +107,95 @@ async def test_news_scope_follows_the_join_rule_at_once(gated, doors):
     status, room = await plain.create_room(preset="private_chat", name="Back room")
     assert status == 200, room
     room_id = room["room_id"]
-    sent(await plain.say(room_id, NEWS))  # a private room: out of scope
+    sent(await plain.say(room_id, "nothing newsworthy"))
     status, body = await put_state(plain, room_id, "m.room.join_rules", {"join_rule": "public"})
     assert status == 200, body
     refused(await plain.say(room_id, NEWS), "rule state-organs")
     status, body = await put_state(plain, room_id, "m.room.join_rules", {"join_rule": "invite"})
     assert status == 200, body
-    sent(await plain.say(room_id, NEWS))
+    # The gate only widens; the stored join rule, read back with the admin token, narrows.
+    started = time.monotonic()
+    while time.monotonic() - started < 5:
+        answer = await plain.say(room_id, NEWS)
+        if getattr(answer, "event_id", None):
+            break
+        await asyncio.sleep(0.2)
+    sent(answer)
+
+
+async def test_a_refused_join_rule_change_keeps_a_public_room_in_scope(gated, doors):
+    mod = doors
+    plain = await mod.member("powerless", gated.hs)
+    status, room = await mod.moderator.create_room(preset="private_chat", name="Square")
+    assert status == 200, room
+    room_id = room["room_id"]
+    status, body = await put_state(mod.moderator, room_id, "m.room.join_rules", {"join_rule": "public"})
+    assert status == 200, body  # through the gate: in scope at once
+    await plain.join(room_id)
+    refused(await plain.say(room_id, NEWS), "rule state-organs")
+    status, body = await put_state(plain, room_id, "m.room.join_rules", {"join_rule": "invite"})
+    assert status == 403 and "user_level (0) < send_level" in body.get("error", ""), body  # Synapse's auth rules, after the gate allowed it
+    for _ in range(3):
+        refused(await plain.say(room_id, NEWS), "rule state-organs")
+        await asyncio.sleep(0.5)
+
+
+async def test_restricted_and_world_readable_rooms_are_in_scope(gated, doors):
+    mod = doors
+    plain = await mod.member("annexer", gated.hs)
+    status, square = await mod.moderator.create_room(preset="public_chat", name="Square")
+    assert status == 200, square
+    status, annex = await plain.create_room(preset="private_chat", name="Annex", room_version="10", initial_state=[
+        {"type": "m.room.join_rules", "state_key": "", "content": {
+            "join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": square["room_id"]}]}}])
+    assert status == 200, annex
+    refused(await plain.say(annex["room_id"], NEWS), "rule state-organs")
+    status, reading = await plain.create_room(preset="private_chat", name="Reading room", initial_state=[
+        {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "world_readable"}}])
+    assert status == 200, reading
+    refused(await plain.say(reading["room_id"], NEWS), "rule state-organs")
+    status, later = await plain.create_room(preset="private_chat", name="Later")
+    assert status == 200, later
+    sent(await plain.say(later["room_id"], "nothing newsworthy"))
+    status, body = await put_state(plain, later["room_id"], "m.room.history_visibility", {"history_visibility": "world_readable"})
+    assert status == 200, body
+    refused(await plain.say(later["room_id"], NEWS), "rule state-organs")
+
+
+async def test_a_room_with_news_in_its_private_history_cannot_be_opened(gated, doors):
+    mod = doors
+    plain = await mod.member("hoarder", gated.hs)
+    status, room = await plain.create_room(preset="private_chat", name="Soon open")
+    assert status == 200, room
+    room_id = room["room_id"]
+    sent(await plain.say(room_id, NEWS))  # private: out of scope, but remembered
+    for kind, content in (("m.room.join_rules", {"join_rule": "public"}),
+                          ("m.room.history_visibility", {"history_visibility": "world_readable"})):
+        status, body = await put_state(plain, room_id, kind, content)
+        assert status == 403 and body["errcode"] == "M_FORBIDDEN", body
+        assert "posted while it was private" in body["error"] and "rule state-organs" in body["error"], body
+
+
+async def test_a_new_public_rooms_news_name_and_topic_are_cleared_and_the_creator_told(gated, doors):
+    mod = doors
+    plain = await mod.member("namer", gated.hs)
+    status, room = await plain.create_room(preset="public_chat", name=NEWS, topic=NEWS)
+    assert status == 200, room
+    room_id = room["room_id"]
+    started = time.monotonic()
+    cleared = None
+    while time.monotonic() - started < 10:
+        _, name = await plain.api("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.name/")
+        _, topic = await plain.api("GET", f"/_matrix/client/v3/rooms/{room_id}/state/m.room.topic/")
+        if NEWS not in (name.get("name"), topic.get("topic")):
+            cleared = time.monotonic() - started
+            break
+        await asyncio.sleep(0.1)
+    assert cleared is not None, "the news name and topic stayed"
+    print(f"\nname and topic cleared {cleared * 1000:.0f} ms after createRoom returned")
+    told = await plain.wait_for_message(plain.dm, mod.bot_id, "About your new room")
+    assert "rule state-organs" in told["content"]["body"]
+    await mod.moderator.wait_for_message(mod.room, mod.bot_id, "was refused; the bot cleared it")
 
 
 async def test_encryption_in_scope_is_refused_and_private_encryption_untouched(gated, doors):

@@ -53,7 +53,11 @@ def _setup():
     matrix, rooms, onboarding = FakeMatrix(), FakeRooms(), FakeOnboarding()
     services = SimpleNamespace(store=SimpleNamespace(rooms=rooms), state=state, onboarding=onboarding, agreements=None,
                                t=Translator("en"))
-    router = Router(matrix, services, None, None, lambda r: r, lambda r: set(), SimpleNamespace(room_id="!mgmt:hs"))
+    async def on_member(room_id, event, room_name):  # room mode's judging of display names: not this test's
+        pass
+
+    room_mode = SimpleNamespace(on_member=on_member, protected=set(), joining=set())
+    router = Router(matrix, services, None, room_mode, lambda r: r, lambda r: set(), SimpleNamespace(room_id="!mgmt:hs"))
     return router, state, matrix, rooms, onboarding
 
 

@@ -2,7 +2,10 @@
 
 import pytest
 
+from bot.i18n import Translator
 from bot.policy import Action, ActionKind, PolicyState, Reason, Source, decide
+from bot.policy.sanctions import Measure, SanctionKind
+from bot.policy.state import PublicAccount
 
 BOT, MOD, NEW, AGREED, OLD, REMOTE = (
     "@bot:hs.test", "@mod:hs.test", "@new:hs.test", "@agreed:hs.test", "@old:hs.test", "@far:elsewhere.test",
@@ -103,3 +106,45 @@ def test_a_version_change_gates_everyone_again(state):
 def test_leaving_the_dm_closes_that_exception(state):
     assert state.forget_dm_room(DM) == NEW
     assert not decide(Action(ActionKind.SEND_EVENT, NEW, room_id=DM), state, NOW).allowed
+
+
+# -- redactions under a measure (a reason is text clients show in place of the message) ----------
+
+
+@pytest.mark.parametrize("kind, reason", [(SanctionKind.RESTRICT, Reason.RESTRICTED), (SanctionKind.SUSPEND, Reason.SUSPENDED)])
+def test_a_measure_spares_a_redaction_only_without_a_reason(state, kind, reason):
+    state.add_measure(AGREED, Measure(7, kind, None))
+    bare = Action(ActionKind.SEND_EVENT, AGREED, room_id=ROOM, event_type="m.room.redaction", body=None)
+    assert decide(bare, state, NOW).allowed
+    said = Action(ActionKind.SEND_EVENT, AGREED, room_id=ROOM, event_type="m.room.redaction",
+                  body="meet me at the square at 8")
+    decision = decide(said, state, NOW)
+    assert not decision.allowed and decision.reason is reason
+    message = Translator("en").refusal(decision.message_key, decision.params)
+    assert message.startswith("Your deletion was not made, because it gives a reason")
+    assert "without a reason" in message and "case #7" in message
+    assert Translator("zh-CN").refusal(decision.message_key, decision.params).startswith("您的删除未能执行")
+
+
+def test_a_closure_refuses_every_redaction(state):
+    state.add_measure(AGREED, Measure(8, SanctionKind.CLOSE, None))
+    bare = Action(ActionKind.SEND_EVENT, AGREED, room_id=ROOM, event_type="m.room.redaction")
+    assert decide(bare, state, NOW).reason is Reason.CLOSED
+
+
+# -- opening a room whose private history holds news ----------------------------------------------
+
+def test_a_room_holding_private_news_cannot_be_opened_or_published(state):
+    state.private_news[ROOM] = "cn-gov"
+    state.public_accounts["@pub:hs.test"] = PublicAccount("media", "Daily", "F-1", tier="publisher")
+    state.record_acceptance("@pub:hs.test", "2")
+    opening = Action(ActionKind.SEND_EVENT, AGREED, room_id=ROOM, event_type="m.room.join_rules", opens_room=True)
+    decision = decide(opening, state, NOW)
+    assert not decision.allowed and decision.reason is Reason.PRIVATE_NEWS and decision.params["rule"] == "cn-gov"
+    publish = Action(ActionKind.PUBLISH_ROOM, "@pub:hs.test", room_id=ROOM)
+    assert decide(publish, state, NOW).reason is Reason.PRIVATE_NEWS
+    # Closing further, or a moderator's own decision, stays possible.
+    closing = Action(ActionKind.SEND_EVENT, AGREED, room_id=ROOM, event_type="m.room.join_rules")
+    assert decide(closing, state, NOW).allowed
+    assert decide(Action(ActionKind.SEND_EVENT, MOD, room_id=ROOM, event_type="m.room.join_rules", opens_room=True),
+                  state, NOW).allowed

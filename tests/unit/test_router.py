@@ -20,12 +20,17 @@ class FakeDispatcher:
 
 class FakeRoomMode:
     protected: set = set()
+    joining: set = set()
 
     def __init__(self):
         self.seen = []
+        self.members = []
 
     async def on_event(self, room_id, event, room_name):
         self.seen.append(event["event_id"])
+
+    async def on_member(self, room_id, event, room_name):
+        self.members.append(event["event_id"])
 
 
 def _event(event_id, body="!status"):
