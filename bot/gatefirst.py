@@ -51,6 +51,7 @@ class GateFirst:
         self._prompt: Callable[[str], None] | None = None
         self._publish: Callable[[str, str], None] | None = None
         self._health: Callable[[], dict[str, Any]] | None = None
+        self._bound = asyncio.Event()
 
     @classmethod
     async def open(cls, settings: Settings, translate: Translator, clock: Callable[[], int]) -> "GateFirst":
@@ -89,6 +90,8 @@ class GateFirst:
         state.news_rules = load_news_rules(settings.rules_path())
         token = None if hs.admin_token is None else hs.admin_token.get_secret_value()
         self.directory = DirectoryGuard(state, hs.url, token, self.spawn)
+        self.directory.on_initial_text = self._initial_text_later
+        self.directory.clock = self._clock
         self.directory.warn_if_disabled()
         if settings.gate.enabled:
             assert settings.gate.token is not None
@@ -141,6 +144,16 @@ class GateFirst:
             published(user_id, room_id)
         self._prompts.clear()
         self._published.clear()
+        self._bound.set()
+
+    async def _initial_text_later(self, room_id: str, creator: str, refused: Any, error: str | None) -> None:
+        """A new room's refused initial text seen before the service binds: the service's own hook
+        (set on the directory guard before ``bind``) clears it once it exists."""
+        await self._bound.wait()
+        assert self.directory is not None
+        hook = self.directory.on_initial_text
+        if hook is not None and hook != self._initial_text_later:
+            await hook(room_id, creator, refused, error)
 
     def take_tasks(self) -> set[asyncio.Task[Any]]:
         """The background tasks started before ``bind``, for the service to own (and cancel)."""

@@ -119,3 +119,24 @@ def test_a_socket_is_inherited_only_when_systemd_passed_it_to_this_process(monke
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
     monkeypatch.setenv("LISTEN_FDS", "0")
     assert inherited_socket() is None
+
+
+async def test_a_new_rooms_refused_text_seen_before_the_service_binds_is_cleared_once_it_does(tmp_path):
+    import asyncio
+
+    early = await GateFirst.open(settings_for(tmp_path), Translator("en"), lambda: NOW)
+    try:
+        cleared = []
+        waiting = asyncio.ensure_future(early.directory.on_initial_text("!r:hs.test", "@c:hs.test", {}, None))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+
+        async def clear(room_id, creator, refused, error):
+            cleared.append((room_id, creator))
+
+        early.directory.on_initial_text = clear  # as the service sets it, before bind
+        early.bind(lambda work, name: None, lambda user: None, lambda u, r: None, lambda: {})
+        await asyncio.wait_for(waiting, 1)
+        assert cleared == [("!r:hs.test", "@c:hs.test")]
+    finally:
+        await early.close()
