@@ -143,21 +143,22 @@ class NewsRules:
         message (by default the ``quoted`` that bot.policy.text's ``ShownText`` carries). A repost
         is: text another account sent in scope (``seen_from_other``); a reply whose quote holds
         the same news (the keyword, the regex's match or the domain that matched); a marker
-        before the news ("RT @x: ...", "转载自…：..."); or a link to a source.
+        anywhere in the text ("RT @x: ...", "…（来源：新华网）"); or a link to a source.
         """
         if quoted is None:
             quoted = getattr(body, "quoted", None)
         found = self._match(body)
         if found is None:
             return None
-        rule_id, kind, needle, before = found
+        rule_id, kind, needle, _before = found
         repost = (
             seen_from_other
             or (self.quote_replies and quotes_a_reply and (quoted is None or self._quotes(kind, needle, quoted)))
             # A marker is the account's declaration that it reposts, kept in the records with the
-            # message; it declares what comes after it, so news before it is the account's own.
-            or (bool(self.markers) and bool(before) and any(
-                m in (before if kind == "keyword" else fold(before)) for m in self.markers))  # (a keyword's is folded)
+            # message. It counts wherever it stands: sources are named after the news as often as
+            # before it ("…（来源：新华网）"), and no placement rule could tell a false declaration
+            # ("RT @me <own scoop>") from a true one; a false one is the account's to answer for.
+            or (bool(self.markers) and any(m in fold(body) for m in self.markers))
             or self._names_source(link_hosts(body), body)
         )
         return NewsMatch(rule_id, repost)

@@ -266,12 +266,13 @@ def test_hostile_texts_are_judged_in_bounded_time(text):
 @pytest.mark.parametrize("text, repost", [
     ("RT @someone: State Council says", True),
     ("转载自某网站：国务院今日发布", True),
-    ("国务院今日决定, my own scoop. RT @someone: nice", False),  # the marker declares what follows it
-    ("国务院今日发布 转载自某网站", False),  # a source named after the news: a link to it counts, a word not
+    ("国务院今日发布（转载自某网站）", True),  # sources are named after the news as often as before it
+    ("国务院今日发布 转载自某网站", True),
     ("国务院今日发布 https://xinhuanet.com/a", True),
     ("RT @me 国务院今日决定, my own scoop", True),  # the account's own declaration, kept in its record
+    ("国务院今日决定, my own scoop", False),
 ])
-def test_a_marker_counts_for_the_news_after_it(rules, text, repost):
+def test_a_marker_counts_wherever_it_stands(rules, text, repost):
     assert rules.classify(text).repost is repost
 
 
