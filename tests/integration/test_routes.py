@@ -180,9 +180,24 @@ async def test_a_private_room_turned_public_is_in_scope_at_once(square):
     status, room = await member.create_room(preset="private_chat", name="Was private")
     assert status == 200, room
     room_id = room["room_id"]
-    status, answer = await send(member, room_id, *text(NEWS))
-    assert status == 200, answer  # a private room is out of scope by default
+    status, answer = await send(member, room_id, *text("nothing newsworthy"))
+    assert status == 200, answer
     status, answer = await put_state(member, room_id, "m.room.join_rules", {"join_rule": "public"})
     assert status == 200, answer
     status, answer = await send(member, room_id, *text(NEWS))
     assert (status, answer) == (403, plain)
+
+
+async def test_a_private_room_holding_news_cannot_be_opened(square):
+    """Its old messages stay readable under the visibility they were posted with."""
+    mod, member = square
+    status, room = await member.create_room(preset="private_chat", name="Back room")
+    assert status == 200, room
+    room_id = room["room_id"]
+    status, answer = await send(member, room_id, *text(NEWS))
+    assert status == 200, answer  # a private room is out of scope by default
+    for event_type, content in (("m.room.join_rules", {"join_rule": "public"}),
+                                ("m.room.history_visibility", {"history_visibility": "world_readable"})):
+        status, answer = await put_state(member, room_id, event_type, content)
+        assert status == 403 and answer["errcode"] == "M_FORBIDDEN", answer
+        assert "state-organs" in answer["error"] and "new room" in answer["error"], answer
