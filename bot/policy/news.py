@@ -24,6 +24,7 @@ from bot.policy.normalize import (
     domain_suffixes, fold, fold_light_variants, fold_variants, has_domain, link_hosts, normalise_domain, url_text,
     warm_up,
 )
+from bot.policy.prefilter import may_match, required_literals
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -70,6 +71,8 @@ class NewsRules:
     keyword_rules: dict[str, str] = field(default_factory=dict)  # keyword (folded) -> rule id
     keywords: KeywordAutomaton | None = None
     regex_rules: list[tuple[str, re.Pattern[str]]] = field(default_factory=list)
+    # For each regex rule: strings one of which any match contains (bot.policy.prefilter), or None.
+    regex_literals: list[frozenset[str] | None] = field(default_factory=list)
     domain_rules: dict[str, str] = field(default_factory=dict)  # domain (normalised) -> rule id
     source_domains: frozenset[str] = frozenset()
     markers: tuple[str, ...] = ()
@@ -108,7 +111,9 @@ class NewsRules:
                 rules.keyword_rules.setdefault(folded, rule_id)
             for pattern in _strings(rule, "regex", rule_id):
                 try:
-                    rules.regex_rules.append((rule_id, re.compile(pattern, re.IGNORECASE)))
+                    compiled = re.compile(pattern, re.IGNORECASE)
+                    rules.regex_rules.append((rule_id, compiled))
+                    rules.regex_literals.append(required_literals(compiled))
                 except re.error as exc:
                     raise RulesError(f"news rule {rule_id!r}: {pattern!r} is not a valid regular expression ({exc})") from None
             for domain in _strings(rule, "domains", rule_id):
@@ -175,7 +180,10 @@ class NewsRules:
         if self.regex_rules:
             texts = [body]
             for text in _chain(texts, fold_light_variants(body)):  # the second reading only if need be
-                for rid, pattern in self.regex_rules:
+                lowered = text.lower()
+                for (rid, pattern), literals in zip(self.regex_rules, self.regex_literals):
+                    if not may_match(literals, lowered):
+                        continue  # holds none of the text every match needs
                     hit = pattern.search(text)
                     if hit is not None:
                         return rid, "regex", hit.group(0), text[:hit.start()]
