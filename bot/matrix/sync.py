@@ -8,7 +8,8 @@ commands: the first batch only sets up rooms and invites.
 No gaps: a room whose timeline comes back ``limited`` (more events than the filter's limit since
 the last sync: the bot was down or slow) is back-filled with ``/messages``, backwards from the
 timeline's ``prev_batch`` to the previous sync's position, up to ``gap_limit`` events per room per
-gap, never past the bot's own join. The recovered events go to the router first, oldest first,
+gap, never past the bot's own join (a join from another membership or none; a display-name or
+avatar change is join -> join and is read past). The recovered events go to the router first, oldest first,
 then the batch's own timeline. Events beyond the bound are counted (``rulesbot_sync_gap_events_dropped_total``),
 not handled.
 
@@ -226,7 +227,18 @@ class SyncLoop:
             return False
         # nio moves a member event's content out of ``source`` into attributes.
         membership = getattr(event, "membership", None) or (source.get("content") or {}).get("membership")
-        return membership == "join"
+        if membership != "join":
+            return False
+        # A display name or avatar change is join -> join too (Synapse sends one into every room):
+        # only a join from another membership, or from none, is where the bot came in.
+        unsigned = source.get("unsigned") if isinstance(source.get("unsigned"), dict) else {}
+        prev = unsigned.get("prev_content", source.get("prev_content"))
+        if isinstance(prev, dict):
+            return prev.get("membership") != "join"
+        # No previous content: the bot's first member event in the room is a join (no state is
+        # replaced). If it replaces one whose content was not given, keep reading: the gap's bound
+        # still applies, and what lies beyond it is counted as dropped.
+        return "replaces_state" not in unsigned
 
     @staticmethod
     def _oldest_first(newest_first: list[Any]) -> list[Any]:

@@ -173,6 +173,36 @@ async def test_the_back_fill_stops_at_the_bots_own_join(store):
     assert handled[0] == ["$e8", "$e9"]
 
 
+def own_member(n: int, prev: str | None, replaces: bool = True) -> dict:
+    """A member event of the bot: membership join, from ``prev`` (None: prev_content not given)."""
+    unsigned = {"replaces_state": f"$old{n}"} if replaces else {}
+    if prev is not None:
+        unsigned["prev_content"] = {"membership": prev, "displayname": "Rules bot"}
+    return {"type": "m.room.member", "event_id": f"$e{n}", "sender": BOT, "state_key": BOT, "origin_server_ts": n,
+            "content": {"membership": "join", "displayname": "Rules bot v2"}, "unsigned": unsigned}
+
+
+async def test_the_back_fill_reads_past_the_bots_profile_change_and_stops_at_a_rejoin(store):
+    await store.put(SYNC_TOKEN_KEY, "t0")
+    handled = []
+
+    async def handle(response, live):
+        handled.append(ids(response))
+
+    # A display-name change is join -> join: not where the bot came in. Nor is a member event
+    # whose previous content is not given. A join after a leave is.
+    client = FakeClient(
+        [batch("t1", [message(9)], limited=True, prev_batch="p9")],
+        [page([message(8), own_member(7, "join"), message(6, "@mod:hs.test"), own_member(5, None), message(4)],
+              "p9", "p4"),
+         page([own_member(3, "leave"), message(2)], "p4", None)],
+    )
+    gaps = SyncGaps()
+    await run_until(SyncLoop(client, store, handle, sleep=no_backoff, gaps=gaps), client, calls=2)
+    assert handled[0] == ["$e4", "$e5", "$e6", "$e7", "$e8", "$e9"]
+    assert gaps.recovered == 5 and gaps.dropped == 0
+
+
 async def test_no_back_fill_on_a_fresh_database_or_an_unlimited_timeline(store):
     handled = []
 
