@@ -35,6 +35,7 @@ from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.powers import level as _level
 from bot.matrix.powers import level_needed_to_post, user_level
 from bot.store import Effect, Mute, Store
+from bot.supervise import LoopStatus
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,11 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, MatrixError):
         code = exc.errcode
-        if code is None or code == "M_LIMIT_EXCEEDED":
-            return True
+        status = getattr(exc, "status", None)
+        if code is None or code in ("M_LIMIT_EXCEEDED", "M_UNKNOWN_TOKEN") or (status or 0) >= 500:
+            return True  # M_UNKNOWN_TOKEN: the bot was logged out; wait until it is logged in again
+        if code == "M_UNKNOWN":  # Synapse's answer to its internal errors (500), and to some 400s
+            return status is None or not 400 <= status < 500
         code = str(code)
         if code.startswith("M_") or code.startswith(_PERMANENT_HTTP):
             return False
@@ -114,8 +118,11 @@ class Executor(Collector):
     def wake(self) -> None:
         self._wake.set()
 
-    async def run(self) -> None:
-        """Carry out pending effects until cancelled; resumes what a previous run left pending."""
+    async def run(self, status: LoopStatus | None = None) -> None:
+        """Carry out pending effects until cancelled; resumes what a previous run left pending.
+
+        A failing store is reported to ``status`` (``/health``) and retried with back-off; without
+        a status the failure is raised, for the supervisor to see and restart the loop."""
         if os.environ.get(PAUSE_ENV):
             log.warning("%s is set: effects are recorded but not carried out (tests only)", PAUSE_ENV)
             await asyncio.Event().wait()
@@ -127,13 +134,18 @@ class Executor(Collector):
                 await self._prune()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # The store itself failed (locked, disk): the effects stay pending; try again.
+                if status is None:
+                    raise
+                status.failed(exc)
                 failures += 1
                 log.exception("the effects executor failed; retrying in %d s", backoff_ms(failures) // 1000)
                 await self._sleep(backoff_ms(failures) / 1000)
                 continue
             failures = 0
+            if status is not None:
+                status.ok()
             if worked:
                 continue
             wait = 60.0
@@ -224,7 +236,8 @@ class Executor(Collector):
         if room_id is None:
             if self._management_configured:
                 raise Transient("the management room is not joined yet")
-            log.info("no management room: %s", effect.payload["text"])
+            # The post may quote evidence (a report's message): the log gets only which post it was.
+            log.info("no management room: post %s not sent", effect.key)
             return
         await self._matrix.send_notice(room_id, effect.payload["text"], txn=self._txn(effect))
 

@@ -169,7 +169,7 @@ class Service:
         )
         if self.gate is not None:
             self.gate.metrics.include(self.effects)
-        self.supervisor.forever("effects", lambda status: self.effects.run())
+        self.supervisor.forever("effects", self.effects.run)
         self.sync = SyncLoop(self.client, store, self.router.handle_batch, timeline_limit=settings.sync.timeline_limit,
                              gap_limit=settings.sync.gap_limit, gaps=self.sync_gaps)
         supervise = self.supervisor

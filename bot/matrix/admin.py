@@ -36,7 +36,8 @@ class AdminApi:
                 except ValueError:
                     data = {}
                 if resp.status != 200:
-                    raise MatrixError(f"admin API {method} {path}", errcode=str(data.get("errcode") or f"HTTP {resp.status}"))
+                    raise MatrixError(f"admin API {method} {path}", errcode=str(data.get("errcode") or f"HTTP {resp.status}"),
+                                      status=resp.status)
                 return data
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # A timeout is a network error like the others: callers handle MatrixError, and the

@@ -21,8 +21,13 @@ DEVICE_NAME = "rules-bot"
 class MatrixError(Exception):
     """A Matrix call failed; ``errcode`` is the server's code (``M_FORBIDDEN`` …) when there is one."""
 
-    def __init__(self, what: str, response: ErrorResponse | None = None, errcode: str | None = None) -> None:
+    def __init__(self, what: str, response: ErrorResponse | None = None, errcode: str | None = None,
+                 status: int | None = None) -> None:
         self.errcode = errcode or (response.status_code if response is not None else None)
+        # The HTTP status when known: Synapse answers M_UNKNOWN both to a bad request (400) and to
+        # its own internal errors (500), and only the second is worth trying again.
+        transport = getattr(response, "transport_response", None)
+        self.status = status if status is not None else getattr(transport, "status", None)
         super().__init__(f"{what}: {response if response is not None else errcode}")
 
 

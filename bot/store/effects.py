@@ -133,7 +133,11 @@ class EffectRepo:
         return 0 if row is None else int(row[0])
 
     async def next_attempt_at(self) -> int | None:
-        row = await self._db.fetchone("SELECT MIN(next_attempt_at) FROM effects WHERE status = 'pending'")
+        """When the next effect falls due: the earliest among each target's oldest pending effect
+        (those ``due`` hands out); a later one of a target waits behind its head, whatever its own time."""
+        row = await self._db.fetchone(
+            "SELECT MIN(next_attempt_at) FROM effects e WHERE status = 'pending'"
+            " AND id = (SELECT MIN(id) FROM effects f WHERE f.status = 'pending' AND f.target = e.target)")
         return None if row is None or row[0] is None else int(row[0])
 
     async def mark_done(self, effect_id: int, now_ms: int) -> None:
