@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from bot.config import Settings
 from bot.i18n import Refusal, Translator
@@ -24,6 +24,8 @@ from bot.policy.state import PublicAccount
 from bot.store import AlreadyPending, Application, Filing, Store
 
 log = logging.getLogger(__name__)
+
+_REMOVE: Any = object()  # _put's "no value": take the key out
 
 TIERS = ("publisher", "reposter")
 
@@ -55,6 +57,17 @@ class PublicAccounts:
         self.protected: Callable[[], set[str]] = set
         # Called after anything that changes how an account is labelled (tier, channels).
         self.on_changed: Callable[[str], Awaitable[None]] | None = None
+
+    def _put(self, mapping: dict[str, Any], key: str, value: Any = _REMOVE) -> None:
+        """Set (without ``value``: remove) ``mapping[key]`` in memory now, since what follows in
+        the unit (labels, room mode) decides from it, and put it back if the unit rolls back:
+        memory must never say what the store does not."""
+        had, old = key in mapping, mapping.get(key)
+        if value is _REMOVE:
+            mapping.pop(key, None)
+        else:
+            mapping[key] = value
+        self._store.db.on_rollback(lambda: _restore(mapping, key, had, old))
 
     async def _changed(self, user: str) -> None:
         if self.on_changed is not None:
@@ -139,7 +152,7 @@ class PublicAccounts:
                                                     filing_number=number, category=category, name=name)
         if filing is None:
             raise Refusal("account.already_decided", application=application_id)
-        self._state.public_accounts[application.applicant] = await self._account_of(application.applicant)
+        self._put(self._state.public_accounts, application.applicant, await self._account_of(application.applicant))
         if application.kind == "news":
             await self._changed(application.applicant)
         await self._onboarding.tell(
@@ -162,7 +175,7 @@ class PublicAccounts:
         revoked = await self._store.accounts.revoke_all(user, by=moderator, reason=reason, now=self._clock())
         if not revoked:
             raise Refusal("account.not_public", user=user)
-        self._state.public_accounts.pop(user, None)
+        self._put(self._state.public_accounts, user)
         await self._changed(user)
         numbers = ", ".join(f.filing_number for f in revoked)
         await self._onboarding.tell(user, self._t("account.told_revoked", filings=numbers, reason=reason),
@@ -194,7 +207,7 @@ class PublicAccounts:
             raise Refusal("channel.taken", room=room)
         await self._check_room(owner, room, room_id)
         await self._store.accounts.add_channel(owner, room_id, self._clock())
-        self._state.channels[room_id] = owner
+        self._put(self._state.channels, room_id, owner)
         await self._changed(owner)
         return room_id
 
@@ -223,7 +236,7 @@ class PublicAccounts:
             raise Refusal("channel.unknown_room", room=room) from None
         if not await self._store.accounts.remove_channel(owner, room_id, self._clock()):
             raise Refusal("channel.not_yours", room=room)
-        self._state.channels.pop(room_id, None)
+        self._put(self._state.channels, room_id)
         await self._changed(owner)
         return room_id
 
@@ -263,11 +276,11 @@ class PublicAccounts:
                                                         why=why), f"publication-refused/{room_id}/{user}")
                     return
                 await self._store.accounts.add_channel(user, room_id, self._clock())
-                self._state.channels[room_id] = user
+                self._put(self._state.channels, room_id, user)
                 await self._changed(user)
             elif not public and self._state.channels.get(room_id) == user:
                 await self._store.accounts.remove_channel(user, room_id, self._clock())
-                self._state.channels.pop(room_id, None)
+                self._put(self._state.channels, room_id)
                 await self._changed(user)
         except Exception:
             log.exception("following the publication of %s by %s failed", room_id, user)
@@ -302,3 +315,9 @@ class PublicAccounts:
             lines.append(self._t("whois.channels", channels=", ".join(channels)))
         return "\n".join(lines)
 
+
+def _restore(mapping: dict[str, Any], key: str, had: bool, old: Any) -> None:
+    if had:
+        mapping[key] = old
+    else:
+        mapping.pop(key, None)

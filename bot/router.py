@@ -22,6 +22,7 @@ from bot.gate.callbacks import scope_setting
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.management import ManagementRoom
 from bot.matrix.roommode import RoomMode
+from bot.store.db import store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +182,6 @@ class Router:
             log.info("declining the invite of %s to %s (not a protected room; not from a moderator or public account)",
                      inviter, room_id)
             await self._matrix.leave(room_id)
-
-
-# SQLite's words for a store that cannot commit now but may later (another process holds it, the
-# disk is full or failing); a bad statement is a bug, and retrying the batch would never end.
-_UNAVAILABLE = ("locked", "busy", "disk", "full", "unable to open", "readonly")
-
-
-def store_unavailable(exc: sqlite3.OperationalError) -> bool:
-    message = str(exc).lower()
-    return any(word in message for word in _UNAVAILABLE)
 
 
 def invite_sender(invite_state: list[dict[str, Any]], bot_user_id: str) -> str | None:

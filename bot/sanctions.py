@@ -113,17 +113,24 @@ class Sanctions:
         one measure that cannot be ended does not hold back the others."""
         now = self._clock()
         due, upcoming = [], []
-        for active in self._state.sanctions.values():
+        for user, active in self._state.sanctions.items():
             for measure in active.measures.values():
                 if measure.expires_at is None:
                     continue
-                (due if measure.expires_at <= now else upcoming).append(measure)
+                (due if measure.expires_at <= now else upcoming).append((user, measure))
         error: Exception | None = None
-        for measure in due:
+        for user, measure in due:
             try:
                 case = await self._store.cases.get(measure.case_id)
-                if case is not None:
-                    await self._end(case, how="expired", actor=self._state.bot_user_id, reason="expired")
+                if case is None or case.end is not None:
+                    # Memory ran ahead of the store (a case that was never stored, or one already
+                    # ended): nothing is left to end, and kept, the measure would come due again
+                    # on every pass and the loop would spin.
+                    log.warning("dropping measure of case %d for %s from memory: the case is %s",
+                                measure.case_id, user, "missing" if case is None else "already ended")
+                    self._state.end_measure(user, measure.case_id)
+                    continue
+                await self._end(case, how="expired", actor=self._state.bot_user_id, reason="expired")
             except Exception as exc:
                 error = error or exc
         if error is not None:
@@ -132,7 +139,7 @@ class Sanctions:
             return 0.0
         wait = MAX_SLEEP_S
         if upcoming:
-            wait = min(wait, max(0.0, (min(m.expires_at for m in upcoming) - now) / 1000))  # type: ignore[type-var]
+            wait = min(wait, max(0.0, (min(m.expires_at for _, m in upcoming) - now) / 1000))  # type: ignore[type-var]
         return wait
 
     # -- measures ------------------------------------------------------------------------------

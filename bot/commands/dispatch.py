@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from bot.commands.context import Context, Services
 from bot.commands.registry import Registry, UnknownCommand, UsageError
 from bot.i18n import Refusal
 from bot.matrix.client import Matrix, txn_id
+from bot.store.db import store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,13 @@ class Dispatcher:
                 return await command.run(ctx)
         except Refusal as exc:
             return t(exc.key, **exc.params)
+        except sqlite3.OperationalError as exc:
+            if store_unavailable(exc):
+                # Not the command's fault: answered "failed" and marked handled, it would be lost.
+                # Out of the unit (so nothing of this event commits), the batch is fetched again.
+                raise
+            log.exception("command !%s from %s failed", command.name, sender)
+            return t("cmd.failed", command="!" + command.name)
         except Exception:
             log.exception("command !%s from %s failed", command.name, sender)
             return t("cmd.failed", command="!" + command.name)

@@ -120,9 +120,17 @@ class HeadFile:
         """Append one line and fsync it (blocking: run it in a thread)."""
         line = f"{head.row_id} {head.hash} {head.created_at if head.created_at is not None else ''}\n"
         created = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode("ascii"))
+            data = line.encode("ascii")
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # A line torn by an earlier short write: end it, or this head would be glued to
+                # it ("1" + "13 …" reads as row 113) and verify would report rows removed.
+                data = b"\n" + data
+            while data:
+                # os.write may write less than asked (a full disk): write the rest, or raise.
+                data = data[os.write(fd, data):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -135,8 +143,8 @@ class HeadFile:
                 os.close(dir_fd)
 
     def read(self) -> list[Head] | None:
-        """Every head in the file, oldest first; None when there is no file. A torn last line (a
-        crash mid-write) is skipped: it was never a promise."""
+        """Every head in the file, oldest first; None when there is no file. A torn line (a crash
+        or a full disk mid-write; the next write ends it) is skipped: it was never a promise."""
         try:
             text = self.path.read_text(encoding="ascii", errors="replace")
         except FileNotFoundError:
@@ -144,10 +152,14 @@ class HeadFile:
         heads = []
         for line in text.splitlines():
             parts = line.split()
-            if len(parts) >= 2 and parts[0].isdigit() and len(parts[1]) == 64:
+            if 2 <= len(parts) <= 3 and parts[0].isdigit() and _is_hash(parts[1]):
                 created = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
                 heads.append(Head(int(parts[0]), parts[1], created))
         return heads
+
+
+def _is_hash(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def default_head_file(database_path: str | Path) -> Path:

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import sqlite3
 import stat
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -143,6 +144,7 @@ class Database:
             return
         tx = _Transaction(self, asyncio.current_task())
         token = _open.set(tx)
+        cancelled: asyncio.CancelledError | None = None
         try:
             if not deferred:
                 await self._begin(tx)
@@ -156,7 +158,7 @@ class Database:
                 raise
             else:
                 if tx.begun:
-                    await self.conn.execute("COMMIT")
+                    cancelled = await self._commit(tx)
                     head = audit.take_pending(self.conn)
                     if head is not None and self.head_file is not None:
                         # Still under the lock, so the file gets heads in commit order.
@@ -170,6 +172,36 @@ class Database:
                 callback()
             except Exception:
                 log.exception("an after-commit callback failed")
+        if cancelled is not None:
+            raise cancelled
+
+    async def _commit(self, tx: _Transaction) -> asyncio.CancelledError | None:
+        """COMMIT; if it fails, roll back what is left and undo memory, then re-raise. A cancel
+        during the COMMIT is returned (to re-raise once the commit's memory work is done) when the
+        COMMIT went through anyway: aiosqlite's worker thread runs it whatever the awaiting task."""
+        try:
+            await self.conn.execute("COMMIT")
+            return None
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                try:
+                    # Queued behind the COMMIT on the worker thread: once it returns, the COMMIT
+                    # has run and in_transaction says how it ended.
+                    await self.conn.execute("SELECT 1")
+                except Exception:
+                    pass
+                if not self.conn.in_transaction:
+                    return exc
+            # A failed COMMIT (disk I/O error, disk full, busy) is no commit: SQLite may have
+            # rolled the transaction back itself or left it open; either way nothing was stored,
+            # so memory changed for it must be undone too.
+            audit.take_pending(self.conn)
+            try:
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+            finally:
+                _undo(tx.on_rollback)
+            raise
 
     async def _begin(self, tx: _Transaction) -> None:
         await self._write_lock.acquire()
@@ -242,6 +274,17 @@ class Database:
     async def fetchone(self, sql: str, params: tuple = ()) -> aiosqlite.Row | None:
         async with self.conn.execute(sql, params) as cur:
             return await cur.fetchone()
+
+
+# SQLite's words for a store that cannot commit now but may later (another process holds it, the
+# disk is full or failing); a bad statement is a bug, and retrying the batch would never end.
+_UNAVAILABLE = ("locked", "busy", "disk", "full", "unable to open", "readonly")
+
+
+def store_unavailable(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says the store cannot commit now (but may later), not that a statement is bad."""
+    message = str(exc).lower()
+    return any(word in message for word in _UNAVAILABLE)
 
 
 def _undo(callbacks: list[Callable[[], None]]) -> None:
