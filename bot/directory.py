@@ -8,15 +8,17 @@ None of the new room's initial events reach ``check_event_for_spam`` either: the
 creating one, and the bot takes it out of the directory once it exists.
 
 A new room's initial name, topic and canonical alias are judged here too, as if the creator had
-sent them: where the news rules apply and the core refuses one, the bot is made the room's admin
-(``make_room_admin``) and the service clears it (``on_initial_text``).
+sent them: where the news rules apply and the core refuses one, the service journals that the bot
+is made the room's admin (``make_room_admin``), the refused aliases removed and the text cleared
+(``on_initial_text``).
 
 How: when an account asks ``user_may_create_room``, the gate first has the guard note the rooms
 the account is in (the new room cannot exist before the gate answers, so it will be the one not
 in that list), then the guard polls the account's rooms (admin API) for a few seconds. Each new
 room's join rule and listing go into news scope at once; a listed room created by an account
-that may not publish is unlisted with ``PUT /directory/list/room`` as a server admin (Synapse
-lets admins change any room's listing), with retries. An event the creating account sends in a
+that may not publish is unlisted: an ``unlist`` effect in the journal (``bot.effects`` carries it
+out with ``PUT /directory/list/room`` as a server admin, which Synapse allows for any room, and
+retries it, after a restart too). An event the creating account sends in a
 room not looked at yet makes the gate wait for that look (at most 2 s), so a room created public
 is in scope from its first message. The news-scope refresh passes the admin room list every
 minute as a sweep, which also catches rooms created while the bot was down. Without an admin
@@ -36,18 +38,19 @@ import aiohttp
 from bot.policy import Action, ActionKind, Decision, PolicyState, decide
 from bot.policy.decide import news_verdict
 from bot.policy.text import event_text
+from bot.store import Effect, Store
 
 log = logging.getLogger(__name__)
 
 # The initial state of a new room that shows text to everyone: judged once the room is made.
 INITIAL_TEXT = ("m.room.name", "m.room.topic", "m.room.canonical_alias")
-# (room, creator, refused state type -> the core's decision, why it could not be cleared or None)
-InitialTextHook = Callable[[str, str, dict[str, Decision], "str | None"], Awaitable[None]]
+# (room, creator, refused state type -> the core's decision, why it cannot be cleared or None,
+#  aliases to remove from the directory)
+InitialTextHook = Callable[[str, str, dict[str, Decision], "str | None", list[str]], Awaitable[None]]
 
 # Delays between looks at a creating account's rooms (s): createRoom takes tens to hundreds of
 # milliseconds; the total covers a slow homeserver.
 POLL_DELAYS = (0.05, 0.05, 0.1, 0.1, 0.2, 0.2, 0.4, 0.8, 1.6, 3.2)
-UNLIST_RETRIES = (0.1, 0.5, 2.0, 5.0, 15.0)
 
 
 class DirectoryGuard:
@@ -68,6 +71,9 @@ class DirectoryGuard:
         # admin (or why it could not be): the service clears the text and tells who needs to know.
         self.on_initial_text: InitialTextHook | None = None
         self.clock: Callable[[], int] = lambda: int(time.time() * 1000)
+        # The effects journal the unlistings go to (the executor carries them out).
+        self.store: Store | None = None
+        self._unlist_asked: dict[str, float] = {}  # room -> when the gate answered (monotonic)
 
     @property
     def enabled(self) -> bool:
@@ -202,30 +208,12 @@ class DirectoryGuard:
             if isinstance(content, dict):
                 alt = content.get("alt_aliases")
                 aliases = [a for a in [content.get("alias"), *(alt if isinstance(alt, list) else [])] if isinstance(a, str)]
-        error = await self._make_bot_admin(room_id, aliases)
+        # The service journals what clears it (the bot made admin, aliases removed, text cleared).
+        error = None if self.enabled else "no homeserver.admin_token"
         if self.on_initial_text is None:
             log.error("the initial text of %s is refused, and nothing is set up to clear it", room_id)
             return
-        await self.on_initial_text(room_id, creator, refused, error)
-
-    async def _make_bot_admin(self, room_id: str, aliases: list[str]) -> str | None:
-        """Give the bot the creator's power in the room (Synapse's make_room_admin: in room version
-        12 it counts the local creators, who are not in the power levels, and grants 100), and
-        remove a refused alias from the directory. None if done, else why not."""
-        if not self.enabled:
-            return "no homeserver.admin_token"
-        try:
-            await self._call("POST", f"/_synapse/admin/v1/rooms/{quote(room_id)}/make_room_admin",
-                             {"user_id": self._state.bot_user_id})
-        except (aiohttp.ClientError, asyncio.TimeoutError, LookupError, ValueError) as exc:
-            log.warning("making the bot admin of %s failed: %s", room_id, exc)
-            return f"make_room_admin failed: {str(exc)[:200]}"
-        for alias in aliases:  # server admins may delete any alias
-            try:
-                await self._call("DELETE", f"/_matrix/client/v3/directory/room/{quote(alias)}", None)
-            except (aiohttp.ClientError, asyncio.TimeoutError, LookupError, ValueError) as exc:
-                log.warning("removing the alias %s of %s failed: %s", alias, room_id, exc)
-        return None
+        await self.on_initial_text(room_id, creator, refused, error, aliases)
 
     async def _joined(self, user_id: str) -> set[str]:
         data = await self._get(f"/_synapse/admin/v1/users/{quote(user_id)}/joined_rooms")
@@ -280,23 +268,34 @@ class DirectoryGuard:
     # -- Synapse -------------------------------------------------------------------------------
 
     async def _unlist(self, room_id: str, creator: str, started: float | None) -> None:
+        """Journal the unlisting; ``unlisted_done`` follows once the executor has carried it out."""
         if not self.unwanted(room_id, creator):
             return
-        for delay in (0.0, *UNLIST_RETRIES):
-            await asyncio.sleep(delay)
-            try:
-                await self._call("PUT", f"/_matrix/client/v3/directory/list/room/{quote(room_id)}", {"visibility": "private"})
-            except (aiohttp.ClientError, asyncio.TimeoutError, LookupError, ValueError) as exc:
-                log.warning("unlisting %s failed (%s); retrying", room_id, exc)
-                continue
-            self._state.listed_rooms.discard(room_id)
-            self._unlisted.add(room_id)
-            took = 0.0 if started is None else time.monotonic() - started
-            self.unlisted.append((room_id, took))
-            log.info("took %s out of the room directory: created public by %s, who is not an approved public "
-                     "account (%.0f ms after the gate's answer)", room_id, creator, took * 1000)
+        if self.store is None:
+            log.error("no effects journal yet: %s stays listed until the next sweep", room_id)
             return
-        log.error("could not take %s out of the room directory; the next sweep tries again", room_id)
+        # One per listing seen: while one is pending the key finds it and nothing is added; once
+        # done (or failed), a room seen listed again gets the next key in the chain.
+        key = f"unlist/{room_id}"
+        while (known := await self.store.effects.get(key)) is not None:
+            if known.status == "pending":
+                return
+            key = f"unlist/{room_id}/after-{known.id}"
+        if started is not None:
+            self._unlist_asked.setdefault(room_id, started)
+        if await self.store.effects.add("unlist", room_id, {"room": room_id, "creator": creator}, key):
+            log.info("taking %s out of the room directory: created public by %s, who is not an approved public "
+                     "account", room_id, creator)
+
+    def unlisted_done(self, effect: Effect) -> None:
+        """The executor took a room out of the directory: out of news scope by listing."""
+        room_id = effect.payload["room"]
+        self._state.listed_rooms.discard(room_id)
+        self._unlisted.add(room_id)
+        started = self._unlist_asked.pop(room_id, None)
+        took = 0.0 if started is None else time.monotonic() - started
+        self.unlisted.append((room_id, took))
+        log.info("took %s out of the room directory (%.0f ms after the gate's answer)", room_id, took * 1000)
 
     async def _listed(self, room_id: str) -> bool:
         data = await self._get(f"/_matrix/client/v3/directory/list/room/{quote(room_id)}")

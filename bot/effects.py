@@ -34,7 +34,7 @@ from bot.matrix.admin import AdminApi
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.powers import level as _level
 from bot.matrix.powers import level_needed_to_post, user_level
-from bot.store import Effect, Mute, Store
+from bot.store import Effect, Mute, Prompt, Store
 from bot.supervise import LoopStatus
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,17 @@ class Transient(Exception):
     """Not now, later: e.g. the management room is not joined yet."""
 
 
+class Refused(MatrixError):
+    """A refusal worth its own words in the management room (e.g. "the bot could not join")."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why, errcode=why)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Network trouble, timeouts, rate limits and server errors pass; a refusal does not."""
+    if isinstance(exc, Refused):
+        return False
     if isinstance(exc, (Transient, OSError, asyncio.TimeoutError, aiohttp.ClientError)):
         return True
     if isinstance(exc, MatrixError):
@@ -112,7 +121,11 @@ class Executor(Collector):
             "notice": self._notice, "dm": self._dm, "management": self._management, "redact": self._redact,
             "mute": self._mute, "unmute": self._unmute, "ban": self._ban, "unban": self._unban,
             "admin": self._admin_call, "state": self._state, "topic_tag": self._topic_tag,
+            "agreement_prompt": self._agreement_prompt, "unlist": self._unlist, "room_admin": self._room_admin,
+            "alias_delete": self._alias_delete,
         }
+        # Called with an effect of that kind once it is carried out (memory that follows the journal).
+        self.after_done: dict[str, Callable[[Effect], None]] = {}
         store.effects.on_added = self._wake.set
 
     def wake(self) -> None:
@@ -171,6 +184,8 @@ class Executor(Collector):
 
     async def carry_out(self, effect: Effect) -> None:
         handler = self._handlers.get(effect.kind)
+        if await self._prerequisite_failed(effect):
+            return
         try:
             if handler is None:
                 raise ValueError(f"unknown effect kind {effect.kind!r}")
@@ -182,6 +197,24 @@ class Executor(Collector):
             return
         await self._store.effects.mark_done(effect.id, self._clock())
         self.outcomes[effect.kind, "done"] += 1
+        hook = self.after_done.get(effect.kind)
+        if hook is not None:
+            try:
+                hook(effect)
+            except Exception:  # memory only: the journal already says done
+                log.exception("after carrying out effect %d (%s)", effect.id, effect.key)
+
+    async def _prerequisite_failed(self, effect: Effect) -> bool:
+        """An effect that ``requires`` others (by key) is not carried out if one of them failed for
+        good (the creator is not told a room text was cleared when the bot could not clear it); the
+        failure was told already, so this one fails quietly."""
+        for key in effect.payload.get("requires") or ():
+            required = await self._store.effects.get(key)
+            if required is not None and required.status == "failed":
+                await self._store.effects.mark_failed(effect.id, self._clock(), f"requires {key}, which failed")
+                self.outcomes[effect.kind, "failed"] += 1
+                return True
+        return False
 
     async def _failed_attempt(self, effect: Effect, exc: Exception) -> None:
         now = self._clock()
@@ -203,8 +236,12 @@ class Executor(Collector):
         async with self._store.unit(now_ms=now):
             await self._store.effects.mark_failed(effect.id, now, error)
             if effect.kind != "management":
-                text = self._t("effect.failed", what=self._t(f"effect.kind.{effect.kind}"), target=effect.target,
-                               cause=effect.key, error=error)
+                told = effect.payload.get("failed_notice")  # the service's own words for this failure
+                if isinstance(told, dict):
+                    text = self._t(told["key"], **told.get("params", {}), error=error)
+                else:
+                    text = self._t("effect.failed", what=self._t(f"effect.kind.{effect.kind}"), target=effect.target,
+                                   cause=effect.key, error=error)
                 await self._store.effects.add("management", "management", {"text": text},
                                               f"effect-failed/{effect.id}", now_ms=now)
 
@@ -228,7 +265,8 @@ class Executor(Collector):
         await self._matrix.send_notice(p["room"], p["text"], txn=self._txn(effect), reply_to=p.get("reply_to"))
 
     async def _dm(self, effect: Effect) -> None:
-        room_id = await self._dm_room(effect.target)
+        # ``user`` when the effect is ordered with another target's (a room's), else the target.
+        room_id = await self._dm_room(str(effect.payload.get("user") or effect.target))
         await self._matrix.send_notice(room_id, effect.payload["text"], txn=self._txn(effect))
 
     async def _management(self, effect: Effect) -> None:
@@ -240,6 +278,40 @@ class Executor(Collector):
             log.info("no management room: post %s not sent", effect.key)
             return
         await self._matrix.send_notice(room_id, effect.payload["text"], txn=self._txn(effect))
+
+    async def _agreement_prompt(self, effect: Effect) -> None:
+        """Send the agreement, then record the prompt with the sent event's ID (a ✅ reaction to it
+        accepts). Again after a crash: the transaction ID gives back the same event, and the prompt
+        row is kept once."""
+        p = effect.payload
+        event_id = await self._matrix.send_notice(p["room"], p["text"], txn=self._txn(effect), reply_to=p.get("reply_to"))
+        await self._store.agreements.record_prompt(
+            Prompt(user_id=p["user"], version=p["version"], event_id=event_id, room_id=p["room"], sent_at=self._clock()))
+
+    async def _unlist(self, effect: Effect) -> None:
+        if self._admin is None:
+            log.info("no admin token: %s stays in the room directory", effect.target)
+            return
+        await self._admin.unlist_room(effect.payload["room"])
+
+    async def _room_admin(self, effect: Effect) -> None:
+        """make_room_admin (idempotent: the bot ends with the creator's power either way), then
+        join: what follows for the room (clearing its state) needs the bot in it."""
+        room_id = effect.payload["room"]
+        if self._admin is None:
+            raise Refused("no homeserver.admin_token")
+        await self._admin.make_room_admin(room_id, self._bot)
+        try:
+            await self._matrix.join(room_id)
+        except MatrixError as exc:
+            if is_transient(exc):
+                raise
+            raise Refused(f"the bot could not join: {exc}") from exc
+
+    async def _alias_delete(self, effect: Effect) -> None:
+        if self._admin is None:
+            raise Refused("no homeserver.admin_token")
+        await self._admin.delete_alias(effect.payload["alias"])
 
     async def _redact(self, effect: Effect) -> None:
         p = effect.payload
@@ -354,6 +426,8 @@ class Executor(Collector):
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, Refused):
+        return str(exc.errcode)
     if isinstance(exc, MatrixError) and exc.errcode:
         return str(exc.errcode)
     return type(exc).__name__

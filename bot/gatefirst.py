@@ -92,6 +92,7 @@ class GateFirst:
         self.directory = DirectoryGuard(state, hs.url, token, self.spawn)
         self.directory.on_initial_text = self._initial_text_later
         self.directory.clock = self._clock
+        self.directory.store = store
         self.directory.warn_if_disabled()
         if settings.gate.enabled:
             assert settings.gate.token is not None
@@ -146,14 +147,15 @@ class GateFirst:
         self._published.clear()
         self._bound.set()
 
-    async def _initial_text_later(self, room_id: str, creator: str, refused: Any, error: str | None) -> None:
+    async def _initial_text_later(self, room_id: str, creator: str, refused: Any, error: str | None,
+                                  aliases: list[str]) -> None:
         """A new room's refused initial text seen before the service binds: the service's own hook
         (set on the directory guard before ``bind``) clears it once it exists."""
         await self._bound.wait()
         assert self.directory is not None
         hook = self.directory.on_initial_text
         if hook is not None and hook != self._initial_text_later:
-            await hook(room_id, creator, refused, error)
+            await hook(room_id, creator, refused, error, aliases)
 
     def take_tasks(self) -> set[asyncio.Task[Any]]:
         """The background tasks started before ``bind``, for the service to own (and cancel)."""

@@ -167,6 +167,7 @@ class Service:
             management_room=lambda: self.management.room_id, management_configured=bool(settings.management_room),
             bot_user_id=hs.user_id, clock=self.clock,
         )
+        self.effects.after_done["unlist"] = self.directory.unlisted_done
         if self.gate is not None:
             self.gate.metrics.include(self.effects)
         self.supervisor.forever("effects", self.effects.run)

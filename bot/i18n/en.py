@@ -168,6 +168,10 @@ MESSAGES: dict[str, str] = {
     "effect.kind.admin": "make the admin API call (suspend, unsuspend or deactivate)",
     "effect.kind.state": "set a room state event",
     "effect.kind.topic_tag": "put the label's tag in a channel's topic",
+    "effect.kind.agreement_prompt": "send the agreement",
+    "effect.kind.unlist": "take a room out of the room directory",
+    "effect.kind.room_admin": "make the bot a room's admin and join it",
+    "effect.kind.alias_delete": "remove a room address from the directory",
     "ladder.reason": "escalation ladder: {count} {kind} cases ({cases})",
     "ladder.propose_close": (
         "The escalation ladder proposes closing {user} (cases {cases}). A moderator confirms with "

@@ -54,6 +54,22 @@ class AdminApi:
     async def deactivate(self, user_id: str, erase: bool) -> None:
         await self._call("POST", f"/_synapse/admin/v1/deactivate/{quote(user_id)}", {"erase": erase})
 
+    async def unlist_room(self, room_id: str) -> None:
+        """Take a room out of the directory (Synapse lets a server admin change any room's listing)."""
+        await self._call("PUT", f"/_matrix/client/v3/directory/list/room/{quote(room_id)}", {"visibility": "private"})
+
+    async def make_room_admin(self, room_id: str, user_id: str) -> None:
+        """Give ``user_id`` the creator's power in the room (it is invited if it is not in it)."""
+        await self._call("POST", f"/_synapse/admin/v1/rooms/{quote(room_id)}/make_room_admin", {"user_id": user_id})
+
+    async def delete_alias(self, alias: str) -> None:
+        """Remove an alias from the directory (server admins may delete any); gone already is done."""
+        try:
+            await self._call("DELETE", f"/_matrix/client/v3/directory/room/{quote(alias)}", None)
+        except MatrixError as exc:
+            if exc.errcode != "M_NOT_FOUND":
+                raise
+
     async def event_reports(self, offset: int, limit: int = 100) -> list[dict[str, Any]]:
         """Reports made with Matrix's report button, oldest first, from ``offset``."""
         data = await self._call("GET", f"/_synapse/admin/v1/event_reports?from={offset}&limit={limit}&dir=f", None)

@@ -18,7 +18,7 @@ from bot.config import Settings
 from bot.i18n import Translator
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.policy import PolicyState
-from bot.store import Prompt, Store
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -138,19 +138,17 @@ class Onboarding:
                 log.info("opened a direct chat %s with %s", room_id, user_id)
         return room_id
 
-    async def send_agreement(self, user_id: str, room_id: str, reply_to: str | None = None) -> str:
-        """Send the agreement and remember the message, so a ✅ reaction to it counts."""
+    async def send_agreement(self, user_id: str, room_id: str, reply_to: str | None = None) -> None:
+        """Journal the agreement (in the caller's transaction, if one is open: ``!rules`` commits it
+        with the command's handled mark). The executor sends it and records the prompt with the
+        sent event's ID, so a ✅ reaction to it counts; the key (and the transaction ID derived as
+        before) is the cause's, so it is sent once."""
         key = reply_to or f"{room_id}/{self._document.version}"
-        event_id = await self._matrix.send_notice(
-            room_id,
-            self._document.render(self._t, self._settings),
-            txn=txn_id("agreement", user_id, key),
-            reply_to=reply_to,
-        )
-        await self._store.agreements.record_prompt(
-            Prompt(user_id=user_id, version=self._document.version, event_id=event_id, room_id=room_id, sent_at=self._clock())
-        )
-        return event_id
+        payload = {"room": room_id, "user": user_id, "version": self._document.version,
+                   "text": self._document.render(self._t, self._settings), "reply_to": reply_to,
+                   "txn": txn_id("agreement", user_id, key)}
+        await self._store.effects.add("agreement_prompt", user_id, {k: v for k, v in payload.items() if v is not None},
+                                      f"agreement/{user_id}/{key}")
 
     async def _onboard(self, user_id: str, notes: list[tuple[str, str]]) -> None:
         if self._state.is_exempt(user_id):
@@ -159,11 +157,14 @@ class Onboarding:
         if not notes and not needs_prompt:
             return
         room_id = await self.dm_room(user_id)
-        for text, key in notes:
-            await self._matrix.send_notice(room_id, text, txn=txn_id("note", user_id, key))
-        if not needs_prompt:
-            return
-        previous = await self._store.agreements.prompt_for(user_id, self._document.version)
-        if previous is None or previous.room_id != room_id:
-            await self.send_agreement(user_id, room_id)
-        self._prompted.add(user_id)
+        # The notes and the prompt are journaled together (one target: sent in this order).
+        async with self._store.unit():
+            for text, key in notes:
+                await self._store.effects.add("notice", user_id, {
+                    "room": room_id, "text": text, "txn": txn_id("note", user_id, key)}, f"note/{user_id}/{key}")
+            if needs_prompt:
+                previous = await self._store.agreements.prompt_for(user_id, self._document.version)
+                if previous is None or previous.room_id != room_id:
+                    await self.send_agreement(user_id, room_id)
+        if needs_prompt:
+            self._prompted.add(user_id)

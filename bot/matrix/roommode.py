@@ -18,10 +18,10 @@ every member.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from bot.i18n import Translator
-from bot.matrix.client import Matrix, MatrixError, txn_id
+from bot.matrix.client import Matrix, txn_id
 from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.policy import Action, ActionKind, Decision, PolicyState, Reason, Source, decide
@@ -152,33 +152,44 @@ class RoomMode:
                  event_id, sender, room_name, verdict.params.get("rule"))
 
     async def clear_initial_text(self, room_id: str, creator: str, refused: dict[str, Decision],
-                                 error: str | None) -> None:
-        """A new room's initial name, topic or alias was refused (bot.directory): the bot, made the
-        room's admin, joins and clears them; the creator is told why in its direct chat, and the
-        management room what was done. If the bot could not be made admin (``error``), only the
-        management room is told, so that a moderator clears them."""
+                                 error: str | None, aliases: Sequence[str] = ()) -> None:
+        """A new room's initial name, topic or alias was refused (bot.directory). Journaled in one
+        transaction, for the room in this order: the bot is made the room's admin and joins
+        (``room_admin``), the refused aliases are removed, the name, topic and alias are cleared;
+        then the creator is told why in its direct chat and the management room what was done.
+        Those last two require the earlier ones: if the bot could not be made admin or join, only
+        the management room is told (in the words of ``directory.text_kept_mgmt``), so that a
+        moderator clears them; likewise when ``error`` says it cannot be tried at all."""
         first = next(iter(refused.values()))
         why = self._t.refusal(first.message_key, {**first.params, "action": "room_text"})
         fields = ", ".join(self._t(f"field.{kind}") for kind in refused)
         management = ManagementRoom(self._store.effects)
         key = f"initial-text/{room_id}"
-        if error is None:
-            self.joining.add(room_id)  # make_room_admin invites the bot to a room that is not public
-            try:
-                await self._matrix.join(room_id)
-            except MatrixError as exc:
-                error = f"the bot could not join: {exc}"
         if error is not None:
             await management.post(self._t("directory.text_kept_mgmt", room=room_id, user=creator, fields=fields,
                                           why=why, error=error), key)
             return
-        for kind in refused:
-            await self._store.effects.add("state", room_id, {"room": room_id, "type": kind, "content": _CLEARED[kind],
-                                                             "state_key": ""}, f"{key}/{kind}")
-        await self._store.effects.add("dm", creator, {"text": self._t("directory.text_cleared", room=room_id, why=why)},
-                                      f"{key}/dm")
-        await management.post(self._t("directory.text_cleared_mgmt", room=room_id, user=creator, fields=fields,
-                                      why=why), key)
+        self.joining.add(room_id)  # make_room_admin invites the bot to a room that is not public
+        admin_key = f"{key}/admin"
+        kept = {"key": "directory.text_kept_mgmt", "params": {"room": room_id, "user": creator, "fields": fields,
+                                                              "why": why}}
+        effects = self._store.effects
+        async with self._store.unit():
+            await effects.add("room_admin", room_id, {"room": room_id, "failed_notice": kept}, admin_key)
+            for alias in aliases:  # server admins may delete any alias
+                await effects.add("alias_delete", room_id, {"room": room_id, "alias": alias, "requires": [admin_key]},
+                                  f"{key}/alias/{alias}")
+            cleared = [f"{key}/{kind}" for kind in refused]
+            for kind, state_key in zip(refused, cleared):
+                await effects.add("state", room_id, {"room": room_id, "type": kind, "content": _CLEARED[kind],
+                                                     "state_key": "", "requires": [admin_key]}, state_key)
+            done = [admin_key, *cleared]
+            await effects.add("dm", room_id, {"user": creator, "text": self._t("directory.text_cleared", room=room_id,
+                                                                               why=why), "requires": done}, f"{key}/dm")
+            # For the room, not the management room's queue: after what it reports, and only if done.
+            await effects.add("management", room_id, {
+                "text": self._t("directory.text_cleared_mgmt", room=room_id, user=creator, fields=fields, why=why),
+                "txn": txn_id("management", key), "requires": done}, f"management/{key}")
 
     def _may_redact(self, room_id: str) -> bool:
         room = self._matrix.client.rooms.get(room_id)

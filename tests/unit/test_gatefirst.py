@@ -127,16 +127,16 @@ async def test_a_new_rooms_refused_text_seen_before_the_service_binds_is_cleared
     early = await GateFirst.open(settings_for(tmp_path), Translator("en"), lambda: NOW)
     try:
         cleared = []
-        waiting = asyncio.ensure_future(early.directory.on_initial_text("!r:hs.test", "@c:hs.test", {}, None))
+        waiting = asyncio.ensure_future(early.directory.on_initial_text("!r:hs.test", "@c:hs.test", {}, None, ["#r:hs.test"]))
         await asyncio.sleep(0.01)
         assert not waiting.done()
 
-        async def clear(room_id, creator, refused, error):
-            cleared.append((room_id, creator))
+        async def clear(room_id, creator, refused, error, aliases):
+            cleared.append((room_id, creator, aliases))
 
         early.directory.on_initial_text = clear  # as the service sets it, before bind
         early.bind(lambda work, name: None, lambda user: None, lambda u, r: None, lambda: {})
         await asyncio.wait_for(waiting, 1)
-        assert cleared == [("!r:hs.test", "@c:hs.test")]
+        assert cleared == [("!r:hs.test", "@c:hs.test", ["#r:hs.test"])]
     finally:
         await early.close()
