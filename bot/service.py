@@ -172,7 +172,9 @@ class Service:
             self.gate.metrics.include(self.effects)
         self.supervisor.forever("effects", self.effects.run)
         self.sync = SyncLoop(self.client, store, self.router.handle_batch, timeline_limit=settings.sync.timeline_limit,
-                             gap_limit=settings.sync.gap_limit, gaps=self.sync_gaps)
+                             gap_limit=settings.sync.gap_limit, gaps=self.sync_gaps, clock=self.clock)
+        sync = self.sync
+        self.room_mode.synced_at = lambda: sync.saved_at  # how far back a post may be judged at its own time
         supervise = self.supervisor
         # A sync long-polls 30 s: no successful one for 3 minutes is a failing sync loop.
         supervise.forever("sync", self.sync.run, period_s=60.0)

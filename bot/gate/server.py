@@ -184,7 +184,10 @@ class Gate:
         if decision.prompt_agreement:
             self._on_prompt(action.user_id)
         elif decision.count_post:
-            self._state.note_post(action.user_id, now)
+            # By event ID when the body has one: a callback sent again counts once.
+            event = body.get("event")
+            event_id = event.get("event_id") if isinstance(event, dict) else None
+            self._state.note_post(action.user_id, now, event_id if isinstance(event_id, str) else None)
         if decision.allowed:
             if action.body and self._state.in_news_scope(action.room_id):
                 self._state.remember_text(action.body, action.user_id, now)

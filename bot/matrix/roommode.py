@@ -32,6 +32,10 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 
+# How far back a post may be judged at its own time when the sync loop has not said since when it
+# has been behind (no batch saved yet): see ``RoomMode.posted_at``.
+LATE_BOUND_MS = 24 * 3600 * 1000
+
 # Membership is not a post: joins are judged when they are made (the gate's user_may_join_room);
 # only the text a member event shows is judged, by the news rules (``on_member``).
 _NOT_POSTS = frozenset({"m.room.redaction", "m.room.member"})
@@ -70,13 +74,34 @@ class RoomMode:
         self.protected: set[str] = set()
         # New rooms the bot joins to clear a refused initial name or topic (it accepts their invites).
         self.joining: set[str] = set()
+        # When the sync loop saved its last batch (bot.matrix.sync.SyncLoop.saved_at): the bot has
+        # been behind since then at most. None: not known.
+        self.synced_at: Callable[[], int | None] = lambda: None
 
     def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message",
-                text: tuple[str | None, bool] = (None, False)) -> Decision:
+                text: tuple[str | None, bool] = (None, False), at: int | None = None) -> Decision:
         body, quotes = text
         action = Action(ActionKind.SEND_EVENT, user_id, source=Source.ROOM, room_id=room_id, event_type=event_type,
                         body=body, quotes_reply=quotes)
-        return decide(action, self._state, self._clock())
+        return decide(action, self._state, self._clock() if at is None else at)
+
+    def posted_at(self, event: dict[str, Any]) -> int:
+        """The time a post is judged and counted at: its ``origin_server_ts``, so that posts read
+        back from a gap (or arriving late) are spaced as they were made, not all at once now.
+
+        The sender's server sets that time, and a remote one could forge it (far in the past, to
+        slip past a rate cap): it is taken no later than now and no earlier than the last batch
+        the sync loop saved before this one (the bot has been behind since then at most), or
+        ``LATE_BOUND_MS`` ago while that is not known. A late event from before then counts as
+        posted then."""
+        now = self._clock()
+        floor = self.synced_at()
+        if floor is None or floor > now:
+            floor = now - LATE_BOUND_MS
+        ts = event.get("origin_server_ts")
+        if not isinstance(ts, int) or isinstance(ts, bool):
+            return now
+        return min(now, max(ts, floor))
 
     async def on_event(self, room_id: str, event: dict[str, Any], room_name: str) -> None:
         event_type = event.get("type")
@@ -89,10 +114,13 @@ class RoomMode:
         text = event_text(event_type, content)
         if "state_key" in event and text[0] is None:
             return  # state that shows no text (power levels, join rules …) is not a post
-        decision = self._decide(room_id, sender, event_type, text)
+        if self._state.is_counted(sender, event.get("event_id")):
+            return  # allowed and counted already: a replayed batch, or a gap read back over
+        at = self.posted_at(event)
+        decision = self._decide(room_id, sender, event_type, text, at)
         if decision.allowed:
             if decision.count_post:
-                self._state.note_post(sender, self._clock())
+                self._state.note_post(sender, at, event.get("event_id"))
             body = text[0]
             if body and self._state.in_news_scope(room_id):
                 self._state.remember_text(body, sender, self._clock())

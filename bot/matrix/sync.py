@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable, Protocol
 
 from nio import AsyncClient, MessageDirection, RoomMessagesResponse, SyncResponse
@@ -31,6 +32,10 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 SYNC_TOKEN_KEY = "sync_token"
+# When (ms, the bot's clock) the last batch was handled and its token saved: what a later batch
+# holds from before then arrived late or was read back from a gap (bot.matrix.roommode judges
+# such posts at their own time, not earlier than this).
+SYNC_AT_KEY = "sync_token_saved_at"
 TIMELINE_LIMIT = 200
 GAP_LIMIT = 1000  # events fetched back per room per gap
 PAGE = 100  # events per /messages request
@@ -88,8 +93,12 @@ class SyncLoop:
         timeline_limit: int = TIMELINE_LIMIT,
         gap_limit: int = GAP_LIMIT,
         gaps: SyncGaps | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
+        self._clock = clock or (lambda: int(time.time() * 1000))
+        # When the batch before the one in hand was saved (None: not known yet).
+        self.saved_at: int | None = None
         self._sleep = sleep
         self._store = store
         self._handle = handle
@@ -104,6 +113,8 @@ class SyncLoop:
 
     async def run(self, health: Health = _Unwatched()) -> None:
         since = await self._store.get(SYNC_TOKEN_KEY)
+        saved_at = await self._store.get(SYNC_AT_KEY)
+        self.saved_at = int(saved_at) if saved_at is not None and saved_at.isdigit() else None
         live = since is not None
         first, backoff = True, 1.0
         while not self._stopping:
@@ -130,7 +141,11 @@ class SyncLoop:
                 if live and since is not None:
                     await self._fill_gaps(response, since)
                 await self._handle(response, live)
-                await self._store.put(SYNC_TOKEN_KEY, response.next_batch)
+                saved = self._clock()
+                async with self._store.db.transaction():
+                    await self._store.put(SYNC_TOKEN_KEY, response.next_batch)
+                    await self._store.put(SYNC_AT_KEY, str(saved))
+                self.saved_at = saved
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

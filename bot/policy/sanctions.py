@@ -99,6 +99,9 @@ class ActiveSanctions:
 
     measures: dict[int, Measure] = field(default_factory=dict)
     recent_posts: list[int] = field(default_factory=list)
+    # The event IDs of the posts in ``recent_posts`` (with their times): a post seen again (a
+    # replayed sync batch, a gap read back over, a retried gate callback) is not counted twice.
+    counted: dict[str, int] = field(default_factory=dict)
 
     def strongest(self, now: int) -> list[Measure]:
         """The measures in force, strictest first, in an order that does not depend on the order

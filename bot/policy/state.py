@@ -13,6 +13,7 @@ from bot.policy.news import NewsRules, fingerprint
 from bot.policy.sanctions import ActiveSanctions, Measure
 
 RECENT_TEXTS_LIMIT = 200_000
+COUNTED_POSTS_LIMIT = 1_000  # event IDs of counted posts kept per account
 # Join rules that let people in without anyone's approval: ``public`` lets anyone in; ``restricted``
 # and ``knock_restricted`` let in every member of the rooms they allow (a public space, a square)
 # with no invite. Counting them all as open is strict and needs no look at the allowed rooms.
@@ -148,13 +149,30 @@ class PolicyState:
             del self.sanctions[user_id]
         return measure
 
-    def note_post(self, user_id: str, now: int) -> None:
-        """Count a post against the account's rate cap (the core asked for it with count_post)."""
+    def is_counted(self, user_id: str, event_id: object) -> bool:
+        """True if the post ``event_id`` of ``user_id`` is already counted against its rate cap."""
+        active = self.sanctions.get(user_id)
+        return active is not None and isinstance(event_id, str) and event_id in active.counted
+
+    def note_post(self, user_id: str, now: int, event_id: str | None = None) -> None:
+        """Count a post against the account's rate cap (the core asked for it with count_post).
+
+        ``now`` is the time the post is counted at. A post whose ``event_id`` is already counted
+        is not counted again."""
         active = self.sanctions.get(user_id)
         if active is None:
             return
         window = max((m.rate.period_ms for m in active.measures.values() if m.rate is not None), default=0)
         active.recent_posts[:] = [t for t in active.recent_posts if t > now - window]
+        counted = active.counted
+        for seen in [e for e, t in counted.items() if t <= now - window]:
+            del counted[seen]
+        if event_id is not None:
+            if event_id in counted:
+                return
+            counted[event_id] = now
+            while len(counted) > COUNTED_POSTS_LIMIT:  # only a guard: the window keeps it small
+                del counted[next(iter(counted))]
         active.recent_posts.append(now)
 
     def in_news_scope(self, room_id: str | None) -> bool:

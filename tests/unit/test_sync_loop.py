@@ -330,3 +330,21 @@ async def test_the_loop_reports_successes_and_survived_errors_to_its_supervisor(
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert status.events[:3] == ["ConnectionError", "SyncFailed", "ok"]
+
+
+async def test_the_time_a_batch_is_saved_is_kept_with_its_token(store):
+    from bot.matrix.sync import SYNC_AT_KEY
+
+    await store.put(SYNC_TOKEN_KEY, "t0")
+    await store.put(SYNC_AT_KEY, "1000")
+    seen = []
+    loop = None
+
+    async def handle(response, live):
+        seen.append(loop.saved_at)  # while a batch is in hand: when the one before it was saved
+
+    client = FakeClient([batch("t1", [message(1)]), batch("t2", [message(2)])])
+    loop = SyncLoop(client, store, handle, sleep=no_backoff, clock=lambda: 5000)
+    await run_until(loop, client, calls=3)
+    assert seen == [1000, 5000]
+    assert await store.get(SYNC_AT_KEY) == "5000" and await store.get(SYNC_TOKEN_KEY) == "t2"
