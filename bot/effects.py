@@ -19,9 +19,12 @@ with back-off; a permanent one marks the effect ``failed`` and tells the managem
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import logging
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 import aiohttp
@@ -122,7 +125,7 @@ class Executor(Collector):
             "mute": self._mute, "unmute": self._unmute, "ban": self._ban, "unban": self._unban,
             "admin": self._admin_call, "state": self._state, "topic_tag": self._topic_tag,
             "agreement_prompt": self._agreement_prompt, "unlist": self._unlist, "room_admin": self._room_admin,
-            "alias_delete": self._alias_delete,
+            "alias_delete": self._alias_delete, "file": self._file,
         }
         # Called with an effect of that kind once it is carried out (memory that follows the journal).
         self.after_done: dict[str, Callable[[Effect], None]] = {}
@@ -278,6 +281,22 @@ class Executor(Collector):
             log.info("no management room: post %s not sent", effect.key)
             return
         await self._matrix.send_notice(room_id, effect.payload["text"], txn=self._txn(effect))
+
+    async def _file(self, effect: Effect) -> None:
+        """Upload and send a staged export, then delete its file. No file: it was sent and deleted
+        before the done mark committed (a crash), so there is nothing left to send."""
+        p = effect.payload
+        path = Path(p["path"])
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            log.warning("effect %d (%s): the file is gone; taken as sent", effect.id, effect.key)
+            return
+        if hashlib.sha256(data).hexdigest() != p["sha256"]:
+            raise Refused("the staged file was changed")
+        await self._matrix.send_file(p["room"], io.BytesIO(data), len(data), p["filename"], p["mimetype"],
+                                     txn=self._txn(effect))
+        await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _agreement_prompt(self, effect: Effect) -> None:
         """Send the agreement, then record the prompt with the sent event's ID (a ✅ reaction to it

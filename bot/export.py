@@ -12,9 +12,13 @@ JSON Lines is data, not a spreadsheet: it keeps every value exactly as recorded.
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import hashlib
 import io
 import json
+import os
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
@@ -146,3 +150,33 @@ async def export(
         await audit.append(conn, now_ms=now, actor=actor, action="records.export", target=kind,
                            details={"format": fmt, "since": iso(since), "until": iso(until), "rows": len(rows)})
     return data, len(rows)
+
+
+EXPORTS_FOLDER = "exports"
+
+
+async def stage_file(store: Store, key: str, data: bytes) -> tuple[str, str]:
+    """Write an export for the executor to send (a ``file`` effect) and return (path, sha256).
+
+    The file is 0600 in ``exports/`` next to the database, named after the effect's key (a replay
+    writes the same file again); it is removed if the unit rolls back, and by the executor once sent.
+    """
+    row = await store.db.fetchone("SELECT file FROM pragma_database_list WHERE name = 'main'")
+    if row is None or not row[0]:
+        raise ExportError("the database has no folder to hold an export")
+    path = Path(row[0]).parent / EXPORTS_FOLDER / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".bin")
+    await asyncio.to_thread(_write_private, path, data)
+    store.db.on_rollback(lambda: path.unlink(missing_ok=True))
+    return str(path), hashlib.sha256(data).hexdigest()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    partial = path.with_suffix(".part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, path)

@@ -6,14 +6,12 @@ would be recorded and sent."""
 
 from __future__ import annotations
 
-import io
-
 from bot.commands.context import Context, would
 from bot.commands.registry import (
     Command, Invocation, Param, ParamKind, UnknownCommand, UsageError, moderator_command,
 )
 from bot.commands.sanctions import SANCTION_KINDS, impose_from, liftable, lift_steps, preview_from
-from bot.export import KINDS, ExportError, collect, export, parse_date
+from bot.export import KINDS, ExportError, collect, export, parse_date, stage_file
 from bot.i18n import Refusal
 from bot.matrix.client import MatrixError
 from bot.reports import MATRIX_TO_EVENT, snapshot_of
@@ -192,7 +190,13 @@ async def export_records(ctx: Context) -> str | None:
     data, rows = await export(ctx.services.store, kind=kind, fmt="csv", since=_since(ctx), bom=True,
                               actor=ctx.sender, now=ctx.services.clock())
     filename = _filename(ctx)
-    await ctx.services.matrix.send_file(ctx.room_id, io.BytesIO(data), len(data), filename, "text/csv")
+    # Journaled with the audit row: the records leave the server only if the export is recorded,
+    # and once; the executor sends the file before the reply (same room, so in this order).
+    key = f"export/{ctx.event_id}"
+    path, digest = await stage_file(ctx.services.store, key, data)
+    await ctx.services.store.effects.add(
+        "file", ctx.room_id, {"room": ctx.room_id, "path": path, "sha256": digest, "filename": filename,
+                              "mimetype": "text/csv"}, key, now_ms=ctx.services.clock())
     return ctx.t("export.done", kind=kind, rows=rows, file=filename)
 
 

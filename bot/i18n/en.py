@@ -167,6 +167,7 @@ MESSAGES: dict[str, str] = {
     "effect.kind.unban": "unban in a room",
     "effect.kind.admin": "make the admin API call (suspend, unsuspend or deactivate)",
     "effect.kind.state": "set a room state event",
+    "effect.kind.file": "send an export file",
     "effect.kind.topic_tag": "put the label's tag in a channel's topic",
     "effect.kind.agreement_prompt": "send the agreement",
     "effect.kind.unlist": "take a room out of the room directory",

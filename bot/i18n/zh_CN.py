@@ -137,6 +137,7 @@ MESSAGES: dict[str, str] = {
     "effect.kind.unban": "在房间解除封禁",
     "effect.kind.admin": "调用服务器管理接口（暂停、恢复或停用账号）",
     "effect.kind.state": "设置房间状态事件",
+    "effect.kind.file": "发送导出文件",
     "effect.kind.topic_tag": "在频道主题中更新标签",
     "effect.kind.agreement_prompt": "发送用户协议",
     "effect.kind.unlist": "将房间移出房间目录",

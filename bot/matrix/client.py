@@ -82,12 +82,14 @@ class Matrix:
         response = await self.client.room_send(room_id, "m.room.message", notice_content(body, reply_to), tx_id=txn)
         return _check(f"send to {room_id}", response).event_id
 
-    async def send_file(self, room_id: str, data: Any, size: int, filename: str, mimetype: str) -> str:
-        """Upload ``data`` (a file object) and post it as an ``m.file`` message."""
+    async def send_file(self, room_id: str, data: Any, size: int, filename: str, mimetype: str, *,
+                        txn: str | None = None) -> str:
+        """Upload ``data`` (a file object) and post it as an ``m.file`` message (with ``txn``, a
+        retry is the same event however often the upload was repeated)."""
         upload, _ = await self.client.upload(data, content_type=mimetype, filename=filename, filesize=size)
         uri = _check(f"upload {filename}", upload).content_uri
         content = {"msgtype": "m.file", "body": filename, "url": uri, "info": {"mimetype": mimetype, "size": size}}
-        response = await self.client.room_send(room_id, "m.room.message", content, tx_id=txn_id("file", uri))
+        response = await self.client.room_send(room_id, "m.room.message", content, tx_id=txn or txn_id("file", uri))
         return _check(f"send {filename} to {room_id}", response).event_id
 
     async def redact(self, room_id: str, event_id: str, reason: str, *, txn: str) -> None:
