@@ -84,6 +84,11 @@ class User:
         self.client = AsyncClient(hs.url, account.user_id)
         self.client.restore_login(account.user_id, account.device_id, account.access_token)
         self.timeline: list[tuple[str, dict[str, Any]]] = []
+        # One entry per event ID: a homeserver may send an event down /sync again (Synapse has
+        # open issues about it). A second copy is kept here, not counted as another message:
+        # two sends by the bot are two event IDs and still count twice.
+        self.seen: set[str] = set()
+        self.redelivered: list[tuple[str, dict[str, Any]]] = []
         self.invites: dict[str, str] = {}
         self.invite_content: dict[str, dict[str, Any]] = {}
 
@@ -106,6 +111,12 @@ class User:
                     self.invite_content[room_id] = event.content
         for room_id, info in response.rooms.join.items():
             for event in info.timeline.events:
+                event_id = event.source.get("event_id")
+                if event_id in self.seen:
+                    self.redelivered.append((room_id, event.source))
+                    continue
+                if event_id is not None:
+                    self.seen.add(event_id)
                 self.timeline.append((room_id, event.source))
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
