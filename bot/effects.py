@@ -6,7 +6,10 @@ measure concerns, the room a reply goes to, the management room), carries it out
 done. Each kind is safe to carry out again after a crash between the call and the mark:
 
 - sends and redactions use a transaction ID derived from the effect's key, which the homeserver
-  deduplicates (same device, same ID → the same event);
+  deduplicates (same device, same ID → the same event) for as long as it remembers it (Synapse:
+  in memory, under an hour, not across a restart); so a send also carries that ID in its content
+  (``im.rulesbot.effect``), and a retry first looks for it among the bot's recent events in the room
+  (a redaction done twice changes nothing);
 - a mute reads the power levels first and changes nothing if the account already sits below the
   level needed to post; an unmute puts back only the level the bot itself set;
 - a ban or unban reads the member's state first; the admin calls (suspend, unsuspend,
@@ -189,6 +192,7 @@ class Executor(Collector):
         handler = self._handlers.get(effect.kind)
         if await self._prerequisite_failed(effect):
             return
+        await self._store.effects.begin_attempt(effect.id)
         try:
             if handler is None:
                 raise ValueError(f"unknown effect kind {effect.kind!r}")
@@ -263,14 +267,27 @@ class Executor(Collector):
     def _txn(self, effect: Effect) -> str:
         return str(effect.payload.get("txn") or txn_id("effect", effect.key))
 
+    async def _send_once(self, effect: Effect, room_id: str, send: Callable[[], Awaitable[str]]) -> str:
+        """Send, unless an earlier attempt's message is in the room already. The transaction ID
+        alone does not do: Synapse forgets it within the hour and at every restart. Each send
+        carries its transaction ID in its content, so a retry looks among the bot's recent events."""
+        if effect.attempts > 0:
+            found = await self._matrix.find_sent(room_id, self._txn(effect))
+            if found is not None:
+                log.info("effect %d (%s) was sent before as %s", effect.id, effect.key, found)
+                return found
+        return await send()
+
     async def _notice(self, effect: Effect) -> None:
         p = effect.payload
-        await self._matrix.send_notice(p["room"], p["text"], txn=self._txn(effect), reply_to=p.get("reply_to"))
+        await self._send_once(effect, p["room"], lambda: self._matrix.send_notice(
+            p["room"], p["text"], txn=self._txn(effect), reply_to=p.get("reply_to")))
 
     async def _dm(self, effect: Effect) -> None:
         # ``user`` when the effect is ordered with another target's (a room's), else the target.
         room_id = await self._dm_room(str(effect.payload.get("user") or effect.target))
-        await self._matrix.send_notice(room_id, effect.payload["text"], txn=self._txn(effect))
+        await self._send_once(effect, room_id, lambda: self._matrix.send_notice(
+            room_id, effect.payload["text"], txn=self._txn(effect)))
 
     async def _management(self, effect: Effect) -> None:
         room_id = self._management_room()
@@ -280,7 +297,8 @@ class Executor(Collector):
             # The post may quote evidence (a report's message): the log gets only which post it was.
             log.info("no management room: post %s not sent", effect.key)
             return
-        await self._matrix.send_notice(room_id, effect.payload["text"], txn=self._txn(effect))
+        await self._send_once(effect, room_id, lambda: self._matrix.send_notice(
+            room_id, effect.payload["text"], txn=self._txn(effect)))
 
     async def _file(self, effect: Effect) -> None:
         """Upload and send a staged export, then delete its file. No file: it was sent and deleted
@@ -294,8 +312,8 @@ class Executor(Collector):
             return
         if hashlib.sha256(data).hexdigest() != p["sha256"]:
             raise Refused("the staged file was changed")
-        await self._matrix.send_file(p["room"], io.BytesIO(data), len(data), p["filename"], p["mimetype"],
-                                     txn=self._txn(effect))
+        await self._send_once(effect, p["room"], lambda: self._matrix.send_file(
+            p["room"], io.BytesIO(data), len(data), p["filename"], p["mimetype"], txn=self._txn(effect)))
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _agreement_prompt(self, effect: Effect) -> None:
@@ -303,7 +321,8 @@ class Executor(Collector):
         accepts). Again after a crash: the transaction ID gives back the same event, and the prompt
         row is kept once."""
         p = effect.payload
-        event_id = await self._matrix.send_notice(p["room"], p["text"], txn=self._txn(effect), reply_to=p.get("reply_to"))
+        event_id = await self._send_once(effect, p["room"], lambda: self._matrix.send_notice(
+            p["room"], p["text"], txn=self._txn(effect), reply_to=p.get("reply_to")))
         await self._store.agreements.record_prompt(
             Prompt(user_id=p["user"], version=p["version"], event_id=event_id, room_id=p["room"], sent_at=self._clock()))
 

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from nio import AsyncClient, AsyncClientConfig, ErrorResponse, LoginResponse, RoomPreset, RoomVisibility, WhoamiResponse
+from nio.api import MessageDirection
 
 from bot.config import Settings
 from bot.store import Store
@@ -35,6 +36,11 @@ def _check(what: str, response: Any) -> Any:
     if isinstance(response, ErrorResponse):
         raise MatrixError(what, response)
     return response
+
+
+# A send's transaction ID, kept in its content: the homeserver forgets transaction IDs (Synapse
+# within the hour and at a restart), the room does not.
+EFFECT_FIELD = "im.rulesbot.effect"
 
 
 def txn_id(*parts: str) -> str:
@@ -79,8 +85,27 @@ class Matrix:
         return self.client.user_id
 
     async def send_notice(self, room_id: str, body: str, *, txn: str, reply_to: str | None = None) -> str:
-        response = await self.client.room_send(room_id, "m.room.message", notice_content(body, reply_to), tx_id=txn)
+        content = {**notice_content(body, reply_to), EFFECT_FIELD: txn}
+        response = await self.client.room_send(room_id, "m.room.message", content, tx_id=txn)
         return _check(f"send to {room_id}", response).event_id
+
+    async def find_sent(self, room_id: str, txn: str, *, pages: int = 2, limit: int = 100) -> str | None:
+        """The event the bot sent with ``txn`` (in its ``EFFECT_FIELD``) among its latest messages in
+        the room, or None: how a retried send knows an earlier attempt went out after all."""
+        start: str | None = None
+        only_mine = {"senders": [self.user_id], "types": ["m.room.message"]}
+        for _ in range(pages):
+            response = _check(f"read the messages of {room_id}", await self.client.room_messages(
+                room_id, start=start, direction=MessageDirection.back, limit=limit, message_filter=only_mine))
+            for event in response.chunk:
+                source = getattr(event, "source", None) or {}
+                content = source.get("content") or {}
+                if source.get("sender") == self.user_id and content.get(EFFECT_FIELD) == txn:
+                    return str(source.get("event_id"))
+            if not response.chunk or not response.end:
+                return None
+            start = response.end
+        return None
 
     async def send_file(self, room_id: str, data: Any, size: int, filename: str, mimetype: str, *,
                         txn: str | None = None) -> str:
@@ -89,6 +114,8 @@ class Matrix:
         upload, _ = await self.client.upload(data, content_type=mimetype, filename=filename, filesize=size)
         uri = _check(f"upload {filename}", upload).content_uri
         content = {"msgtype": "m.file", "body": filename, "url": uri, "info": {"mimetype": mimetype, "size": size}}
+        if txn is not None:
+            content[EFFECT_FIELD] = txn
         response = await self.client.room_send(room_id, "m.room.message", content, tx_id=txn or txn_id("file", uri))
         return _check(f"send {filename} to {room_id}", response).event_id
 

@@ -140,22 +140,27 @@ class EffectRepo:
             " AND id = (SELECT MIN(id) FROM effects f WHERE f.status = 'pending' AND f.target = e.target)")
         return None if row is None or row[0] is None else int(row[0])
 
+    async def begin_attempt(self, effect_id: int) -> None:
+        """Count an attempt before its call is made: a retry then knows a call may have gone out
+        (a crash between the call and the mark leaves no other trace)."""
+        async with self._db.transaction() as conn:
+            await conn.execute("UPDATE effects SET attempts = attempts + 1 WHERE id = ?", (effect_id,))
+
     async def mark_done(self, effect_id: int, now_ms: int) -> None:
         async with self._db.transaction() as conn:
-            await conn.execute("UPDATE effects SET status = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
-                               (now_ms, effect_id))
+            await conn.execute("UPDATE effects SET status = 'done', done_at = ? WHERE id = ?", (now_ms, effect_id))
 
     async def retry_later(self, effect_id: int, at_ms: int, error: str) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
-                "UPDATE effects SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                "UPDATE effects SET next_attempt_at = ?, last_error = ? WHERE id = ?",
                 (at_ms, error[:500], effect_id),
             )
 
     async def mark_failed(self, effect_id: int, now_ms: int, error: str) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
-                "UPDATE effects SET status = 'failed', attempts = attempts + 1, done_at = ?, last_error = ?"
+                "UPDATE effects SET status = 'failed', done_at = ?, last_error = ?"
                 " WHERE id = ?",
                 (now_ms, error[:500], effect_id),
             )

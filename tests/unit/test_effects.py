@@ -51,6 +51,11 @@ class FakeMatrix:
         self.calls.append(("send", room_id, body, txn))
         return "$sent"
 
+    async def find_sent(self, room_id, txn):
+        """What the room shows: a send that went out (whatever the homeserver's memory of its txn)."""
+        sent = [c for c in self.calls if c[0] == "send" and c[1] == room_id and c[3] == txn]
+        return "$sent" if sent else None
+
     async def redact(self, room_id, event_id, reason, *, txn):
         self._maybe_fail("redact")
         self.calls.append(("redact", room_id, event_id, txn))

@@ -4,13 +4,16 @@ an effect in back-off with others queued behind it, a failing store, no manageme
 import asyncio
 import logging
 import sqlite3
+from types import SimpleNamespace
+
+import pytest
 
 from bot.effects import Executor, is_transient
 from bot.i18n import Translator
-from bot.matrix.client import MatrixError
+from bot.matrix.client import EFFECT_FIELD, Matrix, MatrixError
 from bot.supervise import LoopStatus, Supervisor
 from tests.unit.journal import executor
-from tests.unit.test_effects import BOT, FakeMatrix
+from tests.unit.test_effects import BOT, Crash, FakeMatrix
 
 
 async def test_a_synapse_500_is_retried_not_failed_for_good(store):
@@ -99,3 +102,70 @@ async def test_the_executor_reports_to_its_status(store):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class SentThenCrash(FakeMatrix):
+    """The send reaches the homeserver, then the process dies before the journal marks it; the
+    homeserver forgets the transaction ID (Synapse keeps it in memory for under an hour)."""
+
+    crash = True
+
+    async def send_notice(self, room_id, body, *, txn, reply_to=None):
+        event_id = await super().send_notice(room_id, body, txn=txn, reply_to=reply_to)
+        if self.crash:
+            self.crash = False
+            raise Crash()
+        return event_id
+
+
+async def test_a_send_retried_after_a_crash_is_found_in_the_room_not_sent_again(store):
+    calls = []
+    m = SentThenCrash(calls)
+    await store.effects.add("notice", "!lobby:hs", {"room": "!lobby:hs", "text": "hello"}, "reply/$e")
+    with pytest.raises(Crash):
+        await executor(store, m).run_due()
+    effect = await store.effects.get("reply/$e")
+    assert effect.status == "pending" and effect.attempts == 1  # the attempt was counted before the call
+    await executor(store, m).run_due()
+    assert len([c for c in calls if c[0] == "send"]) == 1
+    assert (await store.effects.get("reply/$e")).status == "done"
+
+
+async def test_a_send_that_never_went_out_is_sent_on_the_retry(store):
+    calls = []
+    m = FakeMatrix(calls)
+    m.fail["send_notice"] = MatrixError("send", errcode="M_UNKNOWN")
+    await store.effects.add("notice", "!lobby:hs", {"room": "!lobby:hs", "text": "hello"}, "reply/$e")
+    await executor(store, m).run_due()
+    await executor(store, m, clock=lambda: 10_000_000).run_due()
+    assert [c[0] for c in calls] == ["send"]
+    assert (await store.effects.get("reply/$e")).status == "done"
+
+
+class FakeNio:
+    user_id = BOT
+
+    def __init__(self, events):
+        self.events, self.sent, self.reads = events, [], 0
+
+    async def room_send(self, room_id, event_type, content, tx_id):
+        self.sent.append((room_id, content, tx_id))
+        return SimpleNamespace(event_id="$new")
+
+    async def room_messages(self, room_id, start=None, direction=None, limit=10, message_filter=None):
+        self.reads += 1
+        page = self.events[self.reads - 1] if self.reads <= len(self.events) else []
+        return SimpleNamespace(chunk=[SimpleNamespace(source=e) for e in page], end=f"t{self.reads}" if page else None)
+
+
+async def test_matrix_sends_carry_their_transaction_id_and_a_retry_finds_them():
+    nio = FakeNio([])
+    matrix = Matrix(nio)
+    await matrix.send_notice("!r", "hi", txn="rb-1")
+    assert nio.sent[0][1][EFFECT_FIELD] == "rb-1" and nio.sent[0][2] == "rb-1"
+    other = {"event_id": "$other", "sender": "@eve:hs", "content": {EFFECT_FIELD: "rb-1"}}  # not the bot's
+    mine = {"event_id": "$mine", "sender": BOT, "content": {"body": "x", EFFECT_FIELD: "rb-1"}}
+    nio = FakeNio([[other, {"event_id": "$a", "sender": BOT, "content": {}}], [mine]])
+    assert await Matrix(nio).find_sent("!r", "rb-1") == "$mine"
+    nio = FakeNio([[other], [other], [mine]])  # beyond the pages looked at
+    assert await Matrix(nio).find_sent("!r", "rb-1") is None and nio.reads == 2
