@@ -40,6 +40,8 @@ from bot.matrix.admin import AdminApi
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.powers import level as _level
 from bot.matrix.powers import level_needed_to_post, user_level
+from bot.reports import describe_report
+from bot.sanctions import describe_case
 from bot.store import Effect, Mute, Prompt, Store
 from bot.supervise import LoopStatus
 
@@ -297,8 +299,20 @@ class Executor(Collector):
             # The post may quote evidence (a report's message): the log gets only which post it was.
             log.info("no management room: post %s not sent", effect.key)
             return
-        await self._send_once(effect, room_id, lambda: self._matrix.send_notice(
-            room_id, effect.payload["text"], txn=self._txn(effect)))
+        text = await self._management_text(effect.payload)
+        await self._send_once(effect, room_id, lambda: self._matrix.send_notice(room_id, text, txn=self._txn(effect)))
+
+    async def _management_text(self, payload: dict[str, Any]) -> str:
+        """The post's text; a case or report is rendered now from the store (the journal keeps
+        only its ID, so its evidence goes with the retention purge)."""
+        if "text" in payload:
+            return str(payload["text"])
+        kind, record_id = payload.get("render"), int(payload["id"])
+        if kind == "case" and (case := await self._store.cases.get(record_id)) is not None:
+            return describe_case(self._t, case)
+        if kind == "report" and (report := await self._store.reports.get(record_id)) is not None:
+            return describe_report(self._t, report)
+        raise ValueError(f"no {kind} #{record_id} to post")
 
     async def _file(self, effect: Effect) -> None:
         """Upload and send a staged export, then delete its file. No file: it was sent and deleted

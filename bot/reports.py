@@ -83,7 +83,7 @@ class Reports:
                 reporter=reporter, reason=reason, now=self._clock(), source=source,
             )
             if new:
-                await self._management.post(self.describe(report), f"report-{report.id}")
+                await self._management.post_record("report", report.id, f"report-{report.id}")
             else:
                 await self._management.post(
                     self._t("report.merged", report=report.id, reporter=reporter, reason=reason,
@@ -93,20 +93,7 @@ class Reports:
         return report
 
     def describe(self, report: Report) -> str:
-        t = self._t
-        body = (report.snapshot or {}).get("content", {}).get("body") if report.snapshot else None
-        lines = [
-            t("report.line", report=report.id, sender=report.sender, room=report.room_id,
-              time=t.time(report.created_at)),
-            t("report.evidence", body=str(body)[:500] if body else t("report.no_text")),
-        ]
-        lines += [t("report.by", reporter=r.reporter, reason=r.reason) for r in report.reporters]
-        if report.resolved_at is not None:
-            lines.append(t("report.resolved", how=t(f"resolution.{report.resolution}"), time=t.time(report.resolved_at),
-                           reason=report.resolution_reason or ""))
-        else:
-            lines.append(t("report.how_to_act", report=report.id, sender=report.sender))
-        return "\n".join(lines)
+        return describe_report(self._t, report)
 
     async def get_open(self, report_id: int) -> Report:
         report = await self._store.reports.get(report_id)
@@ -232,3 +219,21 @@ class Reports:
             log.info("purged evidence of %d case(s), %d report(s) and %d closure request(s)",
                      len(purged.cases), len(purged.reports), len(purged.closure_requests))
         return purged.total
+
+
+def describe_report(t: Translator, report: Report) -> str:
+    """A report as moderators read it (in !reports and the management room)."""
+    body = (report.snapshot or {}).get("content", {}).get("body") if report.snapshot else None
+    lines = [
+        t("report.line", report=report.id, sender=report.sender, room=report.room_id,
+          time=t.time(report.created_at)),
+        t("report.evidence", body=str(body)[:500] if body else
+          t("report.purged" if report.snapshot_purged_at is not None else "report.no_text")),
+    ]
+    lines += [t("report.by", reporter=r.reporter, reason=r.reason) for r in report.reporters]
+    if report.resolved_at is not None:
+        lines.append(t("report.resolved", how=t(f"resolution.{report.resolution}"), time=t.time(report.resolved_at),
+                       reason=report.resolution_reason or ""))
+    else:
+        lines.append(t("report.how_to_act", report=report.id, sender=report.sender))
+    return "\n".join(lines)

@@ -297,7 +297,7 @@ class Sanctions:
     async def _announce(self, case: Case) -> None:
         if case.kind != "close":  # a closure told the account before the deactivation
             await self._tell(case.target, self._target_notice(case), f"case-{case.id}/notice")
-        await self._management.post(describe_case(self._t, case), f"case-{case.id}")
+        await self._management.post_record("case", case.id, f"case-{case.id}")
 
     async def _tell(self, user_id: str, text: str, key: str) -> None:
         """A notice in the account's direct chat, journaled with the record it is about."""

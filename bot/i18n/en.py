@@ -215,6 +215,7 @@ MESSAGES: dict[str, str] = {
     "report.line": "Report #{report}: a message by {sender} in {room} ({time})",
     "report.evidence": "  message: {body}",
     "report.no_text": "(no text)",
+    "report.purged": "(purged after the retention period)",
     "report.by": "  reported by {reporter}: {reason}",
     "report.resolved": "  {how} at {time}: {reason}",
     "report.how_to_act": "  act: !resolve {report} dismiss <reason…> or !resolve {report} warn {sender} <reason…> (or restrict, suspend, close)",

@@ -182,6 +182,7 @@ MESSAGES: dict[str, str] = {
     "report.line": "举报 #{report}：{sender} 在 {room} 发送的消息（{time}）",
     "report.evidence": "  消息内容：{body}",
     "report.no_text": "（无文字）",
+    "report.purged": "（已按保留期限清除）",
     "report.by": "  举报人 {reporter}：{reason}",
     "report.resolved": "  {how}，时间 {time}：{reason}",
     "report.how_to_act": "  处理：!处理 {report} dismiss <理由…> 或 !处理 {report} warn {sender} <理由…>（也可用 restrict、suspend、close）",

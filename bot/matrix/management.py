@@ -23,3 +23,10 @@ class ManagementRoom:
         ``key`` names what it is about, so a replay after a crash posts it once."""
         await self._journal.add("management", TARGET, {"text": text, "txn": txn_id("management", key)},
                                 f"management/{key}")
+
+    async def post_record(self, kind: str, record_id: int, key: str) -> None:
+        """Record a post of a case or report, rendered when it is sent: it quotes evidence, which
+        must not outlive the retention purge in the journal (only the reference is kept here)."""
+        await self._journal.add("management", TARGET,
+                                {"render": kind, "id": record_id, "txn": txn_id("management", key)},
+                                f"management/{key}")
