@@ -189,6 +189,26 @@ class User:
         return content
 
 
+
+def refused(response, *needles: str) -> None:
+    """A nio send answered M_FORBIDDEN, and its message says each needle."""
+    assert getattr(response, "status_code", None) == "M_FORBIDDEN", response
+    for needle in needles:
+        assert needle in response.message, response.message
+
+
+def sent(response) -> None:
+    assert getattr(response, "event_id", None), response
+
+
+async def send_raw(user: "User", room_id: str, kind: str, content: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Any event type with any content, as a client would PUT it: (HTTP status, JSON answer)."""
+    return await user.api("PUT", f"/_matrix/client/v3/rooms/{room_id}/send/{kind}/{uuid.uuid4().hex}", content)
+
+
+async def put_state(user: "User", room_id: str, kind: str, content: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return await user.api("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/{kind}/", content)
+
 async def new_user(hs: Homeserver, name: str, *, admin: bool = False) -> User:
     """A fresh account with a unique name (tests share one homeserver)."""
     account = await hs.register(f"{name}-{uuid.uuid4().hex[:8]}", admin=admin)

@@ -8,7 +8,7 @@ import signal
 import pytest
 import yaml
 
-from tests.integration.harness import Moderation, User
+from tests.integration.harness import Moderation, User, refused, sent
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +53,6 @@ async def tiered(mod: Moderation, hs, name: str, tier: str | None) -> User:
     return user
 
 
-def refused(response, *needles: str) -> None:
-    assert getattr(response, "status_code", None) == "M_FORBIDDEN", response
-    for needle in needles:
-        assert needle in response.message, response.message
-
-
-def sent(response) -> None:
-    assert getattr(response, "event_id", None), response
 
 
 async def test_tiers_reposts_and_identical_reposts(gated, newsroom):

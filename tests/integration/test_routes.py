@@ -9,14 +9,13 @@ whole table costs a few seconds; every failing route is reported, not only the f
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, Awaitable, Callable
-from urllib.parse import quote
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.integration.harness import User, setup
+from tests.integration.harness import put_state, setup
+from tests.integration.harness import send_raw as send
 
 pytestmark = pytest.mark.integration
 
@@ -47,13 +46,8 @@ async def square(gated, make_bot, tmp_path):
         await user.close()
 
 
-async def send(user: User, room_id: str, event_type: str, content: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    path = f"/_matrix/client/v3/rooms/{quote(room_id)}/send/{event_type}/{uuid.uuid4().hex}"
-    return await user.api("PUT", path, content)
 
 
-async def put_state(user: User, room_id: str, event_type: str, content: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    return await user.api("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/state/{event_type}/", content)
 
 
 def text(body: str, **extra: Any) -> tuple[str, dict[str, Any]]:

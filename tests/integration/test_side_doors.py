@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 
 import pytest
 import yaml
@@ -15,7 +14,7 @@ from bot.devserver import Homeserver, free_port, module_config, random_token
 from bot.gate.server import Gate
 from bot.i18n import Translator
 from bot.policy import PolicyState
-from tests.integration.harness import Moderation, User, new_user, setup
+from tests.integration.harness import Moderation, User, new_user, put_state, refused, send_raw, sent, setup
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +35,6 @@ async def doors(gated, make_bot, tmp_path):
         await user.close()
 
 
-def refused(response, *needles: str) -> None:
-    assert getattr(response, "status_code", None) == "M_FORBIDDEN", response
-    for needle in needles:
-        assert needle in response.message, response.message
-
-
-def sent(response) -> None:
-    assert getattr(response, "event_id", None), response
 
 
 async def listed(user: User, room_id: str) -> bool:
@@ -52,12 +43,8 @@ async def listed(user: User, room_id: str) -> bool:
     return any(r["room_id"] == room_id for r in body["chunk"])
 
 
-async def put_state(user: User, room_id: str, kind: str, content: dict) -> tuple[int, dict]:
-    return await user.api("PUT", f"/_matrix/client/v3/rooms/{room_id}/state/{kind}/", content)
 
 
-async def send_raw(user: User, room_id: str, kind: str, content: dict) -> tuple[int, dict]:
-    return await user.api("PUT", f"/_matrix/client/v3/rooms/{room_id}/send/{kind}/{uuid.uuid4().hex}", content)
 
 
 async def public_account(mod: Moderation, user: User) -> None:
