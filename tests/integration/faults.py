@@ -316,6 +316,22 @@ class Run:
             version = await self.wait_db("SELECT version FROM agreement_acceptances WHERE user_id = ?",
                                          (self.script.user_id(role),), 60)
             assert version, f"{role}: the setup agreement was not recorded"
+            # The acceptance is committed before its unmute is carried out: wait for the room to
+            # let the account post, or its first chat line could meet the mute on a loaded machine.
+            assert await self._may_post(role, 60), f"{role}: still muted after agreeing"
+
+    async def _may_post(self, role: str, timeout: float) -> bool:
+        path = f"/_matrix/client/v3/rooms/{quote(self.rooms['protected'])}/state/m.room.power_levels/"
+        user_id = self.script.user_id(role)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, levels = await self.call(self.token("mod"), "GET", path)
+            if status == 200:
+                needed = (levels.get("events") or {}).get("m.room.message", levels.get("events_default", 0))
+                if (levels.get("users") or {}).get(user_id, levels.get("users_default", 0)) >= needed:
+                    return True
+            await asyncio.sleep(0.3)
+        return False
 
     # -- the stream
     async def play(self, rng: random.Random | None) -> None:
