@@ -130,8 +130,10 @@ class Executor(Collector):
             "mute": self._mute, "unmute": self._unmute, "ban": self._ban, "unban": self._unban,
             "admin": self._admin_call, "state": self._state, "topic_tag": self._topic_tag,
             "agreement_prompt": self._agreement_prompt, "unlist": self._unlist, "room_admin": self._room_admin,
-            "alias_delete": self._alias_delete, "file": self._file,
+            "alias_delete": self._alias_delete, "file": self._file, "onboard": self._onboard,
         }
+        # Set by the service: make sure an account has its DM and the agreement prompt journaled.
+        self.onboard: Callable[[str], Awaitable[None]] | None = None
         # Called with an effect of that kind once it is carried out (memory that follows the journal).
         self.after_done: dict[str, Callable[[Effect], None]] = {}
         store.effects.on_added = self._wake.set
@@ -284,6 +286,13 @@ class Executor(Collector):
         p = effect.payload
         await self._send_once(effect, p["room"], lambda: self._matrix.send_notice(
             p["room"], p["text"], txn=self._txn(effect), reply_to=p.get("reply_to")))
+
+    async def _onboard(self, effect: Effect) -> None:
+        # Opens the account's DM and journals the prompt there (its own effect, keyed by user, room
+        # and version, so doing this twice after a crash journals it once).
+        if self.onboard is None:
+            raise Transient("onboarding is not ready yet")
+        await self.onboard(effect.target)
 
     async def _dm(self, effect: Effect) -> None:
         # ``user`` when the effect is ordered with another target's (a room's), else the target.

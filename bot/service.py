@@ -168,6 +168,7 @@ class Service:
             bot_user_id=hs.user_id, clock=self.clock,
         )
         self.effects.after_done["unlist"] = self.directory.unlisted_done
+        self.effects.onboard = self.onboarding.prompt_now
         if self.gate is not None:
             self.gate.metrics.include(self.effects)
         self.supervisor.forever("effects", self.effects.run)

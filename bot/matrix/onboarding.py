@@ -150,6 +150,11 @@ class Onboarding:
         await self._store.effects.add("agreement_prompt", user_id, {k: v for k, v in payload.items() if v is not None},
                                       f"agreement/{user_id}/{key}")
 
+    async def prompt_now(self, user_id: str) -> None:
+        """The journaled form of ``request``: the executor's ``onboard`` effect calls this, so a
+        prompt that a recorded violation asked for survives a crash before the queue got to it."""
+        await self._onboard(user_id, [])
+
     async def _onboard(self, user_id: str, notes: list[tuple[str, str]]) -> None:
         if self._state.is_exempt(user_id):
             return

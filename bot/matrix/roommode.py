@@ -143,8 +143,10 @@ class RoomMode:
             if decision.prompt_agreement and changed:
                 text_ = self._t("roommode.redacted", room=room_name, version=self._state.agreement_version)
                 await unit.effect("dm", sender, {"text": text_}, f"note/{event_id}")
-        if decision.prompt_agreement:
-            self._onboarding.request(sender)
+            if decision.prompt_agreement:
+                # Journaled with the violation (after its note: one target, in order), not only
+                # queued in memory: a crash before the queue got to it must not lose the prompt.
+                await unit.effect("onboard", sender, {}, f"onboard/{event_id}")
 
     async def on_member(self, room_id: str, event: dict[str, Any], room_name: str) -> None:
         """Judge the text a member event shows (its ``displayname`` and ``reason``) by the news rules.

@@ -521,3 +521,34 @@ async def test_one_outcome_told_to_several_people_is_one_notice_each(store):
         await onboarding.tell(reporter, "Report #4 was actioned.", "report-outcome-4")
     await onboarding.tell("@ann:hs", "Report #4 was actioned.", "report-outcome-4")  # a replay
     assert [(e.target, e.kind) for e in await store.effects.listed()] == [("@ann:hs", "dm"), ("@cy:hs", "dm")]
+
+
+async def test_the_prompt_a_room_mode_violation_asks_for_is_journaled_with_it_and_survives_a_crash(store):
+    """Before, the prompt was only queued in memory after the violation's unit committed: a kill in
+    between lost it (the replayed event is handled before, so nothing asked again)."""
+    world = World(store)
+    stranger = "@stranger:hs"
+    event = {"event_id": "$post", "sender": stranger, "type": "m.room.message",
+             "content": {"msgtype": "m.text", "body": "hello"}}
+    await world.room_mode.on_event(ROOM, event, "Protected")
+    await world.room_mode.on_event(ROOM, event, "Protected")  # the same batch handled again
+    onboard = [e for e in await store.effects.listed(status="pending") if e.kind == "onboard"]
+    assert [(e.target, e.key) for e in onboard] == [(stranger, "onboard/$post")]
+    # The process dies before any of it is carried out; the next one prompts once.
+    prompted: list[str] = []
+
+    async def prompt_now(user_id):
+        prompted.append(user_id)
+
+    crashed = world.executor()
+    crashed.onboard = prompt_now
+    world.matrix.fail["redact"] = Crash()
+    with pytest.raises(Crash):
+        await crashed.run_due()
+    assert prompted == []
+    world.matrix.fail.clear()
+    resumed = world.executor()
+    resumed.onboard = prompt_now
+    await resumed.run_due()
+    assert prompted == [stranger]
+    assert not [e for e in await store.effects.listed(status="pending") if e.kind == "onboard"]
