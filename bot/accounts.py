@@ -198,20 +198,16 @@ class PublicAccounts:
             room_id = await self._matrix.resolve(room)
         except MatrixError:
             raise Refusal("channel.unknown_room", room=room) from None
-        if room_id == self._management.room_id:
-            raise Refusal("channel.management", room=room)
-        if room_id in self.protected():
-            raise Refusal("channel.protected", room=room)
-        holder = self._state.channels.get(room_id)
-        if holder is not None and holder != owner:
-            raise Refusal("channel.taken", room=room)
-        await self._check_room(owner, room, room_id)
+        refusal = self.channel_refusal(owner, room_id, room)
+        if refusal is not None:
+            raise refusal
+        await self.check_room(owner, room, room_id)
         await self._store.accounts.add_channel(owner, room_id, self._clock())
         self._put(self._state.channels, room_id, owner)
         await self._changed(owner)
         return room_id
 
-    async def _check_room(self, owner: str, room: str, room_id: str) -> None:
+    async def check_room(self, owner: str, room: str, room_id: str) -> None:
         bot = self._state.bot_user_id
         try:
             state = await self._matrix.room_state(room_id)
@@ -267,7 +263,7 @@ class PublicAccounts:
             else:
                 self._state.listed_rooms.discard(room_id)
             if public and self._state.channels.get(room_id) != user:
-                refusal = self._publication_refusal(user, room_id)
+                refusal = self.channel_refusal(user, room_id, room_id)
                 if refusal is not None:
                     # Listed all the same (the directory is Synapse's), but not made a channel, as
                     # !channel add would refuse: the moderators hear of it.
@@ -285,17 +281,19 @@ class PublicAccounts:
         except Exception:
             log.exception("following the publication of %s by %s failed", room_id, user)
 
-    def _publication_refusal(self, user: str, room_id: str) -> Refusal | None:
-        """Why a room ``user`` published may not become its channel (``add_channel``'s refusals), or None."""
-        if user not in self._state.public_accounts:
-            return Refusal("account.not_public", user=user)  # a moderator publishing a room
+    def channel_refusal(self, owner: str, room_id: str, shown: str) -> Refusal | None:
+        """Why ``room_id`` may not become ``owner``'s channel, from what the bot knows without asking
+        the room (``check_room`` asks it); None if nothing here stands in the way. One rule for
+        ``!channel add``, its dry run and a publication, so they cannot drift apart."""
+        if owner not in self._state.public_accounts:
+            return Refusal("account.not_public", user=owner)  # e.g. a moderator publishing a room
         if room_id == self._management.room_id:
-            return Refusal("channel.management", room=room_id)
+            return Refusal("channel.management", room=shown)
         if room_id in self.protected():
-            return Refusal("channel.protected", room=room_id)
+            return Refusal("channel.protected", room=shown)
         holder = self._state.channels.get(room_id)
-        if holder is not None and holder != user:
-            return Refusal("channel.taken", room=room_id)
+        if holder is not None and holder != owner:
+            return Refusal("channel.taken", room=shown)
         return None
 
     # -- reading -------------------------------------------------------------------------------

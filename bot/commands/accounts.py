@@ -169,15 +169,10 @@ async def preview_channel(ctx: Context) -> str:
         if (await services.store.accounts.channels(owner)).get(room_id) != owner:
             raise Refusal("channel.not_yours", room=room)
         return would(ctx, ctx.t("dry.channel_remove", room=room_id), ctx.t("dry.relabel", user=owner))
-    accounts = services.accounts
-    if room_id == accounts._management.room_id:  # noqa: SLF001 — the service's own checks, not a copy
-        raise Refusal("channel.management", room=room)
-    if room_id in accounts.protected():
-        raise Refusal("channel.protected", room=room)
-    holder = services.state.channels.get(room_id)
-    if holder is not None and holder != owner:
-        raise Refusal("channel.taken", room=room)
-    await accounts._check_room(owner, room, room_id)  # noqa: SLF001 — reads the room's state only
+    refusal = services.accounts.channel_refusal(owner, room_id, room)
+    if refusal is not None:
+        raise refusal
+    await services.accounts.check_room(owner, room, room_id)  # reads the room's state only
     return would(ctx, ctx.t("dry.channel_add", room=room_id), ctx.t("dry.relabel", user=owner))
 
 
