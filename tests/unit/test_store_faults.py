@@ -24,13 +24,24 @@ async def test_a_lock_that_clears_before_the_reply_still_fails_the_batch_and_com
     holder = sqlite3.connect(tmp_path / "bot.db", isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")  # a backup or an sqlite3 shell, for longer than the busy timeout
     release = threading.Timer(0.45, lambda: (holder.execute("ROLLBACK"), holder.close()))
-    release.start()
+    # Timed from the command's first BEGIN, not from here: on a loaded machine the command may
+    # reach its first write only after a timer started now had already lifted the lock.
+    execute = store.db.conn.execute
+
+    def begin_starts_the_clock(sql, *args, **kwargs):
+        if sql == "BEGIN IMMEDIATE" and not release.is_alive() and not release.finished.is_set():
+            release.start()
+        return execute(sql, *args, **kwargs)
+
+    store.db.conn.execute = begin_starts_the_clock
     try:
         # The command's first write times out; by the reply's BEGIN the lock is gone.
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             await Router._isolated("event $warn", world.command(f"!warn {BOB} rude", "$warn"))
     finally:
-        release.join()
+        store.db.conn.execute = execute
+        if release.is_alive():
+            release.join()
     assert not await store.effects.handled("$warn", "command")
     assert await store.effects.listed(kind="notice") == []  # no "something went wrong" either
     # The sync loop keeps its token and fetches the batch again: now the warning is recorded.
