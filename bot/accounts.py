@@ -52,6 +52,7 @@ class PublicAccounts:
         self._t = t
         self._clock = clock
         self.categories = list(settings.public_accounts.categories)
+        self._category_names = settings.public_accounts
         self._format = settings.public_accounts.filing_number_format
         # The rooms the bot protects for everyone (resolved at start-up): never one account's channel.
         self.protected: Callable[[], set[str]] = set
@@ -89,10 +90,21 @@ class PublicAccounts:
 
     # -- applying ------------------------------------------------------------------------------
 
+    def category_of(self, word: str) -> str:
+        """The category key a typed word means, in either language (`enterprise`, `企业`); the
+        refusal, listing the categories by their names in the reader's language, otherwise."""
+        key = self._category_names.category_key(word)
+        if key is None:
+            names = ", ".join(self.category_name(c) for c in self.categories)
+            raise Refusal("account.unknown_category", category=word, categories=names)
+        return key
+
+    def category_name(self, key: str) -> str:
+        """How a stored category key is shown to the reader."""
+        return self._category_names.category_name(key, self._t.language)
+
     async def apply_public(self, user: str, category: str, name: str) -> Application:
-        category = category.casefold()
-        if category not in self.categories:
-            raise Refusal("account.unknown_category", category=category, categories=", ".join(self.categories))
+        category = self.category_of(category)
         account = self._state.public_accounts.get(user)
         if account is not None:
             raise Refusal("account.already_public", name=account.name, filing=account.filing_number)
@@ -119,7 +131,8 @@ class PublicAccounts:
 
     def summary(self, application: Application) -> str:
         if application.kind == "public":
-            return self._t("account.summary_public", category=application.category, name=application.name)
+            return self._t("account.summary_public", category=self.category_name(application.category or ""),
+                           name=application.name)
         return self._t("account.summary_news", tier=self._t(f"tier.{application.tier}"), licence=application.licence)
 
     # -- review --------------------------------------------------------------------------------
@@ -302,7 +315,7 @@ class PublicAccounts:
         account = self._state.public_accounts.get(user)
         if account is None:
             return self._t("whois.none", user=user)
-        lines = [self._t("whois.public", user=user, name=account.name, category=account.category,
+        lines = [self._t("whois.public", user=user, name=account.name, category=self.category_name(account.category),
                          filing=account.filing_number)]
         if account.tier is not None:
             lines.append(self._t("whois.tier", tier=self._t(f"tier.{account.tier}"), filing=account.news_filing_number))

@@ -172,6 +172,11 @@ class RecordsConfig(_Section):
 DEFAULT_CATEGORIES = [
     "news-organisation", "news-website", "government", "enterprise", "institution", "self-media", "individual",
 ]
+# The zh-CN names of the default categories; a category with no name of its own is shown by its key.
+DEFAULT_CATEGORY_NAMES = {
+    "news-organisation": "新闻单位", "news-website": "新闻网站", "government": "政府机关", "enterprise": "企业",
+    "institution": "事业单位", "self-media": "自媒体", "individual": "个人",
+}
 
 
 class PublicAccountsConfig(_Section):
@@ -183,6 +188,10 @@ class PublicAccountsConfig(_Section):
     # Placeholders: {year}, {category} (the category's position, 1-based, as two digits) and {seq}
     # (the filing's sequence number); format specs work: {seq:06d}.
     filing_number_format: str = "IM{year}-{category}-{seq:06d}"
+    # The name each category is shown and typed by in Chinese (`enterprise: 企业`), or in each
+    # language (`enterprise: {zh-CN: 企业, en: Enterprise}`); the key stays what is stored and
+    # exported. The default categories have Chinese names unless the operator gives others.
+    category_names: dict[str, str | dict[Literal["zh-CN", "en"], str]] = Field(default_factory=dict)
     # The news rules; None: the shipped config/rules.yaml.
     rules_file: Path | None = None
     # The tag a news account's channels' topics begin with; None: the language's default
@@ -199,6 +208,40 @@ class PublicAccountsConfig(_Section):
         if sample == value.format(year=2026, category="01", seq=2):
             raise ValueError("the format must contain {seq}, or every filing number would be the same")
         return value
+
+    @model_validator(mode="after")
+    def _names_name_known_categories(self) -> "PublicAccountsConfig":
+        # Each name is one word of `!apply public <category> <name…>`, and must point at one
+        # category only, whichever language it is typed in.
+        for key, names in self.category_names.items():
+            if key not in self.categories:
+                raise ValueError(f"category_names: {key!r} is not one of public_accounts.categories")
+            for name in [names] if isinstance(names, str) else names.values():
+                if not name or any(c.isspace() for c in name):
+                    raise ValueError(f"category_names: the name {name!r} of {key!r} must be one word")
+        owner: dict[str, str] = {key: key for key in self.categories}
+        for key in self.categories:
+            for language in LANGUAGES:
+                name = self.category_name(key, language)
+                taken = owner.setdefault(name.casefold(), key)
+                if taken != key:
+                    raise ValueError(f"category_names: {name!r} names both {taken!r} and {key!r}")
+        return self
+
+    def category_name(self, key: str, language: str) -> str:
+        """How ``key`` is shown to a reader of ``language``: its name there, or the key itself."""
+        names = self.category_names.get(key, DEFAULT_CATEGORY_NAMES.get(key))
+        if isinstance(names, dict):
+            return names.get(language) or key  # type: ignore[call-overload]
+        return names if names and language == "zh-CN" else key
+
+    def category_key(self, word: str) -> str | None:
+        """The category a typed word means (its key, or its name in either language); None if none."""
+        folded = word.casefold()
+        for key in self.categories:
+            if folded in {key, *(self.category_name(key, language).casefold() for language in LANGUAGES)}:
+                return key
+        return None
 
 
 def _check_category(value: str) -> str:

@@ -42,13 +42,11 @@ async def preview_apply(ctx: Context) -> str:
     if ctx.args["kind"] in ("public", "公众账号"):
         if len(words) < 2:
             raise Refusal("account.apply_usage")
-        kind, category = "public", words[0].casefold()
-        categories = ctx.services.accounts.categories
-        if category not in categories:
-            raise Refusal("account.unknown_category", category=category, categories=", ".join(categories))
+        kind, category = "public", ctx.services.accounts.category_of(words[0])
         if account is not None:
             raise Refusal("account.already_public", name=account.name, filing=account.filing_number)
-        summary = t("account.summary_public", category=category, name=" ".join(words[1:]))
+        summary = t("account.summary_public", category=ctx.services.accounts.category_name(category),
+                    name=" ".join(words[1:]))
     else:
         if len(words) != 2 or words[0].casefold() not in TIER_WORDS:
             raise Refusal("account.apply_usage")

@@ -202,11 +202,11 @@ def channel_state():
 class World:
     """The services wired as in bot.service, a dispatcher, and what reached the boundary."""
 
-    def __init__(self, store, tmp_path):
+    def __init__(self, store, tmp_path, language="en", **config):
         self.store, self.tmp_path, self.writes, self.replies = store, tmp_path, [], []
         self.state = PolicyState(bot_user_id=BOT, server_name="hs", agreement_version="1", moderators=frozenset({MOD}))
-        settings = Settings(homeserver={"url": "http://hs.test", "user_id": BOT, "password": "x" * 16},
-                            gate={"enabled": False}, language="en")
+        self.settings = settings = Settings(homeserver={"url": "http://hs.test", "user_id": BOT, "password": "x" * 16},
+                                            gate={"enabled": False}, language=language, **config)
 
         async def resolve(room):
             return room
@@ -223,7 +223,7 @@ class World:
         matrix = Boundary(self.writes, resolve=resolve, get_event=get_event, room_state=room_state,
                           directory_visibility=directory_visibility)
         onboarding, room_mode, management = Boundary(self.writes), Boundary(self.writes), Boundary(self.writes)
-        t, clock = Translator("en"), lambda: T0
+        t, clock = Translator(language), lambda: T0
         sanctions = Sanctions(store, self.state, matrix, room_mode, onboarding, None, management, t, settings, clock)
         reports = Reports(store, matrix, sanctions, onboarding, None, management, t, settings, clock)
         accounts = PublicAccounts(store, self.state, matrix, onboarding, management, t, settings, clock,
