@@ -78,6 +78,9 @@ class NewsRules:
     markers: tuple[str, ...] = ()
     quote_replies: bool = True
     identical_ms: int = 7 * DAY_MS
+    # The mapping these rules were compiled from: a replica (bot.replica) receives it and compiles
+    # the same rules, since compiled automata and regexes do not travel.
+    source: Any = None
     direct_chats: bool = False
     invite_only: bool = False
 
@@ -92,7 +95,7 @@ class NewsRules:
         if unknown:
             raise RulesError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
         warm_up()  # the normalisation tables (~1 s, once per process): at load, not on a first message
-        rules = cls()
+        rules = cls(source=data)
         seen: set[str] = set()
         for index, rule in enumerate(data.get("news") or []):
             if not isinstance(rule, dict) or not isinstance(rule.get("id"), str) or not rule["id"].strip():

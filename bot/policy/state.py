@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from bot.policy.news import NewsRules, fingerprint
 from bot.policy.sanctions import ActiveSanctions, Measure
+from bot.policy.tracking import Sink, TrackedDict, TrackedSet, changed_keys
 
 RECENT_TEXTS_LIMIT = 200_000
 COUNTED_POSTS_LIMIT = 1_000  # event IDs of counted posts kept per account
@@ -76,6 +77,46 @@ class PolicyState:
     private_news: dict[str, str] = field(default_factory=dict)
     recent_texts: dict[str, tuple[str, int]] = field(default_factory=dict)
 
+    # --- change tracking (bot.replica): every write reaches the sink, whatever code path made it.
+    def track(self, sink: Sink) -> None:
+        """From now on, report each change to ``sink(field, key)`` (``key`` None: the whole
+        field). Dict and set fields become tracking containers (reads cost the same); a field
+        assigned anew reports the keys that differ."""
+        object.__setattr__(self, "_change_sink", sink)
+        for name, value in list(vars(self).items()):
+            if not name.startswith("_"):
+                object.__setattr__(self, name, self._tracked(name, value, sink))
+
+    @staticmethod
+    def _tracked(name: str, value: Any, sink: Sink) -> Any:
+        if type(value) is dict:
+            return TrackedDict(name, sink, value)
+        if type(value) is set:
+            return TrackedSet(name, sink, value)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        sink = self.__dict__.get("_change_sink")
+        if sink is None or name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        old = self.__dict__.get(name)
+        object.__setattr__(self, name, self._tracked(name, value, sink))
+        keys = changed_keys(old, value)
+        if keys is None:
+            sink(name, None)
+        else:
+            for key in keys:
+                sink(name, key)
+
+    def _touch(self, name: str, key: Any) -> None:
+        """A value inside a container changed in place (a DM's third parties, an account's
+        measures and counted posts): report its key."""
+        sink = self.__dict__.get("_change_sink")
+        if sink is not None:
+            sink(name, key)
+    # --- end of change tracking
+
     def is_exempt(self, user_id: str) -> bool:
         return user_id == self.bot_user_id or user_id in self.moderators
 
@@ -130,15 +171,19 @@ class PolicyState:
         others = self.dm_others.get(room_id)
         if membership in ("invite", "join", "knock"):
             self.dm_others.setdefault(room_id, set()).add(user_id)
+            self._touch("dm_others", room_id)
             return True
         if others is not None:
             others.discard(user_id)
             if not others:
                 del self.dm_others[room_id]
+            else:
+                self._touch("dm_others", room_id)
         return False
 
     def add_measure(self, user_id: str, measure: Measure) -> None:
         self.sanctions.setdefault(user_id, ActiveSanctions()).measures[measure.case_id] = measure
+        self._touch("sanctions", user_id)
 
     def end_measure(self, user_id: str, case_id: int) -> Measure | None:
         active = self.sanctions.get(user_id)
@@ -147,6 +192,8 @@ class PolicyState:
         measure = active.measures.pop(case_id, None)
         if not active.measures:
             del self.sanctions[user_id]
+        elif measure is not None:
+            self._touch("sanctions", user_id)
         return measure
 
     def is_counted(self, user_id: str, event_id: object) -> bool:
@@ -174,6 +221,7 @@ class PolicyState:
             while len(counted) > COUNTED_POSTS_LIMIT:  # only a guard: the window keeps it small
                 del counted[next(iter(counted))]
         active.recent_posts.append(now)
+        self._touch("sanctions", user_id)
 
     def in_news_scope(self, room_id: str | None) -> bool:
         return room_id is not None and (

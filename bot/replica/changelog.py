@@ -1,0 +1,88 @@
+"""The bot's numbered record of every change to its PolicyState, kept in a bounded ring.
+
+Pure (no I/O, no event loop): attached to the state with ``PolicyState.track``, it encodes each
+changed entry at the moment of the change (so a record carries the value of that moment) and
+gives it the next sequence number. The epoch names this process's numbering: a replica that sees
+another epoch, or asks for numbers older than the ring, takes a new snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from itertools import islice
+from typing import Any, Callable
+
+from bot.policy.state import PolicyState
+from bot.replica.protocol import DELETED, SPECS, change_record, snapshot
+
+RING_SIZE = 100_000  # changes kept for replicas that fall behind; older ones re-snapshot
+
+
+class ChangesGone(Exception):
+    """The changes asked for are older than the ring (or of another epoch): snapshot again."""
+
+
+def new_epoch() -> str:
+    """Unique per process start: the start time and a random part (two starts in one ms differ)."""
+    return f"{int(time.time() * 1000):x}-{os.urandom(4).hex()}"
+
+
+class ChangeLog:
+    def __init__(self, state: PolicyState, ring_size: int = RING_SIZE, epoch: str | None = None) -> None:
+        self.state = state
+        self.epoch = epoch or new_epoch()
+        self.seq = 0
+        self._ring: deque[tuple[int, str, Any, Any]] = deque(maxlen=ring_size)
+        # Called after each change (the publisher wakes its long polls); synchronous and cheap.
+        self.on_change: Callable[[], None] = lambda: None
+        state.track(self.note)
+
+    def note(self, field_name: str, key: Any) -> None:
+        """The sink PolicyState calls: record the entry's value now (or its absence)."""
+        spec = SPECS.get(field_name)
+        if spec is None:  # a local-only field
+            return
+        container = getattr(self.state, field_name)
+        if key is None or spec.kind == "value":
+            wire_key, value = None, spec.whole.encode(container)
+        else:
+            assert spec.key is not None
+            wire_key = spec.key.encode(key)
+            if key not in container:
+                value = DELETED
+            elif spec.kind == "set":
+                value = True
+            else:
+                assert spec.item is not None
+                value = spec.item.encode(container[key])
+        self.seq += 1
+        self._ring.append((self.seq, field_name, wire_key, value))
+        self.on_change()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state at the current seq (encoded, plain containers: safe to serialise off
+        the event loop while the state moves on)."""
+        return snapshot(self.state, self.epoch, self.seq)
+
+    def since(self, seq: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        """The changes after ``seq``, oldest first, at most ``limit`` (the replica asks again from
+        the last one). ChangesGone if some of them have left the ring, or ``seq`` is ahead of
+        this epoch's numbering (a replica of an earlier bot process)."""
+        if seq > self.seq or seq < 0:
+            raise ChangesGone(f"seq {seq} is not of this epoch (now at {self.seq})")
+        if seq == self.seq:
+            return []
+        oldest = self._ring[0][0] if self._ring else self.seq + 1
+        if seq + 1 < oldest:
+            raise ChangesGone(f"changes after {seq} are no longer kept (oldest kept: {oldest})")
+        start = seq + 1 - oldest  # ring entries have consecutive numbers
+        if start > len(self._ring) // 2:  # most polls ask for the newest few: walk from the end
+            tail = list(islice(reversed(self._ring), 0, len(self._ring) - start))[::-1]
+            return [change_record(*entry) for entry in tail[:limit]]
+        return [change_record(*entry) for entry in islice(self._ring, start, start + limit)]
+
+    @property
+    def oldest(self) -> int:
+        return self._ring[0][0] if self._ring else self.seq + 1
