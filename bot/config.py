@@ -266,6 +266,42 @@ class SyncConfig(_Section):
     stop_grace_seconds: float = Field(default=10.0, ge=0, le=300)  # SIGTERM: the batch in hand may finish
 
 
+# --- identity (issue 9): real-name verification ------------------------------------------------
+IDENTITY_PURPOSES = ("post", "invite", "create_room", "public_account", "news")
+
+
+class IdentityConfig(_Section):
+    """Article 6 ¶1: real names in the back end. Subjects are kept only as a blind index."""
+
+    # The operator's key (32 random bytes, created 0600 on first start); None: identity.key next
+    # to the database. Losing it orphans every index and kept attribute; keep a backup apart.
+    key_file: Path | None = None
+    # The secret the operator's identity service signs assertions with (0600, 32 bytes or more);
+    # None: POST /identity/v1/verifications is refused (no assertion can be checked).
+    assertion_secret_file: Path | None = None
+    # Where people verify with the operator's identity service (shown in the default instructions).
+    service_url: str | None = None
+    required_for: list[Literal["post", "invite", "create_room", "public_account", "news"]] = Field(
+        default_factory=lambda: ["public_account", "news"]
+    )
+    accounts_per_subject: int = Field(default=5, ge=1, le=10_000)
+    # Attribute names an assertion may carry that are kept (encrypted); all others are dropped.
+    keep_attributes: list[str] = Field(default_factory=list)
+    # Synapse auth_provider IDs whose external IDs count as a verification (the admin API).
+    sso_providers: list[str] = Field(default_factory=list)
+    sso_level: str = "sso"
+    sso_sweep_seconds: float = Field(default=3600.0, ge=60, le=7 * 86400)
+    # How to verify on this server, per language; a language left out gets a text naming the
+    # methods enabled above.
+    instructions: dict[Literal["zh-CN", "en"], str] = Field(default_factory=dict)
+
+    @field_validator("required_for")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+# --- end identity ------------------------------------------------------------------------------
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BOT__", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -285,6 +321,7 @@ class Settings(BaseSettings):
     protected_rooms: list[RoomRef] = Field(default_factory=list)
     language: Literal["zh-CN", "en"] = "zh-CN"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)  # issue 9
 
     @model_validator(mode="after")
     def _gate_token_when_enabled(self) -> "Settings":
@@ -307,6 +344,9 @@ class Settings(BaseSettings):
 
     def rules_path(self) -> Path:
         return self.public_accounts.rules_file or SHIPPED_CONFIG_DIR / "rules.yaml"
+
+    def identity_key_path(self) -> Path:  # issue 9
+        return self.identity.key_file or self.database.path.parent / "identity.key"
 
     def agreement_path(self) -> Path:
         if self.agreement.file is not None:
@@ -355,6 +395,11 @@ def load_config(path: str | Path) -> Settings:
     rules = settings.public_accounts.rules_file
     if rules is not None and not rules.is_absolute():
         settings.public_accounts.rules_file = base / rules
+    # issue 9: the identity files, like the others, relative to the config file
+    for name in ("key_file", "assertion_secret_file"):
+        given = getattr(settings.identity, name)
+        if given is not None and not given.is_absolute():
+            setattr(settings.identity, name, base / given)
     try:
         load_news_rules(settings.rules_path())
     except ValueError as exc:

@@ -25,6 +25,8 @@ from bot.config import Settings, load_news_rules
 from bot.directory import DirectoryGuard
 from bot.gate.server import Gate
 from bot.i18n import Translator
+from bot.identity.assertion import identity_endpoint
+from bot.identity.service import Identity
 from bot.policy import PolicyState
 from bot.policy.sanctions import Measure, Rate, SanctionKind
 from bot.policy.state import PublicAccount
@@ -44,6 +46,7 @@ class GateFirst:
         self.state: PolicyState | None = None
         self.directory: DirectoryGuard | None = None
         self.gate: Gate | None = None
+        self.identity: Identity | None = None  # issue 9
         self._prompts: list[str] = []
         self._published: list[tuple[str, str]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -88,6 +91,9 @@ class GateFirst:
             state.public_accounts[owner] = PublicAccount.from_filings(filings)
         state.channels.update(await store.accounts.channels())
         state.news_rules = load_news_rules(settings.rules_path())
+        # issue 9: the identity key (refused here, before the gate answers, if unsafe) and the
+        # verified accounts
+        self.identity = await Identity.open(settings, store, state, self._clock)
         token = None if hs.admin_token is None else hs.admin_token.get_secret_value()
         self.directory = DirectoryGuard(state, hs.url, token, self.spawn)
         self.directory.on_initial_text = self._initial_text_later
@@ -98,6 +104,7 @@ class GateFirst:
             assert settings.gate.token is not None
             self.gate = Gate(state, self._t, settings.gate.token.get_secret_value(), self.prompt, self.health,
                              self._clock, self.published, self.directory)
+            self.gate.identity_endpoint = identity_endpoint(self.identity, settings, self._clock)  # issue 9
             await self.gate.start(settings.gate.host, settings.gate.port)
         log.info("gate answering from the store %.2f s after start-up began (%d accounts)",
                  time.perf_counter() - started, len(state.accepted))

@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -88,6 +88,8 @@ class Gate:
         # room -> how many join-rule or history-visibility changes the gate allowed there: a
         # read-back that narrows the scope is dropped if a newer change came meanwhile.
         self._scope_changes: dict[str, int] = {}
+        # issue 9: POST /identity/v1/verifications (bot.identity.assertion), set before start()
+        self.identity_endpoint: Callable[[web.Request], Awaitable[web.Response]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -95,6 +97,8 @@ class Gate:
         app.router.add_post("/antispam/{callback}", self._callback)
         app.router.add_get("/health", self._health_handler)
         app.router.add_get("/metrics", self._metrics)
+        if self.identity_endpoint is not None:  # issue 9: signed, not bearer-authorised
+            app.router.add_post("/identity/v1/verifications", self.identity_endpoint)
         return app
 
     async def start(self, host: str, port: int) -> None:

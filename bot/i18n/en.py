@@ -362,4 +362,17 @@ MESSAGES: dict[str, str] = {
     "field.m.room.name": "name",
     "field.m.room.topic": "topic",
     "field.m.room.canonical_alias": "address",
+    # --- identity (issue 9) ---
+    "deny.not_verified": "{what}: this needs a verified real identity, and this account is not verified. {how}",
+    "action.public_account": "Your public-account application was not accepted",
+    "action.news": "Your news-tier application was not accepted",
+    "identity.how.intro": "How to verify your real identity on this server (your display name stays your own choice):",
+    "identity.how.sso": "- log in with {providers}: the account is verified by that sign-in;",
+    "identity.how.service": "- verify with the operator's identity service{url}; the server learns only that you were verified;",
+    "identity.how.manual": "- or ask a moderator in your direct chat with {bot} for a manual check (!verify alone repeats this).",
+    "identity.blacklisted_notice": (
+        "Identity blacklist: {user} was just verified ({verifier}, {method}) with an identity that is on the "
+        "blacklist (case #{case}). The verification was refused; the account is not verified."
+    ),
+    # --- end identity ---
 }

@@ -300,4 +300,17 @@ MESSAGES: dict[str, str] = {
     "field.m.room.name": "名称",
     "field.m.room.topic": "话题",
     "field.m.room.canonical_alias": "地址",
+    # --- identity (issue 9) ---
+    "deny.not_verified": "{what}：此操作需要实名认证，您的账号尚未认证。{how}",
+    "action.public_account": "您的公众账号申请未被受理",
+    "action.news": "您的时政新闻资质申请未被受理",
+    "identity.how.intro": "在本服务器进行实名认证的方式（显示名称仍由您自行决定）：",
+    "identity.how.sso": "- 通过 {providers} 登录：账号即由该登录方式完成认证；",
+    "identity.how.service": "- 通过运营者的身份认证服务认证{url}，服务器只获知您已通过认证；",
+    "identity.how.manual": "- 或在与 {bot} 的私聊中请管理员人工核验（单独发送 !verify 可再次查看本说明）。",
+    "identity.blacklisted_notice": (
+        "身份黑名单：{user} 刚以黑名单上的身份进行认证（{verifier}，{method}；案件 #{case}）。"
+        "该认证已被拒绝，账号仍未认证。"
+    ),
+    # --- end identity ---
 }

@@ -77,3 +77,15 @@ class AdminApi:
 
     async def event_report(self, report_id: int) -> dict[str, Any]:
         return await self._call("GET", f"/_synapse/admin/v1/event_reports/{report_id}", None)
+
+    # --- identity (issue 9) ---
+    async def user_record(self, user_id: str) -> dict[str, Any] | None:
+        """The admin API's user record (external_ids, deactivated, consent_version …); None when
+        the homeserver has no such account."""
+        try:
+            return await self._call("GET", f"/_synapse/admin/v2/users/{quote(user_id)}", None)
+        except MatrixError as exc:
+            if exc.status == 404:
+                return None
+            raise
+    # --- end identity ---

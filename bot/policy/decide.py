@@ -27,6 +27,12 @@ news rules and every other measure to have their say.
 11. A room whose history holds news posted out of scope by an account without the tier
     (``state.private_news``, noted by the gate) may not be opened: no open join rule, no
     world-readable history, no publication. New joiners would read that history.
+12. Real names (article 6 ¶1, ``state.identity_required_for``): a local account that is not
+    verified may not post, invite or create rooms where those are listed (its clean DM with the
+    bot and its own reason-less redactions stay open); where ``public_account`` or ``news`` is
+    listed, an approved public account that is not verified (any more) has no publication or news
+    tier: every rule above reads the account through ``_public_account``, so there is no path
+    around it. ``identity_refusal`` is the same rule for applications and approvals.
 
 A redaction is spared by the measures short of closure only when it carries no free-text
 ``reason``: clients show the reason in place of the deleted message, so a redaction with one is
@@ -37,7 +43,7 @@ from __future__ import annotations
 
 from bot.policy.model import ALLOW, ALLOW_AND_COUNT, ALLOW_AND_PROMPT, Action, ActionKind, Decision, Reason, Source
 from bot.policy.sanctions import ActiveSanctions, Measure, SanctionKind, strictness
-from bot.policy.state import PolicyState
+from bot.policy.state import PolicyState, PublicAccount
 
 _ALWAYS_ALLOWED = frozenset({ActionKind.JOIN_ROOM, ActionKind.LOGIN})
 _CORRECTIVE_EVENTS = frozenset({"m.room.redaction"})
@@ -81,7 +87,11 @@ def _rules(action: Action, state: PolicyState, now: int) -> Decision:
     if kind in _ALWAYS_ALLOWED:
         return ALLOW if agreed or kind is ActionKind.JOIN_ROOM else ALLOW_AND_PROMPT
     if agreed:
-        if kind is ActionKind.PUBLISH_ROOM and user not in state.public_accounts:
+        if state.identity_required_for:
+            unverified = _identity(action, state)
+            if unverified is not None:
+                return unverified
+        if kind is ActionKind.PUBLISH_ROOM and _public_account(state, user) is None:
             return Decision(
                 allowed=False, reason=Reason.NOT_PUBLIC_ACCOUNT,
                 params={"action": kind.value, "bot": state.bot_user_id},
@@ -176,7 +186,7 @@ def _encryption(action: Action, state: PolicyState) -> Decision:
     ``publisher`` (whose posts the rules allow whatever they say) may encrypt: turning encryption
     on, or posting encrypted events in a room that was encrypted before it became public. A
     ``reposter`` may not: telling its reposts from originals needs the text."""
-    account = state.public_accounts.get(action.user_id)
+    account = _public_account(state, action.user_id)
     if account is not None and account.tier == "publisher":
         return ALLOW
     return Decision(allowed=False, reason=Reason.ENCRYPTION_IN_SCOPE,
@@ -195,7 +205,7 @@ def _news(action: Action, state: PolicyState, now: int) -> Decision:
     match = state.news_rules.classify(action.body, quotes_a_reply=action.quotes_reply)
     if match is None:
         return ALLOW
-    account = state.public_accounts.get(action.user_id)
+    account = _public_account(state, action.user_id)
     tier = None if account is None else account.tier
     # Hashing the text to look for an identical earlier post costs something on the gate's hot
     # path: only do it when the answer can change the verdict.
@@ -208,3 +218,49 @@ def _news(action: Action, state: PolicyState, now: int) -> Decision:
         params={"action": action.kind.value, "rule": match.rule_id,
                 "tier": "reposter" if repost else "publisher", "bot": state.bot_user_id},
     )
+
+
+# --- identity (issue 9) ---------------------------------------------------------------------------
+_PURPOSE_OF_KIND = {ActionKind.SEND_EVENT: "post", ActionKind.INVITE: "invite", ActionKind.CREATE_ROOM: "create_room"}
+
+
+def _identity(action: Action, state: PolicyState) -> Decision | None:
+    """Rule 12 for posts, invites and room creation: None when it has nothing against ``action``."""
+    purpose = _PURPOSE_OF_KIND.get(action.kind)
+    user = action.user_id
+    if purpose is None or purpose not in state.identity_required_for or user in state.verified:
+        return None
+    if not state.is_local(user):
+        return None  # a remote account is verified by its own homeserver, if at all
+    if action.kind is ActionKind.SEND_EVENT and (
+        state.in_clean_dm(action.room_id, user) or (action.event_type in _CORRECTIVE_EVENTS and not action.body)
+    ):
+        return None  # the account can still ask the bot how to verify, and delete its own posts
+    return _not_verified(action.kind.value, state)
+
+
+def _public_account(state: PolicyState, user_id: str) -> PublicAccount | None:
+    """The public account as its privileges stand: none while ``public_account`` needs a
+    verification the owner lacks, no news tier while ``news`` does."""
+    account = state.public_accounts.get(user_id)
+    if account is None or not state.identity_required_for or user_id in state.verified:
+        return account
+    if "public_account" in state.identity_required_for:
+        return None
+    if account.tier is not None and "news" in state.identity_required_for:
+        return PublicAccount(account.category, account.name, account.filing_number)
+    return account
+
+
+def identity_refusal(state: PolicyState, user_id: str, purpose: str) -> Decision | None:
+    """Whether ``user_id`` may apply for (or be approved as) ``purpose`` (``public_account`` or
+    ``news``) as far as real names go: a refusal that says how to verify, or None."""
+    if purpose not in state.identity_required_for or user_id in state.verified or state.is_exempt(user_id):
+        return None
+    return _not_verified(purpose, state)
+
+
+def _not_verified(what: str, state: PolicyState) -> Decision:
+    return Decision(allowed=False, reason=Reason.NOT_VERIFIED,
+                    params={"action": what, "how": state.identity_instructions, "bot": state.bot_user_id})
+# --- end identity ---------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     ENCRYPTION_IN_SCOPE = "encryption_in_scope"  # the gate cannot read encrypted posts where news rules apply
     DM_PRIVATE = "dm_private"  # a direct chat with the bot is for its account and the bot only
     PRIVATE_NEWS = "private_news"  # opening a room whose private history holds news without the tier
+    NOT_VERIFIED = "not_verified"  # identity.required_for names this, and the account is not verified (issue 9)
 
 
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, and the gate builds one Action

@@ -76,6 +76,15 @@ class PolicyState:
     # room's old history stays readable under the visibility it was posted with. Memory only.
     private_news: dict[str, str] = field(default_factory=dict)
     recent_texts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # --- identity (issue 9) ---
+    # user -> level of the real-name verification in force (verified accounts only; never a subject)
+    verified: dict[str, str] = field(default_factory=dict)
+    # What needs a verified account (identity.required_for): post, invite, create_room,
+    # public_account, news.
+    identity_required_for: frozenset[str] = frozenset()
+    # How to verify on this server, in the gate's language: every identity refusal ends with it.
+    identity_instructions: str = ""
+    # --- end identity ---
 
     # --- change tracking (bot.replica): every write reaches the sink, whatever code path made it.
     def track(self, sink: Sink) -> None:
@@ -125,6 +134,9 @@ class PolicyState:
 
     def has_agreed(self, user_id: str) -> bool:
         return self.accepted.get(user_id) == self.agreement_version
+
+    def is_verified(self, user_id: str) -> bool:  # issue 9
+        return user_id in self.verified
 
     def record_acceptance(self, user_id: str, version: str) -> None:
         self.accepted[user_id] = version

@@ -11,6 +11,7 @@ from bot.store.agreements import Acceptance, AgreementRepo, Prompt
 from bot.store.cases import Case, CaseRepo, ClosureRequest, NewCase
 from bot.store.db import Database, DatabaseTooNew
 from bot.store.effects import Effect, EffectRepo, Unit
+from bot.store.identity import IdentityRepo  # issue 9: real-name verification
 from bot.store.reports import AlreadyOpen, Appeal, AppealRepo, Report, ReportRepo
 from bot.store.rooms import Mute, RoomRepo
 
@@ -25,6 +26,7 @@ class Store:
         self.appeals = AppealRepo(db)
         self.accounts = AccountRepo(db)
         self.effects = EffectRepo(db)
+        self.identity = IdentityRepo(db)  # issue 9: real-name verification
         # `async with store.unit(event_id) as unit:` — one transaction for what an event causes.
         self.unit = self.effects.unit
 

@@ -238,6 +238,49 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX effects_pending ON effects (target, id) WHERE status = 'pending';
         """,
     ),
+    # --- identity (issue 9): real-name verification, blind-indexed ---------------------------------
+    Migration(
+        6,
+        "identity: verifications and their revocations, the identity blacklist, used assertions",
+        """
+        -- Append-only: a verification or a revocation is a row; an account's state is its newest
+        -- row. The subject is never stored: only its blind index (HMAC under the identity key
+        -- file), NULL for a manual check; kept attributes only as AES-GCM ciphertext.
+        CREATE TABLE identity_records (
+            id            INTEGER PRIMARY KEY,
+            user_id       TEXT NOT NULL,
+            kind          TEXT NOT NULL CHECK (kind IN ('verified', 'revoked')),
+            verifier      TEXT NOT NULL CHECK (verifier IN ('assertion', 'sso', 'manual')),
+            method        TEXT,                   -- verified: how the person was checked
+            level         TEXT,                   -- verified: the assurance level
+            verified_at   INTEGER,                -- verified: when the verifier checked (ms)
+            recorded_at   INTEGER NOT NULL,
+            actor         TEXT NOT NULL,
+            subject_index TEXT,
+            attributes    BLOB,
+            note          TEXT                    -- a manual check's note, or why it was revoked
+        );
+        CREATE INDEX identity_records_user ON identity_records (user_id, id);
+        CREATE INDEX identity_records_subject ON identity_records (subject_index) WHERE subject_index IS NOT NULL;
+        CREATE TABLE identity_blacklist (
+            id            INTEGER PRIMARY KEY,
+            subject_index TEXT NOT NULL,
+            user_id       TEXT NOT NULL,          -- the account whose subject it was
+            case_id       INTEGER,
+            actor         TEXT NOT NULL,
+            created_at    INTEGER NOT NULL
+        );
+        CREATE INDEX identity_blacklist_subject ON identity_blacklist (subject_index);
+        -- Signed assertions already used (by assertion_id or signature), kept while their
+        -- timestamp is still inside the replay window, then pruned.
+        CREATE TABLE identity_assertions (
+            assertion_key TEXT PRIMARY KEY,
+            expires_at    INTEGER NOT NULL
+        );
+        CREATE INDEX identity_assertions_expiry ON identity_assertions (expires_at);
+        """,
+    ),
+    # --- end identity ------------------------------------------------------------------------------
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

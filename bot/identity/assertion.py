@@ -1,0 +1,187 @@
+"""``POST /identity/v1/verifications``: the operator's identity service says a person was verified.
+
+The request is signed, not bearer-authorised: ``X-Signature: sha256=<hex>`` is HMAC-SHA256 under
+``identity.assertion_secret_file`` over ``<X-Timestamp>.<raw body>`` (the timestamp in seconds
+since the epoch), so a body cannot be replayed under a new timestamp nor altered. A timestamp more
+than five minutes off either way is refused, and each assertion is usable once (by its
+``assertion_id``, or its signature when it has none) while its timestamp is inside that window.
+
+Body: ``{"user_id", "subject", "method", "level", "verified_at", "attributes"?, "assertion_id"?}``
+(``verified_at`` in ms since the epoch, or ISO 8601). Every error answers with a Matrix errcode
+and a clear ``error``, and records nothing; no answer or log line carries the subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from bot.config import Settings
+from bot.identity.keys import read_secret
+from bot.identity.service import Identity
+
+log = logging.getLogger(__name__)
+
+PATH = "/identity/v1/verifications"
+WINDOW_MS = 5 * 60 * 1000
+MAX_BODY = 64 * 1024
+_SIGNATURE_RE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+_USER_ID_RE = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+_TEXT_FIELDS = {"method": 64, "level": 64, "subject": 512}
+REQUIRED = ("user_id", "subject", "method", "level", "verified_at")
+
+
+class AssertionRefused(Exception):
+    """A refused request: its HTTP status, errcode and the text the identity service is told."""
+
+    def __init__(self, status: int, errcode: str, error: str) -> None:
+        super().__init__(error)
+        self.status, self.errcode, self.error = status, errcode, error
+
+
+def _fail(status: int, errcode: str, error: str) -> AssertionRefused:
+    return AssertionRefused(status, errcode, error)
+
+
+class AssertionEndpoint:
+    def __init__(self, identity: Identity, secret: bytes | None, clock: Callable[[], int]) -> None:
+        self._identity = identity
+        self._secret = secret
+        self._clock = clock
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            status, body = await self._handle(request)
+        except AssertionRefused as exc:
+            log.info("identity assertion refused: %d %s %s", exc.status, exc.errcode, exc.error)
+            return web.json_response({"errcode": exc.errcode, "error": exc.error}, status=exc.status)
+        return web.json_response(body, status=status)
+
+    async def _handle(self, request: web.Request) -> tuple[int, dict[str, Any]]:
+        if self._secret is None:
+            raise _fail(403, "M_FORBIDDEN", "signed assertions are not enabled: identity.assertion_secret_file is not set")
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise _fail(413, "M_TOO_LARGE", "request body is larger than 64 KiB")
+        raw = await request.read()
+        if len(raw) > MAX_BODY:
+            raise _fail(413, "M_TOO_LARGE", "request body is larger than 64 KiB")
+        now = self._clock()
+        signature, timestamp_ms = self._authenticate(request, raw)
+        if abs(now - timestamp_ms) > WINDOW_MS:
+            raise _fail(401, "M_UNAUTHORIZED",
+                        "assertion expired: X-Timestamp is more than 5 minutes from the server's clock")
+        assertion = _parse(raw, now)
+        key = "id:" + assertion["assertion_id"] if "assertion_id" in assertion else "sig:" + signature
+        if await self._identity.assertion_used(key):
+            raise _fail(401, "M_UNAUTHORIZED", "assertion already used: each signed assertion is accepted once")
+        user_id = assertion["user_id"]
+        try:
+            known = await self._identity.known_user(user_id)
+        except Exception as exc:  # the admin API cannot answer now: the service may retry later
+            log.warning("cannot check whether %s exists: %s", user_id, exc)
+            raise _fail(503, "M_UNKNOWN", "cannot check the account now; try again later") from None
+        if not known:
+            raise _fail(404, "M_NOT_FOUND", f"{user_id} is not an account of this homeserver")
+        outcome = await self._identity.verify(
+            user_id=user_id, verifier="assertion", method=assertion["method"], level=assertion["level"],
+            subject=assertion["subject"], verified_at_ms=assertion["verified_at"], actor="assertion",
+            attributes=assertion.get("attributes"), assertion_key=key,
+            # Kept as used while its timestamp could still pass the window check.
+            assertion_expires_at=timestamp_ms + WINDOW_MS + 1,
+        )
+        if outcome.refusal == "replayed":  # the same assertion raced in twice: the other one won
+            raise _fail(401, "M_UNAUTHORIZED", "assertion already used: each signed assertion is accepted once")
+        if not outcome.recorded:
+            raise _fail(403, "M_FORBIDDEN", _REFUSALS.get(outcome.refusal or "", "verification refused"))
+        return 200, {"user_id": user_id, "verified": True}
+
+    def _authenticate(self, request: web.Request, raw: bytes) -> tuple[str, int]:
+        """The signature's hex and the timestamp (ms) of a correctly signed request."""
+        assert self._secret is not None
+        given = _SIGNATURE_RE.match(request.headers.get("X-Signature", "").strip())
+        timestamp = request.headers.get("X-Timestamp", "").strip()
+        if given is None or not timestamp.isdigit() or len(timestamp) > 12:
+            raise _fail(401, "M_UNAUTHORIZED",
+                        "missing or malformed signature: send X-Timestamp (seconds) and X-Signature: sha256=<hex>")
+        expected = hmac.new(self._secret, timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, given.group(1).lower()):
+            raise _fail(401, "M_UNAUTHORIZED", "bad signature: not HMAC-SHA256 of <X-Timestamp>.<body> under the shared secret")
+        return expected, int(timestamp) * 1000
+
+
+_REFUSALS = {
+    "blacklisted": "verification refused: this identity is on the server's blacklist",
+    "too_many_accounts": "verification refused: this identity already has the most verified accounts allowed",
+    "unknown_user": "verification refused: not an account of this homeserver",
+}
+
+
+def _parse(raw: bytes, now: int) -> dict[str, Any]:
+    """The assertion's fields, checked; AssertionRefused (400) naming the field otherwise. No error
+    text quotes a value: the subject must never come back in an answer or a log line."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _fail(400, "M_BAD_JSON", "request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _fail(400, "M_BAD_JSON", "request body must be a JSON object")
+    missing = [name for name in REQUIRED if body.get(name) in (None, "")]
+    if missing:
+        raise _fail(400, "M_MISSING_PARAM", f"missing field(s): {', '.join(missing)}")
+    if not isinstance(body["user_id"], str) or not _USER_ID_RE.match(body["user_id"]):
+        raise _fail(400, "M_INVALID_PARAM", "user_id must be a Matrix user ID like @name:example.org")
+    for name, limit in _TEXT_FIELDS.items():
+        value = body[name]
+        if not isinstance(value, str) or not value.strip() or len(value) > limit:
+            raise _fail(400, "M_INVALID_PARAM", f"{name} must be a non-empty string of at most {limit} characters")
+    verified_at = _time_ms(body["verified_at"])
+    if verified_at is None:
+        raise _fail(400, "M_INVALID_PARAM", "verified_at must be ms since the epoch or an ISO 8601 time")
+    if verified_at > now + WINDOW_MS:
+        raise _fail(400, "M_INVALID_PARAM", "verified_at is in the future")
+    attributes = body.get("attributes")
+    if attributes is not None and (
+        not isinstance(attributes, dict)
+        or not all(isinstance(v, (str, int, float, bool)) or v is None for v in attributes.values())
+    ):
+        raise _fail(400, "M_INVALID_PARAM", "attributes must be an object of strings, numbers or booleans")
+    assertion_id = body.get("assertion_id")
+    if assertion_id is not None and (not isinstance(assertion_id, str) or not 0 < len(assertion_id) <= 128):
+        raise _fail(400, "M_INVALID_PARAM", "assertion_id must be a string of 1 to 128 characters")
+    checked = {"user_id": body["user_id"], "subject": body["subject"], "method": body["method"].strip(),
+               "level": body["level"].strip(), "verified_at": verified_at}
+    if attributes:
+        checked["attributes"] = attributes
+    if assertion_id is not None:
+        checked["assertion_id"] = assertion_id
+    return checked
+
+
+def _time_ms(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return int(moment.timestamp() * 1000)
+    return None
+
+
+def identity_endpoint(identity: Identity, settings: Settings, clock: Callable[[], int]) -> Callable[
+        [web.Request], Awaitable[web.Response]]:
+    """The gate's handler for ``PATH``; KeyFileError (at start-up) if the secret file is unsafe."""
+    path = settings.identity.assertion_secret_file
+    return AssertionEndpoint(identity, None if path is None else read_secret(path), clock).handle

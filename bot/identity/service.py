@@ -1,0 +1,279 @@
+"""Real-name verification (article 6 ¶1): "real name in the back end, voluntary in the front end".
+
+Three verifiers record into one append-only table: a signed assertion from the operator's identity
+service (bot.identity.assertion), single sign-on (an external ID Synapse holds for a configured
+auth provider), and a moderator's manual check. The platform keeps that a person was verified,
+how, at what level and when; the subject only as a blind index (to count accounts per person and
+to honour the blacklist); attributes the operator must keep only encrypted.
+
+Memory (``PolicyState.verified``) follows the store: it changes after the commit, so the gate
+never lets an account through on a verification that was rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from bot.config import Settings
+from bot.i18n import Translator
+from bot.identity.keys import IdentityKeys
+from bot.policy import PolicyState
+from bot.store import Store
+from bot.store.identity import IdentityRecord
+
+if TYPE_CHECKING:
+    from bot.matrix.admin import AdminApi
+    from bot.matrix.management import ManagementRoom
+
+log = logging.getLogger(__name__)
+
+VERIFIERS = ("assertion", "sso", "manual")
+Verifier = Literal["assertion", "sso", "manual"]
+# Between two accounts' admin-API reads in the SSO sweep: 100,000 accounts in under 3 hours,
+# without hammering the homeserver.
+SSO_SWEEP_PAUSE_S = 0.1
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """``recorded``: the verification is committed. Otherwise ``refusal`` says why:
+    'blacklisted', 'too_many_accounts', 'unknown_user' (not a local account) or 'replayed'."""
+
+    recorded: bool
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A row of an account's identity history, as moderators may see it: never the subject."""
+
+    kind: str  # 'verified' or 'revoked'
+    verifier: str
+    method: str | None
+    level: str | None
+    verified_at: int | None
+    recorded_at: int
+    actor: str
+    note: str | None
+
+    @classmethod
+    def of(cls, record: IdentityRecord) -> "Verification":
+        return cls(record.kind, record.verifier, record.method, record.level, record.verified_at,
+                   record.recorded_at, record.actor, record.note)
+
+
+class Identity:
+    def __init__(self, store: Store, state: PolicyState, keys: IdentityKeys, settings: Settings,
+                 clock: Callable[[], int]) -> None:
+        self._store = store
+        self._repo = store.identity
+        self._state = state
+        self._keys = keys
+        self._settings = settings
+        self._config = settings.identity
+        self._clock = clock
+        self._keep = frozenset(self._config.keep_attributes)
+        # Set by the service once it exists (the gate answers before): the admin API for the
+        # SSO verifier and for telling known accounts from unknown ones.
+        self.admin: "AdminApi | None" = None
+        self.management: "ManagementRoom | None" = None
+
+    @classmethod
+    async def open(cls, settings: Settings, store: Store, state: PolicyState, clock: Callable[[], int]) -> "Identity":
+        """The key (created on first start; KeyFileError if unusable) and the verified accounts
+        into memory: one scan of the table, then dictionary updates."""
+        keys = await asyncio.to_thread(IdentityKeys.load_or_create, settings.identity_key_path())
+        identity = cls(store, state, keys, settings, clock)
+        state.verified.update(await store.identity.verified_levels())
+        state.identity_required_for = frozenset(settings.identity.required_for)
+        state.identity_instructions = identity.how_to_verify(settings.language)
+        return identity
+
+    # -- the interface the commands use ------------------------------------------------------------
+
+    async def verify(
+        self, *, user_id: str, verifier: Verifier, method: str, level: str, subject: str | None,
+        verified_at_ms: int, actor: str, attributes: dict[str, Any] | None = None, note: str | None = None,
+        assertion_key: str | None = None, assertion_expires_at: int | None = None,
+    ) -> VerifyOutcome:
+        """Record that ``user_id`` was verified, unless the subject is blacklisted (the moderators
+        are told) or already has ``identity.accounts_per_subject`` other accounts verified.
+
+        ``assertion_key`` (the assertion verifier) is marked used in the same transaction: a
+        replay records nothing and returns refusal 'replayed'. Joins the caller's transaction, if any.
+        """
+        if verifier not in VERIFIERS:
+            raise ValueError(f"unknown verifier {verifier!r}")
+        if subject is None and verifier != "manual":
+            raise ValueError(f"a {verifier} verification needs a subject")
+        if not self._state.is_local(user_id):
+            return VerifyOutcome(False, "unknown_user")
+        index = None if subject is None else self._keys.blind_index(subject)
+        kept = {name: value for name, value in (attributes or {}).items() if name in self._keep}
+        now = self._clock()
+        async with self._store.db.transaction():
+            # Inside the write transaction: two verifications of one subject cannot both see
+            # room for one more account.
+            refusal = None if index is None else await self._subject_refusal(index, user_id)
+            if refusal is not None:
+                await self._refused(user_id, verifier, method, refusal, actor, now, verified_at_ms)
+                return VerifyOutcome(False, refusal[0])
+            record_id = await self._repo.record_verification(
+                user_id=user_id, verifier=verifier, method=method, level=level, verified_at=verified_at_ms,
+                recorded_at=now, actor=actor, subject_index=index,
+                attributes=self._keys.encrypt(user_id, kept) if kept else None, note=note,
+                assertion_key=assertion_key, assertion_expires_at=assertion_expires_at,
+            )
+            if record_id is None:
+                return VerifyOutcome(False, "replayed")
+            self._store.db.after_commit(lambda: self._state.verified.__setitem__(user_id, level))
+        log.info("%s verified (%s, %s, level %s) by %s", user_id, verifier, method, level, actor)
+        return VerifyOutcome(True)
+
+    async def unverify(self, *, user_id: str, actor: str, reason: str, verifier: Verifier = "manual") -> bool:
+        """Revoke the verification in force; False when the account has none."""
+        async with self._store.db.transaction():
+            if await self._repo.current(user_id) is None:
+                return False
+            await self._repo.record_revocation(user_id=user_id, verifier=verifier, actor=actor, reason=reason,
+                                               now_ms=self._clock())
+            self._store.db.after_commit(lambda: self._state.verified.pop(user_id, None))
+        log.info("%s no longer verified (%s by %s)", user_id, verifier, actor)
+        return True
+
+    async def assertion_used(self, assertion_key: str) -> bool:
+        return await self._repo.is_assertion_used(assertion_key)
+
+    def is_verified(self, user_id: str) -> bool:
+        return self._state.is_verified(user_id)
+
+    async def current(self, user_id: str) -> Verification | None:
+        record = await self._repo.current(user_id)
+        return None if record is None else Verification.of(record)
+
+    async def history(self, user_id: str) -> list[Verification]:
+        return [Verification.of(record) for record in await self._repo.history(user_id)]
+
+    async def blacklist(self, user_id: str, *, case_id: int | None, actor: str) -> bool:
+        """Put the subject of the account's newest subject-bearing verification on the blacklist
+        (even one revoked since: closing an account often comes after); False when it has none."""
+        records = await self._repo.history(user_id)
+        index = next((r.subject_index for r in reversed(records) if r.kind == "verified" and r.subject_index), None)
+        if index is None:
+            return False
+        await self._repo.add_to_blacklist(subject_index=index, user_id=user_id, case_id=case_id, actor=actor,
+                                          now_ms=self._clock())
+        return True
+
+    def how_to_verify(self, language: str) -> str:
+        """``identity.instructions`` for ``language``, or a text naming the methods enabled."""
+        given = self._config.instructions.get(language)  # type: ignore[call-overload]
+        if given:
+            return given
+        t = Translator(language)
+        lines = [t("identity.how.intro")]
+        if self._config.sso_providers:
+            lines.append(t("identity.how.sso", providers=", ".join(self._config.sso_providers)))
+        if self._config.assertion_secret_file is not None:
+            url = self._config.service_url
+            lines.append(t("identity.how.service", url=f" ({url})" if url else ""))
+        lines.append(t("identity.how.manual", bot=self._state.bot_user_id))
+        return "\n".join(lines)
+
+    # -- who exists --------------------------------------------------------------------------------
+
+    async def known_user(self, user_id: str) -> bool:
+        """A local account that exists: the admin API says so (an active account), or, without an
+        admin token, the bot has seen it (it agreed, has a DM with the bot, or has identity
+        records). Raises MatrixError when the admin API cannot answer now."""
+        if not self._state.is_local(user_id):
+            return False
+        if self.admin is not None:
+            record = await self.admin.user_record(user_id)
+            return record is not None and not record.get("deactivated")
+        state = self._state
+        if user_id in state.accepted or user_id in state.dm_room_by_user or user_id in state.verified:
+            return True
+        return bool(await self._repo.history(user_id))
+
+    # -- single sign-on ----------------------------------------------------------------------------
+
+    async def check_sso(self, user_id: str) -> VerifyOutcome | None:
+        """Verify ``user_id`` by its external ID of a configured provider, or revoke an SSO
+        verification whose external ID is gone. None when nothing changed (or nothing to check)."""
+        if self.admin is None or not self._config.sso_providers or not self._state.is_local(user_id):
+            return None
+        record = await self.admin.user_record(user_id)
+        external = _provider_ids(record, self._config.sso_providers)
+        current = await self._repo.current(user_id)
+        if not external:
+            if current is not None and current.verifier == "sso":
+                await self.unverify(user_id=user_id, actor="sso", reason="external ID removed", verifier="sso")
+                return VerifyOutcome(False)
+            return None
+        provider, external_id = external[0]
+        # The provider is part of the subject: the same ID string at two providers is two people.
+        subject = f"{provider}:{external_id}"
+        if current is not None and current.subject_index == self._keys.blind_index(subject):
+            return None
+        return await self.verify(user_id=user_id, verifier="sso", method=provider, level=self._config.sso_level,
+                                 subject=subject, verified_at_ms=self._clock(), actor="sso")
+
+    async def sweep_sso(self) -> None:
+        """Check every account the bot knows of (and every SSO-verified one) against the admin API."""
+        if self.admin is None or not self._config.sso_providers:
+            return
+        from bot.matrix.client import MatrixError
+
+        users = set(self._state.accepted) | set(self._state.dm_room_by_user) | set(self._state.verified)
+        for user_id in sorted(users):
+            try:
+                await self.check_sso(user_id)
+            except MatrixError as exc:
+                log.warning("SSO check of %s failed: %s", user_id, exc)
+            await asyncio.sleep(SSO_SWEEP_PAUSE_S)
+
+    # -- refusals ----------------------------------------------------------------------------------
+
+    async def _subject_refusal(self, index: str, user_id: str) -> tuple[str, int | None] | None:
+        """Why this subject may not verify ``user_id`` (and the blacklisting case), or None."""
+        entry = await self._repo.blacklisted(index)
+        if entry is not None:
+            return "blacklisted", entry.case_id
+        others = await self._repo.accounts_with_subject(index) - {user_id}
+        return ("too_many_accounts", None) if len(others) >= self._config.accounts_per_subject else None
+
+    async def _refused(self, user_id: str, verifier: str, method: str, refusal: tuple[str, int | None], actor: str,
+                       now: int, verified_at: int) -> None:
+        """Audit the refused attempt; a blacklisted identity is also told to the moderators (with
+        the case that blacklisted it, never the index)."""
+        why, case_id = refusal
+        await self._repo.record_refusal(user_id=user_id, verifier=verifier, reason=why, actor=actor, now_ms=now)
+        if why == "blacklisted":
+            text = Translator(self._settings.language)(
+                "identity.blacklisted_notice", user=user_id, verifier=verifier, method=method,
+                case="?" if case_id is None else case_id)
+            await self._management().post(text, f"identity/blacklisted/{user_id}/{verifier}/{verified_at}")
+        log.warning("verification of %s refused: %s", user_id, why)
+
+    def _management(self) -> "ManagementRoom":
+        if self.management is None:
+            # Imported late: the gate (and this service) start before matrix-nio is loaded.
+            from bot.matrix.management import ManagementRoom
+
+            self.management = ManagementRoom(self._store.effects)
+        return self.management
+
+
+def _provider_ids(record: dict[str, Any] | None, providers: list[str]) -> list[tuple[str, str]]:
+    """(provider, external ID) pairs of ``record`` for the configured providers, in config order."""
+    if record is None or record.get("deactivated"):
+        return []
+    found = {}
+    for entry in record.get("external_ids") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("external_id"), str):
+            found.setdefault(entry.get("auth_provider"), entry["external_id"])
+    return [(provider, found[provider]) for provider in providers if provider in found]

@@ -1,0 +1,160 @@
+"""Real-name verification records: append-only rows, the blacklist, the used assertions.
+
+Nothing here ever sees a subject in clear: callers pass its blind index (bot.identity.keys).
+Audit details name the verifier, method and level, never the index either, since the audit log
+is exported as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.store import audit
+from bot.store.db import Database
+
+_COLUMNS = "id, user_id, kind, verifier, method, level, verified_at, recorded_at, actor, subject_index, attributes, note"
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    id: int
+    user_id: str
+    kind: str  # 'verified' or 'revoked'
+    verifier: str
+    method: str | None
+    level: str | None
+    verified_at: int | None
+    recorded_at: int
+    actor: str
+    subject_index: str | None
+    attributes: bytes | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class BlacklistEntry:
+    subject_index: str
+    user_id: str
+    case_id: int | None
+    actor: str
+    created_at: int
+
+
+class IdentityRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record_verification(
+        self, *, user_id: str, verifier: str, method: str, level: str, verified_at: int, recorded_at: int,
+        actor: str, subject_index: str | None, attributes: bytes | None, note: str | None,
+        assertion_key: str | None = None, assertion_expires_at: int | None = None,
+    ) -> int | None:
+        """Commit a verification with its audit record; None when ``assertion_key`` was used
+        already (a replay: nothing is recorded). The assertion is marked used in the same
+        transaction, so a verification and its replay protection exist together or not at all."""
+        async with self._db.transaction() as conn:
+            if assertion_key is not None:
+                assert assertion_expires_at is not None
+                await conn.execute("DELETE FROM identity_assertions WHERE expires_at < ?", (recorded_at,))
+                cur = await conn.execute(
+                    "INSERT OR IGNORE INTO identity_assertions (assertion_key, expires_at) VALUES (?, ?)",
+                    (assertion_key, assertion_expires_at),
+                )
+                if cur.rowcount == 0:
+                    return None
+            cur = await conn.execute(
+                "INSERT INTO identity_records (user_id, kind, verifier, method, level, verified_at, recorded_at,"
+                " actor, subject_index, attributes, note) VALUES (?, 'verified', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (user_id, verifier, method, level, verified_at, recorded_at, actor, subject_index, attributes, note),
+            )
+            record_id = cur.lastrowid
+            assert record_id is not None
+            await audit.append(
+                conn, now_ms=recorded_at, actor=actor, action="identity.verify", target=user_id,
+                details={"record": record_id, "verifier": verifier, "method": method, "level": level,
+                         "verified_at": verified_at, "attributes_kept": attributes is not None,
+                         **({} if note is None else {"note": note})},
+            )
+        return record_id
+
+    async def record_revocation(self, *, user_id: str, verifier: str, actor: str, reason: str, now_ms: int) -> int:
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "INSERT INTO identity_records (user_id, kind, verifier, recorded_at, actor, note)"
+                " VALUES (?, 'revoked', ?, ?, ?, ?)",
+                (user_id, verifier, now_ms, actor, reason),
+            )
+            record_id = cur.lastrowid
+            assert record_id is not None
+            await audit.append(conn, now_ms=now_ms, actor=actor, action="identity.unverify", target=user_id,
+                               details={"record": record_id, "verifier": verifier, "reason": reason})
+        return record_id
+
+    async def is_assertion_used(self, assertion_key: str) -> bool:
+        row = await self._db.fetchone("SELECT 1 FROM identity_assertions WHERE assertion_key = ?", (assertion_key,))
+        return row is not None
+
+    async def current(self, user_id: str) -> IdentityRecord | None:
+        """The account's verification in force: its newest row, if that is not a revocation."""
+        row = await self._db.fetchone(
+            f"SELECT {_COLUMNS} FROM identity_records WHERE user_id = ? ORDER BY id DESC LIMIT 1", (user_id,)
+        )
+        return None if row is None or row["kind"] != "verified" else IdentityRecord(*row)
+
+    async def history(self, user_id: str) -> list[IdentityRecord]:
+        rows = await self._db.fetchall(f"SELECT {_COLUMNS} FROM identity_records WHERE user_id = ? ORDER BY id",
+                                       (user_id,))
+        return [IdentityRecord(*row) for row in rows]
+
+    async def verified_levels(self) -> dict[str, str]:
+        """user -> level of every account verified now, for the in-memory state at start-up.
+
+        One scan in row order (the newest row of each account comes last), as the agreements'
+        start-up read does: cheaper than a correlated MAX(id) per account while the gate waits."""
+        current: dict[str, str] = {}
+        for user_id, kind, level in await self._db.fetchall("SELECT user_id, kind, level FROM identity_records ORDER BY id"):
+            if kind == "verified":
+                current[user_id] = level
+            else:
+                current.pop(user_id, None)
+        return current
+
+    async def accounts_with_subject(self, subject_index: str) -> set[str]:
+        """The accounts verified now with this subject."""
+        rows = await self._db.fetchall(
+            "SELECT r.user_id FROM identity_records r WHERE r.subject_index = ? AND r.kind = 'verified'"
+            " AND r.id = (SELECT MAX(id) FROM identity_records WHERE user_id = r.user_id)",
+            (subject_index,),
+        )
+        return {row[0] for row in rows}
+
+    async def blacklisted(self, subject_index: str) -> BlacklistEntry | None:
+        row = await self._db.fetchone(
+            "SELECT subject_index, user_id, case_id, actor, created_at FROM identity_blacklist"
+            " WHERE subject_index = ? ORDER BY id LIMIT 1",
+            (subject_index,),
+        )
+        return None if row is None else BlacklistEntry(*row)
+
+    async def add_to_blacklist(self, *, subject_index: str, user_id: str, case_id: int | None, actor: str,
+                               now_ms: int) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO identity_blacklist (subject_index, user_id, case_id, actor, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (subject_index, user_id, case_id, actor, now_ms),
+            )
+            await audit.append(conn, now_ms=now_ms, actor=actor, action="identity.blacklist", target=user_id,
+                               details={"case": case_id})
+
+    async def record_refusal(self, *, user_id: str, verifier: str, reason: str, actor: str, now_ms: int) -> None:
+        """A verification refused by policy (blacklist, too many accounts): the attempt is audited."""
+        await self._store_record(now_ms, actor, "identity.refused", user_id, {"verifier": verifier, "reason": reason})
+
+    async def record_reveal(self, *, user_id: str, actor: str, reason: str, now_ms: int) -> None:
+        """``identity reveal`` is an audit record, committed before anything is shown."""
+        await self._store_record(now_ms, actor, "identity.reveal", user_id, {"reason": reason})
+
+    async def _store_record(self, now_ms: int, actor: str, action: str, target: str, details: dict[str, object]) -> None:
+        async with self._db.transaction() as conn:
+            await audit.append(conn, now_ms=now_ms, actor=actor, action=action, target=target, details=details)
