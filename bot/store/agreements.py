@@ -113,7 +113,7 @@ class AgreementRepo:
         """Users who accepted or were shown some version, but have not accepted ``version``."""
         rows = await self._db.fetchall(
             "SELECT user_id FROM (SELECT user_id FROM agreement_acceptances"
-            "                     UNION SELECT user_id FROM agreement_prompts)"
+            "                     UNION SELECT user_id FROM agreement_prompts) AS known"  # PostgreSQL wants the alias
             " WHERE user_id NOT IN (SELECT user_id FROM agreement_acceptances WHERE version = ?)"
             " ORDER BY user_id",
             (version,),

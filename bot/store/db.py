@@ -16,7 +16,7 @@ from typing import AsyncIterator, Callable
 import aiosqlite
 
 from bot.store import audit
-from bot.store.migrations import LATEST_VERSION, MIGRATIONS
+from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,20 @@ class Database:
         # statements of two transactions; the lock keeps each transaction whole.
         self._write_lock = asyncio.Lock()
 
+    dialect = "sqlite"
+
     @classmethod
     async def open(cls, path: str | Path, audit_head_file: str | Path | None = None) -> "Database":
         """Open (creating 0600 and migrating) the database; audit heads go to ``audit_head_file``
-        (default: ``<database>.audit-head`` next to it)."""
-        path = Path(path)
+        (default: ``<database>.audit-head`` next to it).
+
+        ``path`` may also be a URL: ``sqlite:///path/bot.db``, or ``postgresql://…`` for the
+        PostgreSQL backend (bot/store/pg.py), which keeps no head file unless it is given one."""
+        if isinstance(path, str) and is_postgres_url(path):
+            from bot.store.pg import PostgresDatabase
+
+            return await PostgresDatabase.connect(path, audit_head_file)
+        path = sqlite_path(path)
         secure_database_file(path)
         head_file = audit.HeadFile(audit_head_file or audit.default_head_file(path))
         conn = await aiosqlite.connect(path, isolation_level=None)
@@ -85,6 +94,11 @@ class Database:
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
+        return await cls._migrated(conn, head_file)
+
+    @classmethod
+    async def _migrated(cls, conn: aiosqlite.Connection, head_file: audit.HeadFile | None) -> "Database":
+        """The database on ``conn``, migrated; ``conn`` closed if migrating fails."""
         db = cls(conn, head_file)
         try:
             await db._migrate()
@@ -113,9 +127,15 @@ class Database:
                 continue
             log.info("migrating database to version %d: %s", migration.version, migration.description)
             async with self.transaction() as conn:
-                for statement in _split_sql(migration.sql):
+                for statement in self._migration_statements(migration):
                     await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {migration.version:d}")
+                await self._set_schema_version(conn, migration.version)
+
+    def _migration_statements(self, migration: Migration) -> list[str]:
+        return _split_sql(migration.sql)
+
+    async def _set_schema_version(self, conn: aiosqlite.Connection, version: int) -> None:
+        await conn.execute(f"PRAGMA user_version = {version:d}")
 
     def _joinable(self) -> _Transaction | None:
         tx = _open.get()
@@ -283,8 +303,21 @@ _UNAVAILABLE = ("locked", "busy", "disk", "full", "unable to open", "readonly")
 
 def store_unavailable(exc: sqlite3.OperationalError) -> bool:
     """Whether ``exc`` says the store cannot commit now (but may later), not that a statement is bad."""
+    if getattr(exc, "store_unavailable", False):  # the PostgreSQL backend says so itself (bot/store/pg.py)
+        return True
     message = str(exc).lower()
     return any(word in message for word in _UNAVAILABLE)
+
+
+def is_postgres_url(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(location: str | Path) -> Path:
+    """``sqlite:///abs/bot.db`` (or ``sqlite://rel/bot.db``) or a plain path → the file's path."""
+    if isinstance(location, str) and location.startswith("sqlite://"):
+        return Path(location[len("sqlite://"):])
+    return Path(location)
 
 
 def _undo(callbacks: list[Callable[[], None]]) -> None:

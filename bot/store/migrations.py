@@ -14,6 +14,9 @@ class Migration:
     version: int
     description: str
     sql: str
+    # PostgreSQL's form, only where bot.store.sqlpg.translate_ddl cannot make it from ``sql`` (a
+    # trigger, a SQLite table rebuild): None runs the translated ``sql`` (issue 11).
+    postgres: str | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (

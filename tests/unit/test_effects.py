@@ -21,6 +21,9 @@ from bot.policy.sanctions import SanctionKind
 from bot.store import Mute, NewCase
 from tests.unit.journal import executor
 
+# The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
+pytestmark = pytest.mark.both_backends
+
 BOT, MOD, BOB, MGMT, ROOM = "@bot:hs", "@mod:hs", "@bob:hs", "!mgmt:hs", "!lobby:hs"
 T0 = 1_790_000_000_000
 
@@ -466,6 +469,7 @@ async def test_a_unit_that_is_still_reading_holds_no_one_back(store):
     assert await store.effects.handled("$slow", "command")
 
 
+@pytest.mark.sqlite_only  # SQLite's file lock; PostgreSQL's lost connection: test_pg.py
 async def test_a_locked_store_fails_the_batch_so_it_is_fetched_again_and_the_command_is_not_lost(store, tmp_path):
     import sqlite3
 

@@ -16,6 +16,9 @@ from bot.store import Acceptance, AlreadyOpen, NewCase
 from bot.store.audit import verify
 from bot.store.retention import purge_evidence
 
+# The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
+pytestmark = pytest.mark.both_backends
+
 DAY = 86_400_000
 T0 = parse_date("2026-11-01")
 

@@ -10,6 +10,9 @@ from bot.store import Acceptance, DatabaseTooNew, Store
 from bot.store.audit import Head, append, row_hash, stored_head, verify
 from bot.store.migrations import LATEST_VERSION
 
+# The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
+pytestmark = pytest.mark.both_backends
+
 
 def _acceptance(user="@u:hs", event="$e1", version="1", at=1000):
     return Acceptance(user, version, "ab" * 32, at, event, "!dm:hs", "command")
@@ -17,10 +20,14 @@ def _acceptance(user="@u:hs", event="$e1", version="1", at=1000):
 
 async def test_fresh_database_is_migrated_to_the_latest_version(store):
     assert await store.db.schema_version() == LATEST_VERSION
-    tables = {r[0] for r in await store.db.fetchall("SELECT name FROM sqlite_master WHERE type='table'")}
+    if store.db.dialect == "sqlite":
+        tables = {r[0] for r in await store.db.fetchall("SELECT name FROM sqlite_master WHERE type='table'")}
+        mode = await store.db.fetchone("PRAGMA journal_mode")
+        assert mode[0] == "wal"
+    else:
+        tables = {r[0] for r in await store.db.fetchall(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
     assert {"kv", "agreement_acceptances", "agreement_prompts", "dm_rooms", "room_mutes", "audit_log"} <= tables
-    mode = await store.db.fetchone("PRAGMA journal_mode")
-    assert mode[0] == "wal"
 
 
 async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path):

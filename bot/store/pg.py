@@ -1,0 +1,288 @@
+"""PostgreSQL behind the store's interface (asyncpg).
+
+The repositories were written for aiosqlite: ``await conn.execute(sql, params)`` or ``async with
+conn.execute(…) as cur``, ``cur.fetchone()``, ``cur.rowcount``, ``cur.lastrowid``, rows read as
+``row[0]`` or ``row["col"]``. ``PgConnection`` offers exactly that over one asyncpg connection and
+runs each statement through ``bot.store.sqlpg`` (SQLite's SQL → PostgreSQL's, cached per string),
+so a repository works unchanged on both backends.
+
+The guarantees the store gives on SQLite (one writer at a time, so the audit chain is appended in
+commit order, one open appeal per case, an event handled once) come from BEGIN IMMEDIATE there.
+Here every write transaction takes a transaction-scoped advisory lock first: one writer at a time
+across every bot process on the database, released by COMMIT or ROLLBACK (or a dropped
+connection), under READ COMMITTED, so no transaction ever fails for serialisation and needs a retry.
+
+Errors keep SQLite's shape, because that is what the callers catch: a violated constraint is a
+``sqlite3.IntegrityError``; a server that is gone, shutting down, out of disk or connections is a
+``sqlite3.OperationalError`` that ``store_unavailable`` recognises (the sync batch fails and is
+fetched again), and the next statement after a lost connection connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import asyncpg
+
+from bot.store import audit
+from bot.store.db import Database, _split_sql
+from bot.store.migrations import Migration
+from bot.store.sqlpg import Schema, Translator, translate_ddl
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock keys: every write transaction of every bot on the database takes the first;
+# the second is for the active bot among several (the standby of issue 11 waits for it).
+WRITER_LOCK = 0x6D72625F77726974  # "mrb_writ"
+ACTIVE_LOCK = 0x6D72625F61637476  # "mrb_actv"
+
+# SQLSTATE classes of a server that cannot do it now but may later: 08 connection, 53 resources
+# (disk full, too many connections), 57 operator intervention (shutdown, cancel), 58 system (I/O),
+# 40 transaction rollback (deadlock), 55P03 lock not available.
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58", "40")
+
+
+class StoreUnavailable(sqlite3.OperationalError):
+    """PostgreSQL cannot commit now (the server is gone, shutting down, full): try again later."""
+
+    store_unavailable = True
+
+
+class PgIntegrityError(sqlite3.IntegrityError):
+    """A constraint said no (a unique key, a check): what SQLite raises as IntegrityError."""
+
+
+class PgCursor:
+    """The result of one statement, read like an aiosqlite cursor."""
+
+    def __init__(self, rows: Sequence[asyncpg.Record], rowcount: int, lastrowid: int | None,
+                 columns: Sequence[str]) -> None:
+        self._rows = list(rows)
+        self._next = 0
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+        self.description = tuple((name, None, None, None, None, None, None) for name in columns)
+
+    async def fetchone(self) -> asyncpg.Record | None:
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    async def fetchall(self) -> list[asyncpg.Record]:
+        rest, self._next = self._rows[self._next:], len(self._rows)
+        return rest
+
+    def __aiter__(self) -> "PgCursor":
+        return self
+
+    async def __anext__(self) -> asyncpg.Record:
+        row = await self.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
+
+    async def close(self) -> None:
+        self._rows = []
+
+    async def __aenter__(self) -> "PgCursor":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _Execution:
+    """What ``execute`` returns: awaited it is the cursor, and ``async with`` works as on aiosqlite."""
+
+    def __init__(self, conn: "PgConnection", sql: str, params: Sequence[Any]) -> None:
+        self._conn, self._sql, self._params = conn, sql, params
+        self._cursor: PgCursor | None = None
+
+    def __await__(self):
+        return self._conn._run(self._sql, self._params).__await__()
+
+    async def __aenter__(self) -> PgCursor:
+        self._cursor = await self._conn._run(self._sql, self._params)
+        return self._cursor
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._cursor is not None:
+            await self._cursor.close()
+
+
+_DDL = ("CREATE", "ALTER", "DROP", "DO", "COMMENT", "TRUNCATE")
+_TRANSACTION_CONTROL = ("COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK TO", "END")
+
+
+class PgConnection:
+    """One asyncpg connection spoken to like an aiosqlite one; statements one at a time (asyncpg
+    refuses two at once on a connection, aiosqlite queued them on its thread)."""
+
+    def __init__(self, dsn: str, raw: asyncpg.Connection) -> None:
+        self._dsn = dsn
+        self._raw = raw
+        self._lock = asyncio.Lock()
+        self._prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement] = {}
+        self.translator = Translator(Schema({}, frozenset()))
+
+    @classmethod
+    async def connect(cls, dsn: str) -> "PgConnection":
+        return cls(dsn, await _connect(dsn))
+
+    @property
+    def raw(self) -> asyncpg.Connection:
+        return self._raw
+
+    @property
+    def in_transaction(self) -> bool:
+        return not self._raw.is_closed() and self._raw.is_in_transaction()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Execution:
+        return _Execution(self, sql, params)
+
+    async def close(self) -> None:
+        await self._raw.close()
+
+    async def _run(self, sql: str, params: Sequence[Any]) -> PgCursor:
+        async with self._lock:
+            word = sql.lstrip()[:12].upper()
+            if self._raw.is_closed():
+                if word.startswith("ROLLBACK"):
+                    # The server rolled back whatever the lost connection had open.
+                    return PgCursor([], -1, None, ())
+                if self._raw.is_in_transaction() or word.startswith(_TRANSACTION_CONTROL):
+                    raise StoreUnavailable("the connection to PostgreSQL was lost inside a transaction")
+                await self._reconnect()
+            try:
+                return await self._statement(sql, word, params)
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise PgIntegrityError(str(exc)) from exc
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if self._raw.is_closed() or _sqlstate(exc).startswith(_UNAVAILABLE_CLASSES) or \
+                        _sqlstate(exc) == "55P03" or isinstance(exc, (OSError, asyncio.TimeoutError)):
+                    raise StoreUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}") from exc
+                raise
+
+    async def _statement(self, sql: str, word: str, params: Sequence[Any]) -> PgCursor:
+        if word.startswith("BEGIN"):
+            # One writer at a time, across processes, in commit order (see the module's docstring).
+            await self._raw.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+            return PgCursor([], -1, None, ())
+        if word.startswith(("ROLLBACK", *_TRANSACTION_CONTROL)) or word.startswith(_DDL):
+            if word.startswith(_DDL):
+                self._prepared.clear()  # a plan may depend on the table changed
+            await self._raw.execute(sql)
+            return PgCursor([], -1, None, ())
+        translated = self.translator.translate(sql)
+        statement = self._prepared.get(translated.sql)
+        if statement is None:
+            statement = self._prepared[translated.sql] = await self._raw.prepare(translated.sql)
+        if translated.names:
+            params = [params[name] for name in translated.names]  # type: ignore[call-overload]
+        rows = await statement.fetch(*_arguments(params))
+        status = statement.get_statusmsg() or ""
+        last = status.rsplit(" ", 1)[-1]
+        rowcount = int(last) if last.isdigit() and not status.startswith("SELECT") else -1
+        lastrowid = rows[0][0] if translated.returns_id and rows else None
+        return PgCursor([] if translated.returns_id else rows, rowcount, lastrowid,
+                        [attribute.name for attribute in statement.get_attributes()])
+
+    async def _reconnect(self) -> None:
+        log.warning("reconnecting to PostgreSQL")
+        self._prepared.clear()
+        try:
+            self._raw = await _connect(self._dsn)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+
+    async def load_schema(self) -> None:
+        """Read the primary keys and identity columns the translator needs (after migrating)."""
+        rows = await self._raw.fetch(
+            "SELECT c.relname AS table_name, a.attname AS column_name, a.attidentity <> '' AS is_identity"
+            " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indisprimary AND c.relnamespace = to_regnamespace(current_schema())::oid"
+            " ORDER BY c.relname, array_position(i.indkey::int2[], a.attnum)")
+        keys: dict[str, list[str]] = {}
+        identity = set()
+        for row in rows:
+            keys.setdefault(row["table_name"], []).append(row["column_name"])
+            if row["is_identity"] and row["column_name"] == "id":
+                identity.add(row["table_name"])
+        self.translator = Translator(Schema({t: tuple(c) for t, c in keys.items()}, frozenset(identity)))
+        self._prepared.clear()
+
+    async def sync_identities(self) -> None:
+        """Move each identity's sequence past the ids rows were given explicitly (a migration's
+        table rebuild, ``migrate-db``): PostgreSQL does not, SQLite's rowid needs no sequence."""
+        for table in sorted(self.translator.schema.identity_tables):
+            await self._raw.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}")
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    # No statement cache of asyncpg's own: PgConnection keeps its prepared statements itself.
+    return await asyncpg.connect(dsn, timeout=10, statement_cache_size=0)
+
+
+def _sqlstate(exc: BaseException) -> str:
+    return str(getattr(exc, "sqlstate", "") or "")
+
+
+def _arguments(params: Sequence[Any]) -> list[Any]:
+    # SQLite stores True as 1; asyncpg wants an int for a BIGINT column.
+    return [int(p) if isinstance(p, bool) else p for p in params]
+
+
+class PostgresDatabase(Database):
+    """``Database`` with a ``PgConnection``: the transactions, savepoints and callbacks are the
+    same code; only opening, the schema version and the migrations' DDL differ."""
+
+    dialect = "postgresql"
+
+    @classmethod
+    async def connect(cls, dsn: str, audit_head_file: str | Path | None = None) -> "PostgresDatabase":
+        try:
+            conn = await PgConnection.connect(dsn)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        head_file = audit.HeadFile(audit_head_file) if audit_head_file is not None else None
+        return await cls._migrated(conn, head_file)  # type: ignore[arg-type, return-value]
+
+    async def schema_version(self) -> int:
+        raw = self.conn.raw
+        if await raw.fetchval("SELECT to_regclass('schema_version')") is None:
+            return 0
+        return int(await raw.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+
+    async def _migrate(self) -> None:
+        before = await self.schema_version()
+        await super()._migrate()
+        await self.conn.load_schema()
+        if before != await self.schema_version():
+            await self.conn.sync_identities()
+
+    def _migration_statements(self, migration: Migration) -> list[str]:
+        return _split_sql(migration.postgres if migration.postgres is not None else translate_ddl(migration.sql))
+
+    async def _set_schema_version(self, conn: Any, version: int) -> None:
+        # PRAGMA user_version's place: one row, written in the migration's own transaction.
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        await conn.raw.execute("DELETE FROM schema_version")
+        await conn.raw.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+
+    async def try_advisory_lock(self) -> bool:
+        """Take the active bot's session lock if no other process holds it (held until close)."""
+        return bool(await self.conn.raw.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK))
+
+
+async def iterate(conn: PgConnection, sql: str, batch: int = 10_000) -> AsyncIterator[asyncpg.Record]:
+    """Rows of a large SELECT in batches through a server-side cursor (``migrate-db``)."""
+    async with conn.raw.transaction(readonly=True):
+        async for row in conn.raw.cursor(sql, prefetch=batch):
+            yield row
