@@ -284,6 +284,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     # --- end identity ------------------------------------------------------------------------------
+    # --- identity in chat (issue 9): `!close … --blacklist` ----------------------------------------
+    Migration(
+        7,
+        "closure requests remember whether the confirmed closure blacklists the account's subject",
+        """
+        ALTER TABLE closure_requests ADD COLUMN blacklist INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    # --- end identity in chat ----------------------------------------------------------------------
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -128,6 +128,7 @@ class PgConnection:
         self._raw = raw
         self._lock = asyncio.Lock()
         self._prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement] = {}
+        self._open = False  # a BEGIN without its COMMIT or ROLLBACK yet (the server may have gone)
         self.translator = Translator(Schema({}, frozenset()))
 
     @classmethod
@@ -140,7 +141,8 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return not self._raw.is_closed() and self._raw.is_in_transaction()
+        # A lost connection's transaction is still ours to end (ROLLBACK) before the next one.
+        return self._open if self._raw.is_closed() else self._raw.is_in_transaction()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Execution:
         return _Execution(self, sql, params)
@@ -154,15 +156,21 @@ class PgConnection:
             if self._raw.is_closed():
                 if word.startswith("ROLLBACK"):
                     # The server rolled back whatever the lost connection had open.
+                    self._open = self._open and word.startswith("ROLLBACK TO")
                     return PgCursor([], -1, None, ())
-                if self._raw.is_in_transaction() or word.startswith(_TRANSACTION_CONTROL):
+                if self._open or word.startswith(_TRANSACTION_CONTROL):
                     raise StoreUnavailable("the connection to PostgreSQL was lost inside a transaction")
                 await self._reconnect()
+            if word.startswith("BEGIN"):
+                self._open = True
+            elif word.startswith(("COMMIT", "END")) or (word.startswith("ROLLBACK") and not word.startswith("ROLLBACK TO")):
+                self._open = False
             try:
                 return await self._statement(sql, word, params)
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise PgIntegrityError(str(exc)) from exc
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError) as exc:
                 if self._raw.is_closed() or _sqlstate(exc).startswith(_UNAVAILABLE_CLASSES) or \
                         _sqlstate(exc) == "55P03" or isinstance(exc, (OSError, asyncio.TimeoutError)):
                     raise StoreUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}") from exc
