@@ -43,6 +43,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+    # --- PostgreSQL (issue 11) ---
+    migrate = commands.add_parser("migrate-db", help="copy every record into a new, empty database and verify the copy")
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL",
+                         help="the database now: sqlite:///path/bot.db (or a path) or postgresql://…")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL",
+                         help="the new, empty database: postgresql://user@host:5432/db (the password from PGPASSWORD"
+                              " or ~/.pgpass keeps it out of the process list) or sqlite:///path")
+    # --- end PostgreSQL ---
+    # --- consent at registration (bot.consent) ---
+    consent = commands.add_parser("consent-templates", help="write Synapse's user_consent policy pages from the agreement")
+    consent.add_argument("--out", required=True, help="the directory Synapse's user_consent.template_dir names")
+    consent.add_argument("--config", help="YAML config file: its agreement.version and texts (default: version 1,"
+                                          " the shipped texts)")
+    # --- identity (issue 9) ---
+    identity = commands.add_parser("identity", help="real-name verification records")
+    identity_commands = identity.add_subparsers(dest="identity_command", required=True)
+    reveal = identity_commands.add_parser(
+        "reveal", help="print an account's kept identity attributes (recorded in the audit log first)")
+    reveal.add_argument("user", help="the account, @name:server")
+    reveal.add_argument("--reason", required=True, help="why they are read (kept in the audit log)")
+    reveal.add_argument("--config", required=True, help="YAML config file")
+    # --- end identity ---
 def _logging(level: str) -> None:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a bot that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -64,7 +86,7 @@ async def _audit(args: argparse.Namespace) -> int:
         return 2
     settings = load_config(args.config)
     head_file = HeadFile(settings.records.audit_head_file or default_head_file(settings.database.path))
-    store = await Store.open(settings.database.path, head_file.path)
+    store = await Store.open(settings.database.location(), head_file.path)
     try:
         # The heads are read before the chain, so a row the running bot commits meanwhile can only
         # make the chain longer than a head, never a head point past the chain.
@@ -110,7 +132,7 @@ async def _export(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    store = await Store.open(settings.database.path, settings.records.audit_head_file)
+    store = await Store.open(settings.database.location(), settings.records.audit_head_file)
     try:
         data, rows = await export(store, kind=args.kind, fmt=args.format, since=since, until=until, bom=args.bom,
                                   actor=f"cli:{getpass.getuser()}", now=int(time.time() * 1000))

@@ -161,10 +161,10 @@ async def stage_file(store: Store, key: str, data: bytes) -> tuple[str, str]:
     The file is 0600 in ``exports/`` next to the database, named after the effect's key (a replay
     writes the same file again); it is removed if the unit rolls back, and by the executor once sent.
     """
-    row = await store.db.fetchone("SELECT file FROM pragma_database_list WHERE name = 'main'")
-    if row is None or not row[0]:
+    folder = await store.db.files_folder()
+    if folder is None:
         raise ExportError("the database has no folder to hold an export")
-    path = Path(row[0]).parent / EXPORTS_FOLDER / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".bin")
+    path = folder / EXPORTS_FOLDER / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".bin")
     await asyncio.to_thread(_write_private, path, data)
     store.db.on_rollback(lambda: path.unlink(missing_ok=True))
     return str(path), hashlib.sha256(data).hexdigest()

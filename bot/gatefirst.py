@@ -69,7 +69,7 @@ class GateFirst:
     async def _open(self) -> None:
         started = time.perf_counter()
         settings, hs = self._settings, self._settings.homeserver
-        self.store = store = await Store.open(settings.database.path, settings.records.audit_head_file)
+        self.store = store = await Store.open(settings.database.location(), settings.records.audit_head_file)
         self.state = state = PolicyState(
             bot_user_id=hs.user_id,
             server_name=hs.server_name,

@@ -258,6 +258,12 @@ class Database:
         finally:
             tx.depth -= 1
 
+    async def files_folder(self) -> Path | None:
+        """Where files that belong beside the database go (staged exports): its file's folder;
+        None for a database of no file (":memory:")."""
+        row = await self.fetchone("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        return Path(row[0]).parent if row is not None and row[0] else None
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the task's open transaction commits (dropped if it rolls back);
         at once when none is open. Memory follows the store, never runs ahead of it."""
@@ -314,9 +320,11 @@ def is_postgres_url(location: str | Path) -> bool:
 
 
 def sqlite_path(location: str | Path) -> Path:
-    """``sqlite:///abs/bot.db`` (or ``sqlite://rel/bot.db``) or a plain path → the file's path."""
+    """``sqlite:///var/lib/bot.db`` (a file URL: the path is absolute; SQLAlchemy's four slashes
+    work too) or a plain path → the file's path; ``sqlite://bot.db`` is relative."""
     if isinstance(location, str) and location.startswith("sqlite://"):
-        return Path(location[len("sqlite://"):])
+        rest = location[len("sqlite://"):]
+        return Path("/" + rest.lstrip("/") if rest.startswith("/") else rest)
     return Path(location)
 
 

@@ -235,7 +235,11 @@ class PgConnection:
 
 async def _connect(dsn: str) -> asyncpg.Connection:
     # No statement cache of asyncpg's own: PgConnection keeps its prepared statements itself.
-    return await asyncpg.connect(dsn, timeout=10, statement_cache_size=0)
+    conn = await asyncpg.connect(dsn, timeout=10, statement_cache_size=0)
+    # SQLite has no booleans: `x IS NOT NULL` is 1 or 0 there, and an export must not say True.
+    await conn.set_type_codec("bool", schema="pg_catalog", format="text",
+                              encoder=lambda value: "t" if value else "f", decoder=lambda text: int(text == "t"))
+    return conn
 
 
 def _sqlstate(exc: BaseException) -> str:
@@ -283,6 +287,11 @@ class PostgresDatabase(Database):
         await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
         await conn.raw.execute("DELETE FROM schema_version")
         await conn.raw.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+
+    async def files_folder(self) -> Path | None:
+        """PostgreSQL's files are the server's: files beside the database go beside the audit head file
+        (by default ``<database.path>.audit-head``, next to the config file)."""
+        return None if self.head_file is None else self.head_file.path.parent
 
     async def try_advisory_lock(self) -> bool:
         """Take the active bot's session lock if no other process holds it (held until close)."""

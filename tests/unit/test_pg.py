@@ -147,3 +147,12 @@ async def test_a_violated_constraint_is_sqlite_s_integrity_error(pg_dsn, tmp_pat
         assert await store.get("k") == "v"
     finally:
         await store.close()
+
+
+async def test_booleans_read_as_sqlite_s_integers(pg_dsn, tmp_path):
+    store = await Store.open(pg_dsn, tmp_path / "head")
+    try:
+        row = await store.db.fetchone("SELECT 1 IS NOT NULL AS kept, NULL IS NOT NULL AS gone")
+        assert (row["kept"], row["gone"]) == (1, 0) and type(row["kept"]) is int
+    finally:
+        await store.close()
