@@ -156,3 +156,42 @@ async def test_booleans_read_as_sqlite_s_integers(pg_dsn, tmp_path):
         assert (row["kept"], row["gone"]) == (1, 0) and type(row["kept"]) is int
     finally:
         await store.close()
+
+
+async def test_an_old_database_is_upgraded_with_its_rows_and_new_ids_follow_them(pg_cluster, tmp_path):
+    """Version 1 with an acceptance, then every later migration (a SQLite table rebuild among them,
+    which copies ids explicitly): the row stays, and the next acceptance gets the next id, not 1."""
+    from bot.store.migrations import LATEST_VERSION, MIGRATIONS
+
+    dsn = await pg_cluster.fresh(migrated=False)
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(translate_ddl(MIGRATIONS[0].sql))
+            await conn.execute("CREATE TABLE schema_version (version BIGINT NOT NULL); INSERT INTO schema_version VALUES (1)")
+            await conn.execute("INSERT INTO agreement_acceptances (id, user_id, version, text_sha256, accepted_at,"
+                               " event_id, room_id, method) VALUES (7, '@old:hs', '1', 'x', 1, '$old', '!r:hs', 'command')")
+    finally:
+        await conn.close()
+    store = await Store.open(dsn, tmp_path / "head")
+    try:
+        assert await store.db.schema_version() == LATEST_VERSION
+        assert (await store.agreements.latest_for("@old:hs")).event_id == "$old"
+        async with store.db.transaction() as tx:
+            cur = await tx.execute("INSERT INTO agreement_acceptances (user_id, version, text_sha256, accepted_at,"
+                                   " event_id, room_id, method) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   ("@new:hs", "1", "x", 2, "$new", "!r:hs", "command"))
+        assert cur.lastrowid == 8
+    finally:
+        await store.close()
+
+
+async def test_a_database_newer_than_the_code_is_refused(pg_dsn):
+    from bot.store import DatabaseTooNew
+    from bot.store.migrations import LATEST_VERSION
+
+    conn = await asyncpg.connect(pg_dsn)
+    await conn.execute("UPDATE schema_version SET version = $1", LATEST_VERSION + 1)
+    await conn.close()
+    with pytest.raises(DatabaseTooNew, match="upgrade the bot"):
+        await Store.open(pg_dsn)
