@@ -10,6 +10,7 @@ import signal
 import sys
 
 from bot.config import ConfigError, load_config
+from bot.identity.keys import KeyFileError
 from bot.store import DatabaseTooNew
 
 
@@ -24,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8008, help="Synapse's client port (default 8008; a free one if that is taken, or with 0)")
     export = commands.add_parser("export", help="export records for the authority (CSV or JSON Lines)")
     export.add_argument("--config", required=True, help="YAML config file")
-    export.add_argument("--kind", required=True, choices=["agreements", "cases", "filings", "reports", "appeals", "audit"])
+    export.add_argument("--kind", required=True, choices=["agreements", "cases", "filings", "reports", "appeals", "audit",
+                                                               "verifications"])
     export.add_argument("--format", required=True, choices=["csv", "jsonl"],
                         help="csv: for spreadsheets, a cell starting with = + - @ tab or CR gets a leading ' ;"
                              " jsonl: every value exactly as recorded")
@@ -40,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="also check against a head kept elsewhere (as `audit head` printed it); repeatable")
     head = audit_commands.add_parser("head", help="print the audit log's head (id:hash time) to keep elsewhere")
     head.add_argument("--config", required=True, help="YAML config file")
+    # --- identity (issue 9) ---
+    identity = commands.add_parser("identity", help="real-name verification records")
+    identity_commands = identity.add_subparsers(dest="identity_command", required=True)
+    reveal = identity_commands.add_parser(
+        "reveal", help="print an account's kept identity attributes (recorded in the audit log first)")
+    reveal.add_argument("user", help="the account, @name:server")
+    reveal.add_argument("--reason", required=True, help="why they are read (kept in the audit log)")
+    reveal.add_argument("--config", required=True, help="YAML config file")
+    # --- end identity ---
     return parser
 
 
@@ -160,8 +171,38 @@ def _write_private(path: str, data: bytes) -> None:
         out.write(data)
 
 
+async def _identity_reveal(args: argparse.Namespace) -> int:  # issue 9
+    """`identity reveal`: the audit record is committed by reveal() before anything is printed."""
+    import getpass
+    import json
+    import time
+
+    from bot.export import iso
+    from bot.identity.keys import AttributesUnreadable, IdentityKeys
+    from bot.identity.reveal import RevealError, reveal
+    from bot.store import Store
+
+    settings = load_config(args.config)
+    keys = IdentityKeys.load(settings.identity_key_path())
+    store = await Store.open(settings.database.path, settings.records.audit_head_file)
+    try:
+        found = await reveal(store, keys, user_id=args.user, reason=args.reason, actor=f"cli:{getpass.getuser()}",
+                             now_ms=int(time.time() * 1000))
+    except (RevealError, AttributesUnreadable) as exc:
+        print(f"error: {exc} (this attempt is in the audit log)", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    for item in found:
+        print(f"record {item.record_id} ({item.verifier}, {item.method}, verified {iso(item.verified_at)}): "
+              + json.dumps(item.attributes, ensure_ascii=False, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "identity" and not args.reason.strip():  # issue 9: a blank reason is no reason
+        _parser().error("identity reveal: --reason must say why the attributes are read")
     try:
         if args.command == "check-config":
             settings = load_config(args.config)
@@ -187,12 +228,17 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_export(args))
         if args.command == "audit":
             return asyncio.run(_audit(args))
+        if args.command == "identity":  # issue 9
+            return asyncio.run(_identity_reveal(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DatabaseTooNew as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except KeyFileError as exc:  # issue 9: an identity key or secret that is unsafe or missing
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 1

@@ -20,6 +20,7 @@ from bot.matrix.client import Matrix, MatrixError
 from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.policy import PolicyState
+from bot.policy.decide import identity_refusal
 from bot.policy.state import PublicAccount
 from bot.store import AlreadyPending, Application, Filing, Store
 
@@ -103,11 +104,26 @@ class PublicAccounts:
         """How a stored category key is shown to the reader."""
         return self._category_names.category_name(key, self._t.language)
 
+    def verification_refusal(self, user: str, kind: str) -> Refusal | None:
+        """identity.required_for (issue 9) for an application of ``kind`` (public or news): the
+        refusal the applicant reads, saying how to verify here; None if nothing stands in the way."""
+        decision = identity_refusal(self._state, user, "public_account" if kind == "public" else "news")
+        if decision is None or decision.message_key is None:
+            return None
+        params = dict(decision.params)
+        return Refusal(decision.message_key, what=self._t(f"action.{params.pop('action')}"), **params)
+
+    def _check_verified(self, user: str, kind: str) -> None:
+        refusal = self.verification_refusal(user, kind)
+        if refusal is not None:
+            raise refusal
+
     async def apply_public(self, user: str, category: str, name: str) -> Application:
         category = self.category_of(category)
         account = self._state.public_accounts.get(user)
         if account is not None:
             raise Refusal("account.already_public", name=account.name, filing=account.filing_number)
+        self._check_verified(user, "public")
         return await self._apply(user, "public", category=category, name=name)
 
     async def apply_news(self, user: str, tier: str, licence: str) -> Application:
@@ -116,6 +132,7 @@ class PublicAccounts:
             raise Refusal("account.needs_public")
         if account.tier == tier or account.tier == "publisher":
             raise Refusal("account.already_tier", tier=self._t(f"tier.{account.tier}"))
+        self._check_verified(user, "news")
         return await self._apply(user, "news", tier=tier, licence=licence)
 
     async def _apply(self, user: str, kind: str, **fields: str) -> Application:
@@ -150,8 +167,20 @@ class PublicAccounts:
         position = self.categories.index(category) + 1 if category in self.categories else 0
         return self._format.format(year=year, category=f"{position:02d}", seq=sequence)
 
+    def approval_refusal(self, application: Application) -> Refusal | None:
+        """The applicant must (still) be verified where identity.required_for asks it: the
+        verification may have been revoked while the application waited."""
+        if self.verification_refusal(application.applicant, application.kind) is None:
+            return None
+        purpose = "public_account" if application.kind == "public" else "news"
+        return Refusal("account.approve_unverified", application=application.id, user=application.applicant,
+                       purpose=purpose)
+
     async def approve(self, application_id: int, moderator: str, note: str) -> Filing:
         application = await self._pending(application_id)
+        refusal = self.approval_refusal(application)
+        if refusal is not None:
+            raise refusal
         now = self._clock()
         if application.kind == "public":
             category, name = application.category or "", application.name or ""

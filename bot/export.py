@@ -25,7 +25,7 @@ from typing import Any
 from bot.i18n import representable_ms
 from bot.store import Store, audit
 
-KINDS = ("agreements", "cases", "filings", "reports", "appeals", "audit")
+KINDS = ("agreements", "cases", "filings", "reports", "appeals", "audit", "verifications")
 FORMATS = ("csv", "jsonl")
 
 # kind -> (SQL selecting the columns in order, the time column that --since/--until filter on)
@@ -57,9 +57,14 @@ _QUERIES: dict[str, tuple[str, str]] = {
         " FROM appeals", "created_at",
     ),
     "audit": ("SELECT id, created_at, actor, action, target, details, prev_hash, hash FROM audit_log", "created_at"),
+    # issue 9: who was verified, how, when; never the subject's index nor the kept attributes
+    "verifications": (
+        "SELECT id, user_id, kind, verifier, method, level, verified_at, recorded_at, actor, note,"
+        " CASE WHEN attributes IS NULL THEN 0 ELSE 1 END AS attributes_kept FROM identity_records", "recorded_at",
+    ),
 }
 _TIME_COLUMNS = {"accepted_at", "created_at", "expires_at", "ended_at", "resolved_at", "decided_at",
-                 "evidence_purged_at", "approved_at", "revoked_at"}
+                 "evidence_purged_at", "approved_at", "revoked_at", "verified_at", "recorded_at"}
 _JSON_COLUMNS = {"caused_by", "evidence", "reporters", "details", "channels"}
 
 

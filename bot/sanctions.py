@@ -49,6 +49,8 @@ class Request:
     evidence: dict[str, Any] | None = None
     caused_by: tuple[int, ...] = ()
     erase: bool = False
+    # A closure that also puts the account's verified subject on the identity blacklist (issue 9).
+    blacklist: bool = False
 
 
 def ladder_rules(settings: Settings) -> list[LadderRule]:
@@ -162,7 +164,9 @@ class Sanctions:
                     target=request.target, kind=request.kind.value, actor=request.actor, reason=request.reason,
                     created_at=now, expires_at=expires, evidence=request.evidence,
                     rate=None if request.rate is None else str(request.rate),
-                    options={"erase": True} if request.erase else {}, caused_by=request.caused_by,
+                    options={**({"erase": True} if request.erase else {}),
+                             **({"blacklist": True} if request.blacklist else {})},
+                    caused_by=request.caused_by,
                 )
             )
             if request.kind is not SanctionKind.WARN:
@@ -196,7 +200,7 @@ class Sanctions:
         closure = ClosureRequest(
             code=secrets.token_hex(3).upper(), target=request.target, requested_by=request.actor,
             reason=request.reason, erase=request.erase, evidence=request.evidence, caused_by=request.caused_by,
-            created_at=now, expires_at=now + valid_ms, used_at=None, report_id=report_id,
+            created_at=now, expires_at=now + valid_ms, used_at=None, report_id=report_id, blacklist=request.blacklist,
         )
         await self._store.cases.add_closure_request(closure)
         return closure
@@ -210,6 +214,7 @@ class Sanctions:
                 Request(
                     target=closure.target, kind=SanctionKind.CLOSE, actor=actor, reason=closure.reason,
                     evidence=closure.evidence, caused_by=closure.caused_by, erase=closure.erase,
+                    blacklist=closure.blacklist,
                 )
             )
         return case, closure

@@ -103,6 +103,12 @@ class Service:
         self.agreements = AgreementService(store, state, self.document, self.clock, self.room_mode.apply)
         store.effects.clock = self.clock
         self.management = ManagementRoom(store.effects)
+        # --- identity (issue 9): opened with the gate; now the admin API and the management room ---
+        assert early.identity is not None
+        self.identity = early.identity
+        self.identity.admin, self.identity.management = self.admin, self.management
+        self._sso_checked: set[str] = set()
+        # --- end identity ---
         self.sanctions = Sanctions(
             store, state, matrix, self.room_mode, self.onboarding, self.admin, self.management, self.t, settings,
             self.clock,
@@ -142,7 +148,7 @@ class Service:
         )
 
         # What the gate saw meanwhile (accounts to prompt, rooms published) goes to the services now.
-        early.bind(self.spawn, self.onboarding.request, self.accounts.on_published, self._health)
+        early.bind(self.spawn, self._first_seen, self.accounts.on_published, self._health)  # issue 9: _first_seen
         self._tasks.update(early.take_tasks())
         if self.gate is not None:
             self.gate.metrics.include(self.supervisor)
@@ -185,10 +191,23 @@ class Service:
         if self.reports.poll_seconds is not None:
             supervise.every("homeserver-reports", self.reports.take_homeserver_reports, self.reports.poll_seconds)
         supervise.every("news-scope", self.news.refresh_scope, SCOPE_EVERY_S)
+        if self.admin is not None and settings.identity.sso_providers:  # issue 9: SSO verifications kept current
+            supervise.every("identity-sso", self.identity.sweep_sso, settings.identity.sso_sweep_seconds)
         # A changed agreement version: ask everyone who agreed to (or was shown) an older one.
         for user_id in await store.agreements.users_to_ask_again(self.document.version):
             self.onboarding.request(user_id)
         log.info("started as %s (agreement version %s)", hs.user_id, self.document.version)
+
+    # --- identity (issue 9) ---
+    def _first_seen(self, user_id: str) -> None:
+        """An account the gate asks a prompt for (its first login, a refused attempt): onboarding,
+        and once per run an SSO check, so an account that signed in through a configured provider
+        is verified before it ever meets the refusal."""
+        self.onboarding.request(user_id)
+        if self.admin is not None and self.settings.identity.sso_providers and user_id not in self._sso_checked:
+            self._sso_checked.add(user_id)
+            self.spawn(self.identity.check_sso(user_id), "identity-sso-check")
+    # --- end identity ---
 
     async def _login(self) -> None:
         assert self.client is not None and self.store is not None

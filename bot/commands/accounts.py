@@ -6,6 +6,7 @@ checks, then what would be recorded and who would be told, reading only."""
 from __future__ import annotations
 
 from bot.commands.context import Context, would
+from bot.commands.identity import whois_line
 from bot.commands.registry import Command, Param, ParamKind, moderator_command
 from bot.config import load_news_rules
 from bot.i18n import Refusal
@@ -56,6 +57,9 @@ async def preview_apply(ctx: Context) -> str:
         if account.tier == tier or account.tier == "publisher":
             raise Refusal("account.already_tier", tier=t(f"tier.{account.tier}"))
         summary = t("account.summary_news", tier=t(f"tier.{tier}"), licence=words[1])
+    refusal = ctx.services.accounts.verification_refusal(ctx.sender, kind)
+    if refusal is not None:
+        raise refusal
     mine = await ctx.services.store.accounts.applications_of(ctx.sender)
     if any(a.kind == kind and a.decided_at is None for a in mine):
         raise Refusal("account.pending", kind=kind)
@@ -103,6 +107,9 @@ async def approve(ctx: Context) -> str:
 async def preview_approve(ctx: Context) -> str:
     application, t = await _pending(ctx), ctx.t
     accounts, store = ctx.services.accounts, ctx.services.store
+    refusal = accounts.approval_refusal(application)
+    if refusal is not None:
+        raise refusal
     category = application.category or ""
     if application.kind == "news":
         account = ctx.services.state.public_accounts.get(application.applicant)
@@ -175,7 +182,9 @@ async def preview_channel(ctx: Context) -> str:
 
 
 async def whois(ctx: Context) -> str:
-    return ctx.services.accounts.whois(ctx.args["user"])
+    answer = ctx.services.accounts.whois(ctx.args["user"])
+    verified = whois_line(ctx, ctx.args["user"])
+    return answer if verified is None else f"{answer}\n{verified}"
 
 
 def _counts(rules: NewsRules) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.agreement import Outcome
 from bot.commands.context import Context, would
+from bot.commands.identity import status_line
 from bot.commands.registry import Command
 
 
@@ -61,6 +62,9 @@ async def status(ctx: Context) -> str:
     mutes = await ctx.services.store.rooms.mutes_of(ctx.sender)
     if mutes:
         lines.append(ctx.t("status.muted", count=len(mutes)))
+    identity = await status_line(ctx)
+    if identity is not None:
+        lines.append(identity)
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from bot.accounts import PublicAccounts
     from bot.agreement import AgreementService
     from bot.commands.registry import Registry
+    from bot.identity.service import Identity
     from bot.matrix.client import Matrix
     from bot.matrix.onboarding import Onboarding
     from bot.news import News
@@ -37,6 +38,9 @@ class Services:
     news: "News"
     # The news rules file, so a dry run of !reload can read it without loading it.
     rules_path: Path | None = None
+    # Real-name verification (issue 9): !verify, !unverify and what !status, !whois, !history and
+    # !close --blacklist say about it. None only in tests of commands that never ask.
+    identity: "Identity | None" = None
 
 
 @dataclass(frozen=True)

@@ -71,13 +71,14 @@ class Dispatcher:
         command = invocation.command
         sender = event["sender"]
         content = event.get("content") or {}
-        if command.moderator_only:
+        if command.for_moderators(invocation.args):
             if sender not in self._services.state.moderators:
                 await self._services.store.record(
                     now_ms=self._services.clock(), actor=sender, action="command.refused", target=sender,
                     details={"command": command.name, "room_id": room_id, "event_id": event["event_id"]},
                 )
-                return t("cmd.forbidden", command="!" + command.name)
+                key = "cmd.forbidden" if command.moderator_only else "cmd.forbidden_args"
+                return t(key, command="!" + command.name)
             if not moderator_place:
                 return t("cmd.wrong_place", command="!" + command.name)
         ctx = Context(

@@ -89,12 +89,19 @@ class Command:
     # Flags that take a value (`--rate 3/1h`); the value lands in args under the flag's name.
     options: tuple[Param, ...] = ()
     moderator_only: bool = False
+    # Open to everyone without arguments, to moderators only with them (`!verify` alone says how
+    # to verify; `!verify <user> …` records a verification).
+    moderator_only_with_args: bool = False
     # What a dry run answers instead of running the handler; None: the command only reads.
     preview: Handler | None = None
 
     @property
     def changes_state(self) -> bool:
         return self.preview is not None
+
+    def for_moderators(self, args: dict[str, Any]) -> bool:
+        """Whether this invocation needs a moderator, in a moderator's place."""
+        return self.moderator_only or (self.moderator_only_with_args and bool(args))
 
     async def run(self, ctx: "Context") -> str | None:
         """The handler's answer; on a dry run, the preview's (the handler never runs)."""

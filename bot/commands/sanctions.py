@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.commands.context import Context, would
+from bot.commands.identity import history_entries, names_a_subject, service
 from bot.commands.registry import Invocation, Param, ParamKind, moderator_command
 from bot.i18n import Refusal
 from bot.policy.sanctions import SanctionKind, format_duration
@@ -46,6 +47,8 @@ def _summary(ctx: Context, request: Request) -> str:
         parts.append(t("case.rate", rate=str(request.rate)))
     if request.erase:
         parts.append(t("sanction.erase"))
+    if request.blacklist:
+        parts.append(t("sanction.blacklist"))
     if request.evidence is not None:
         parts.append(t("sanction.with_evidence"))
     return " ".join(parts)
@@ -56,6 +59,7 @@ def _request(ctx: Context, invocation: Invocation, evidence: dict[str, Any] | No
     return Request(
         target=args["user"], kind=SANCTION_KINDS[invocation.command.name], actor=ctx.sender, reason=args["reason"],
         duration_ms=args.get("duration"), rate=args.get("rate"), evidence=evidence, erase="erase" in invocation.flags,
+        blacklist="blacklist" in invocation.flags,
     )
 
 
@@ -70,8 +74,14 @@ async def impose_from(
     sanctions.check_target(request.target)
     if kind is SanctionKind.CLOSE:
         closure = await sanctions.request_closure(request, report_id=report_id)
-        return ctx.t("sanction.close_confirm", summary=_summary(ctx, request), code=closure.code,
-                     reason=request.reason)
+        answer = ctx.t("sanction.close_confirm", summary=_summary(ctx, request), code=closure.code,
+                       reason=request.reason)
+        if request.blacklist:
+            # Said now, so the moderator knows before confirming whether there is anyone to blacklist.
+            subject = await names_a_subject(ctx, request.target)
+            answer += "\n" + ctx.t("sanction.blacklist_pending" if subject else "sanction.blacklist_nothing",
+                                   user=request.target)
+        return answer
     case = await sanctions.impose(request)
     if report_id is not None:
         await ctx.services.reports.link(report_id, ctx.sender, case)
@@ -84,16 +94,25 @@ async def preview_from(
     """What ``impose_from`` would do, after the same checks; nothing is recorded or sent."""
     request = _request(ctx, invocation, evidence)
     ctx.services.sanctions.check_target(request.target)
-    return would(ctx, *sanction_steps(ctx, request, report_id))
+    blacklist = await _blacklist_step(ctx, request.target) if request.blacklist else None
+    return would(ctx, *sanction_steps(ctx, request, report_id, blacklist))
 
 
-def sanction_steps(ctx: Context, request: Request, report_id: int | None) -> list[str]:
-    """What imposing ``request`` would record and do, in the order the service does it."""
+async def _blacklist_step(ctx: Context, user: str) -> str:
+    """What a confirmed `--blacklist` closure would put on the identity blacklist."""
+    return ctx.t("dry.blacklist" if await names_a_subject(ctx, user) else "dry.blacklist_nothing", user=user)
+
+
+def sanction_steps(ctx: Context, request: Request, report_id: int | None, blacklist: str | None = None) -> list[str]:
+    """What imposing ``request`` would record and do, in the order the service does it
+    (``blacklist``: a closure's step for the identity blacklist, if it asks for one)."""
     t, user = ctx.t, request.target
     if request.kind is SanctionKind.CLOSE:
         steps = [t("dry.closure_request", summary=_summary(ctx, request), reason=request.reason,
                    minutes=CLOSE_CONFIRM_MS // 60_000)]
         steps += _close_effects(ctx, user, request.erase)
+        if blacklist is not None:
+            steps.append(blacklist)
         if report_id is not None:
             steps.append(t("dry.report_link_later", report=report_id))
         return steps
@@ -136,20 +155,25 @@ async def confirm(ctx: Context) -> str:
     case, closure = await ctx.services.sanctions.confirm_closure(ctx.args["code"], ctx.sender)
     if closure.report_id is not None:
         await ctx.services.reports.link(closure.report_id, ctx.sender, case)
-    return ctx.t("sanction.imposed", case=case.id, summary=f"{ctx.t('kind.close')} {case.target}")
+    answer = ctx.t("sanction.imposed", case=case.id, summary=f"{ctx.t('kind.close')} {case.target}")
+    if closure.blacklist:
+        # In the closure's own unit: the case and the blacklist entry commit together or not at all.
+        listed = await service(ctx).blacklist(case.target, case_id=case.id, actor=ctx.sender)
+        answer += "\n" + ctx.t("sanction.blacklisted" if listed else "sanction.blacklist_none", user=case.target)
+    return answer
 
 
 async def _pending_closure(ctx: Context, code: str) -> ClosureRequest | None:
     """The request ``!confirm code`` would take, read without marking it used (the repository's
     ``take_closure_request`` marks it in the same step, which a dry run must not)."""
     row = await ctx.services.store.db.fetchone(
-        "SELECT target, requested_by, reason, erase, report_id FROM closure_requests"
+        "SELECT target, requested_by, reason, erase, report_id, blacklist FROM closure_requests"
         " WHERE code = ? AND used_at IS NULL AND expires_at > ?",
         (code, ctx.services.clock()),
     )
     if row is None:
         return None
-    return ClosureRequest(code, row[0], row[1], row[2], bool(row[3]), None, (), 0, 0, None, row[4])
+    return ClosureRequest(code, row[0], row[1], row[2], bool(row[3]), None, (), 0, 0, None, row[4], bool(row[5]))
 
 
 async def preview_confirm(ctx: Context) -> str:
@@ -161,6 +185,8 @@ async def preview_confirm(ctx: Context) -> str:
     steps = [t("dry.code_used", code=code),
              t("dry.case_confirm", user=user, requester=closure.requested_by, reason=closure.reason)]
     steps += _close_effects(ctx, user, closure.erase)
+    if closure.blacklist:
+        steps.append(await _blacklist_step(ctx, user))
     steps.append(t("dry.announce"))
     if closure.report_id is not None:
         steps.append(t("dry.report_link", report=closure.report_id))
@@ -208,13 +234,19 @@ async def show_case(ctx: Context) -> str:
 
 
 async def history(ctx: Context) -> str:
+    """An account's cases and, among them in time order, its real-name verifications and revocations."""
     user = ctx.args["user"]
     cases = await ctx.services.store.cases.history(user)
-    if not cases:
-        return ctx.t("history.none", user=user)
     now = ctx.services.clock()
-    return "\n\n".join([ctx.t("history.header", user=user, count=len(cases)),
-                        *(describe_case(ctx.t, c, now) for c in cases)])
+    identity = await history_entries(ctx, user)
+    if not identity:
+        if not cases:
+            return ctx.t("history.none", user=user)
+        return "\n\n".join([ctx.t("history.header", user=user, count=len(cases)),
+                            *(describe_case(ctx.t, c, now) for c in cases)])
+    timeline = sorted([*((c.created_at, describe_case(ctx.t, c, now)) for c in cases), *identity], key=lambda e: e[0])
+    return "\n\n".join([ctx.t("history.identity_header", user=user, count=len(timeline)),
+                        *(line for _, line in timeline)])
 
 
 async def list_cases(ctx: Context) -> str:
@@ -240,7 +272,8 @@ COMMANDS = [
     moderator_command("restrict", "限制", sanction, (USER, DURATION, REASON), options=(RATE,),
                       preview=preview_sanction),
     moderator_command("suspend", "暂停", sanction, (USER, DURATION, REASON), preview=preview_sanction),
-    moderator_command("close", "关闭", sanction, (USER, REASON), flags=("erase",), preview=preview_sanction),
+    moderator_command("close", "关闭", sanction, (USER, REASON), flags=("erase", "blacklist"),
+                      preview=preview_sanction),
     moderator_command("confirm", "确认", confirm, (Param("code", ParamKind.WORD),), preview=preview_confirm),
     moderator_command("lift", "解除", lift, (CASE, REASON), preview=preview_lift),
     moderator_command("case", "案件", show_case, (CASE,)),

@@ -78,6 +78,14 @@ class IdentityKeys:
             os.close(fd)
         return cls(master)
 
+    @classmethod
+    def load(cls, path: Path) -> "IdentityKeys":
+        """The existing key in ``path`` (never a new one: a new key reads nothing recorded)."""
+        path = Path(path)
+        if not path.exists():
+            raise KeyFileError(f"{path} does not exist: no identity key to read the records with (identity.key_file)")
+        return cls(_read_private(path))
+
     def blind_index(self, subject: str) -> str:
         """HMAC-SHA256 of the subject's canonical form, hex: equal for the same person, opaque."""
         return hmac.new(self._index_key, canonical_subject(subject).encode("utf-8"), hashlib.sha256).hexdigest()

@@ -70,6 +70,7 @@ class ClosureRequest:
     expires_at: int
     used_at: int | None
     report_id: int | None = None  # the report this closure resolves, if any
+    blacklist: bool = False  # confirmed, the closure also blacklists the account's verified subject
 
 
 def _case(row: Any) -> Case:
@@ -162,17 +163,20 @@ class CaseRepo:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO closure_requests"
-                " (code, target, requested_by, reason, erase, evidence, caused_by, created_at, expires_at, report_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " (code, target, requested_by, reason, erase, evidence, caused_by, created_at, expires_at, report_id,"
+                " blacklist) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.code, request.target, request.requested_by, request.reason, int(request.erase),
                     None if request.evidence is None else audit.canonical_json(request.evidence),
                     json.dumps(list(request.caused_by)), request.created_at, request.expires_at, request.report_id,
+                    int(request.blacklist),
                 ),
             )
+            details = {"reason": request.reason, "erase": request.erase, "caused_by": list(request.caused_by),
+                       **({"blacklist": True} if request.blacklist else {})}
             await audit.append(
                 conn, now_ms=request.created_at, actor=request.requested_by, action="case.close_requested",
-                target=request.target, details={"reason": request.reason, "erase": request.erase, "caused_by": list(request.caused_by)},
+                target=request.target, details=details,
             )
 
     async def take_closure_request(self, code: str, now: int) -> ClosureRequest | None:
@@ -180,7 +184,7 @@ class CaseRepo:
         async with self._db.transaction() as conn:
             row = await (await conn.execute(
                 "SELECT code, target, requested_by, reason, erase, evidence, caused_by, created_at, expires_at, used_at,"
-                " report_id FROM closure_requests WHERE code = ? AND used_at IS NULL AND expires_at > ?",
+                " report_id, blacklist FROM closure_requests WHERE code = ? AND used_at IS NULL AND expires_at > ?",
                 (code, now),
             )).fetchone()
             if row is None:
@@ -188,5 +192,5 @@ class CaseRepo:
             await conn.execute("UPDATE closure_requests SET used_at = ? WHERE code = ?", (now, code))
         return ClosureRequest(
             row[0], row[1], row[2], row[3], bool(row[4]), None if row[5] is None else json.loads(row[5]),
-            tuple(json.loads(row[6])), row[7], row[8], now, row[10],
+            tuple(json.loads(row[6])), row[7], row[8], now, row[10], bool(row[11]),
         )

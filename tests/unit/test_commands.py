@@ -141,6 +141,9 @@ from bot.commands import accounts as account_commands  # noqa: E402
 from bot.commands import agreement as agreement_commands  # noqa: E402
 from bot.commands import records as record_commands  # noqa: E402
 from bot.commands import sanctions as sanction_commands  # noqa: E402
+from bot.commands import identity as identity_commands  # noqa: E402
+from bot.identity.keys import IdentityKeys  # noqa: E402
+from bot.identity.service import Identity  # noqa: E402
 from bot.commands.context import Services  # noqa: E402
 from bot.commands.dispatch import Dispatcher  # noqa: E402
 from bot.commands.registry import DRY_RUN  # noqa: E402
@@ -158,7 +161,7 @@ BAD_EVENT = {"event_id": "$bad", "room_id": LOBBY, "sender": BOB, "type": "m.roo
              "origin_server_ts": T0, "content": {"msgtype": "m.text", "body": "buy now"}}
 RULES_FILE = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
 ALL_COMMANDS = [*agreement_commands.COMMANDS, *sanction_commands.COMMANDS, *record_commands.COMMANDS,
-                *account_commands.COMMANDS]
+                *account_commands.COMMANDS, *identity_commands.COMMANDS]
 READS = {"resolve", "get_event", "room_state", "directory_visibility"}
 
 
@@ -203,6 +206,8 @@ class World:
     """The services wired as in bot.service, a dispatcher, and what reached the boundary."""
 
     def __init__(self, store, tmp_path, language="en", **config):
+        # Applicants need no verification here unless a test asks (tests/unit/test_identity_commands.py).
+        config.setdefault("identity", {"required_for": []})
         self.store, self.tmp_path, self.writes, self.replies = store, tmp_path, [], []
         self.state = PolicyState(bot_user_id=BOT, server_name="hs", agreement_version="1", moderators=frozenset({MOD}))
         self.settings = settings = Settings(homeserver={"url": "http://hs.test", "user_id": BOT, "password": "x" * 16},
@@ -223,7 +228,8 @@ class World:
         matrix = Boundary(self.writes, resolve=resolve, get_event=get_event, room_state=room_state,
                           directory_visibility=directory_visibility)
         onboarding, room_mode, management = Boundary(self.writes), Boundary(self.writes), Boundary(self.writes)
-        t, clock = Translator(language), lambda: T0
+        self.now = T0  # a test may move the clock
+        t, clock = Translator(language), lambda: self.now
         sanctions = Sanctions(store, self.state, matrix, room_mode, onboarding, None, management, t, settings, clock)
         reports = Reports(store, matrix, sanctions, onboarding, None, management, t, settings, clock)
         accounts = PublicAccounts(store, self.state, matrix, onboarding, management, t, settings, clock,
@@ -236,8 +242,12 @@ class World:
         agreements = AgreementService(store, self.state, AgreementDocument("1", "Be kind.", "0" * 64), clock, accepted)
         news = News(self.state, matrix, settings, None, lambda: {LOBBY})
         registry = Registry(ALL_COMMANDS)
+        self.identity = Identity(store, self.state, IdentityKeys(b"k" * 32), settings, clock)
+        self.identity.management = management
+        self.state.identity_required_for = frozenset(settings.identity.required_for)
+        self.state.identity_instructions = self.identity.how_to_verify(language)
         services = Services(t, self.state, store, agreements, onboarding, registry, sanctions, matrix, clock, reports,
-                            accounts, news, rules_path=RULES_FILE)
+                            accounts, news, rules_path=RULES_FILE, identity=self.identity)
         self.dispatcher = Dispatcher(registry, services, Boundary(self.replies))
         self._events = 0
 
@@ -312,6 +322,11 @@ async def nothing(world):
     return None
 
 
+async def seed_verified(world):
+    await world.send("!agree", sender=NEWBIE)  # an account the bot knows
+    await world.send(f"!verify {NEWBIE} id-card seen in person")
+
+
 # (what is there before, the command (%s: the confirmation code), who sends it, a step the dry run names)
 STATE_CHANGING = {
     "warn": (nothing, f"!warn {BOB} rude", MOD, "record a new case: warning @bob:hs"),
@@ -339,6 +354,10 @@ STATE_CHANGING = {
     "reload": (nothing, "!reload", MOD, "put the rules file's 3 news rule(s) and 5 repost source(s) in force"),
     "agree": (nothing, "!agree", NEWBIE, "record your acceptance of agreement version 1"),
     "rules": (nothing, "!rules", NEWBIE, "send the service agreement (version 1) in this chat"),
+    "verify": (lambda w: w.send("!agree", sender=NEWBIE), f"!verify {NEWBIE} id-card seen in person", MOD,
+               "record a manual verification of @newbie:hs: method id-card, level manual; note: seen in person"),
+    "unverify": (seed_verified, f"!unverify {NEWBIE} card was forged", MOD,
+                 "record that @newbie:hs is no longer verified (revoking the manual check verification)"),
 }
 
 
@@ -439,7 +458,7 @@ async def test_read_only_commands_answer_as_usual_and_say_so(store, tmp_path):
 def test_usage_and_help_show_the_flag_on_the_commands_that_take_it():
     registry = Registry(ALL_COMMANDS)
     assert registry.find("lift").usage() == "!lift <case> <reason…> [--dry-run]"
-    assert registry.find("close").usage() == "!close <user> <reason…> [--erase] [--dry-run]"
+    assert registry.find("close").usage() == "!close <user> <reason…> [--erase] [--blacklist] [--dry-run]"
     assert registry.find("resolve").usage() == "!resolve <report> <action…> [--dry-run]"
     assert registry.find("case").usage() == "!case <case>"
     assert registry.parse("!case 3 --dry-run").flags == {DRY_RUN}  # accepted, answered as usual

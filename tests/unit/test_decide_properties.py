@@ -180,3 +180,36 @@ def test_a_post_is_counted_only_when_it_is_allowed(spec, existing, action):
         assert decision.allowed and action.kind is ActionKind.SEND_EVENT
     if not decision.allowed:
         assert not decision.count_post and decision.reason is not None
+
+
+# --- identity (issue 9) ---
+purposes = st.frozensets(st.sampled_from(["post", "invite", "create_room", "public_account", "news"]))
+
+
+@SETTINGS
+@given(specs, measure_lists, actions, purposes, st.booleans())
+def test_identity_never_turns_a_refusal_into_an_allow(spec, existing, action, required, verified):
+    before = decide(action, build(spec, existing), NOW)
+    state = build(spec, existing)
+    state.identity_required_for = required
+    if verified:
+        state.verified[USER] = "L2"
+    after = decide(action, state, NOW)
+    if not before.allowed:
+        assert not after.allowed, (before, after)
+    if verified:  # a verified account is answered exactly as if nothing were required
+        assert after == before
+
+
+@SETTINGS
+@given(specs, measure_lists, actions, purposes)
+def test_an_unverified_account_is_refused_only_for_what_is_required(spec, existing, action, required):
+    state = build(spec, existing)
+    state.identity_required_for = required
+    verdict = decide(action, state, NOW)
+    if verdict.reason is Reason.NOT_VERIFIED:
+        purpose = {ActionKind.SEND_EVENT: "post", ActionKind.INVITE: "invite",
+                   ActionKind.CREATE_ROOM: "create_room"}[action.kind]
+        assert purpose in required
+        assert not state.in_clean_dm(action.room_id, USER) or action.kind is not ActionKind.SEND_EVENT
+# --- end identity ---

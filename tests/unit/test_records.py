@@ -40,6 +40,10 @@ async def fill(store):
     await store.accounts.approve(application, by="@mod:hs", note="ok", now=T0 + 6 * DAY,
                                  filing_number="IM2026-02-000001", category="news-website", name="每日新闻 Daily")
     await store.accounts.add_channel("@news:hs", "!daily:hs", T0 + 7 * DAY)
+    # issue 9: a verification, with an index and a ciphertext the export must leave out
+    await store.identity.record_verification(
+        user_id="@a:hs", verifier="assertion", method="eid", level="L2", verified_at=T0 + 8 * DAY,
+        recorded_at=T0 + 8 * DAY, actor="assertion", subject_index="ab" * 32, attributes=b"\x00" * 40, note=None)
     return case
 
 
