@@ -18,6 +18,7 @@ from bot.accounts import PublicAccounts
 from bot.agreement import AgreementDocument, AgreementService
 from bot.commands import accounts as account_commands
 from bot.commands import agreement as agreement_commands
+from bot.commands import identity as identity_commands
 from bot.commands import records as record_commands
 from bot.commands import sanctions as sanction_commands
 from bot.commands.context import Services
@@ -136,11 +137,11 @@ class Service:
         self.accounts.protected = lambda: set(self.room_mode.protected)
         registry = Registry([
             *agreement_commands.COMMANDS, *account_commands.COMMANDS, *sanction_commands.COMMANDS,
-            *record_commands.COMMANDS,
+            *record_commands.COMMANDS, *identity_commands.COMMANDS,
         ])
         services = Services(
             self.t, state, store, self.agreements, self.onboarding, registry, self.sanctions, matrix, self.clock,
-            self.reports, self.accounts, self.news, rules_path=settings.rules_path(),
+            self.reports, self.accounts, self.news, rules_path=settings.rules_path(), identity=early.identity,
         )
         self.router = Router(
             matrix, services, Dispatcher(registry, services, matrix), self.room_mode, self._room_name, self._members,
