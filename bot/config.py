@@ -173,6 +173,31 @@ class GateConfig(_Section):
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 
+    # --- active/standby (issue 11, bot.leader) ---
+    # Where the other bot processes reach this one's gate once it is the active one (they follow
+    # its state and send it what their gates saw). Default: http://<listen>.
+    advertise_url: str | None = None
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _advertise_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return None if value is None else value.rstrip("/")
+
+    @property
+    def advertised(self) -> str:
+        return self.advertise_url or f"http://{self.listen}"
+    # --- end active/standby
+
+
+class HaConfig(_Section):
+    """Active and standby (issue 11, bot.leader): with PostgreSQL every bot process on the database
+    takes part; one holds the lock and acts, the others' gates answer from its state."""
+
+    poll_seconds: float = Field(default=1.0, gt=0, le=10)  # a standby asks for the lock this often
+    heartbeat_seconds: float = Field(default=1.0, gt=0, le=10)  # the active checks its lock connection
+
 
 class AgreementConfig(_Section):
     version: str = "1"
@@ -398,6 +423,7 @@ class Settings(BaseSettings):
     language: Literal["zh-CN", "en"] = "zh-CN"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     identity: IdentityConfig = Field(default_factory=IdentityConfig)  # issue 9
+    ha: HaConfig = Field(default_factory=HaConfig)  # issue 11: active/standby
 
     @model_validator(mode="after")
     def _gate_token_when_enabled(self) -> "Settings":

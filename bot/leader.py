@@ -1,0 +1,127 @@
+"""Which bot process acts: a PostgreSQL session advisory lock on a connection of its own.
+
+With PostgreSQL several bot processes may run on one database; exactly one is active (syncs, runs
+commands, carries out effects), the others are hot standbys whose gates answer from the active's
+state (bot.standby). The active one is the holder of ``pg_advisory_lock(ACTIVE_LOCK)`` taken on a
+dedicated connection, not the store's: the store reconnects silently after a lost connection,
+which would drop the lock without anybody noticing. Here a lost connection *is* lost leadership:
+the heartbeat notices it within ``2 × heartbeat_seconds`` and the process stops acting at once.
+
+A new holder waits ``takeover_grace`` before it acts: PostgreSQL frees the lock the moment it sees
+the old connection gone, while the old process may need up to two heartbeats to notice; waiting
+them out means two actives never overlap. With SQLite there is one process and no standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Awaitable, Callable
+
+import asyncpg
+
+from bot.store.pg import ACTIVE_LOCK
+
+log = logging.getLogger(__name__)
+
+Connect = Callable[[str], Awaitable[asyncpg.Connection]]
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn, timeout=5)
+
+
+def instance_name() -> str:
+    """How /health and the kv advertisement name this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Leadership:
+    """The active bot's lock: ``acquire`` waits for it, ``hold`` returns when it is lost."""
+
+    def __init__(self, dsn: str, *, poll_seconds: float = 1.0, heartbeat_seconds: float = 1.0,
+                 connect: Connect = _connect) -> None:
+        self._dsn = dsn
+        self._connect = connect
+        self.poll_seconds = poll_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self.held = False
+
+    @property
+    def takeover_grace(self) -> float:
+        # The old holder's heartbeat: one interval until the next check, one for its timeout.
+        return 2 * self.heartbeat_seconds + 0.2
+
+    async def try_acquire(self) -> bool:
+        """One attempt: True if this process now holds the lock (a connection failure is False)."""
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await self._connect(self._dsn)
+            held = bool(await asyncio.wait_for(
+                self._conn.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK), self.poll_seconds * 5))
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("cannot ask PostgreSQL for the active bot's lock: %s: %s", type(exc).__name__, exc)
+            await self._drop()
+            return False
+        if held:
+            self.held = True
+            self._lost = asyncio.Event()
+            self._conn.add_termination_listener(lambda conn: self._lose("the lock's connection was closed"))
+        return held
+
+    async def acquire(self) -> None:
+        """Wait until this process holds the lock, asking every ``poll_seconds``."""
+        while not await self.try_acquire():
+            await asyncio.sleep(self.poll_seconds)
+
+    async def hold(self) -> None:
+        """Return as soon as the lock is lost: the connection closed or broken, or the server not
+        answering a heartbeat within ``heartbeat_seconds``."""
+        assert self.held, "hold() needs the lock"
+        heartbeat = asyncio.ensure_future(self._heartbeat())
+        try:
+            await self._lost.wait()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+        await self._drop()
+
+    async def _heartbeat(self) -> None:
+        while self.held:
+            await asyncio.sleep(self.heartbeat_seconds)
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                self._lose("the lock's connection is closed")
+                return
+            try:
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), self.heartbeat_seconds)
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self._lose(f"the lock's connection failed a heartbeat ({type(exc).__name__}: {exc})")
+                return
+
+    def _lose(self, why: str) -> None:
+        if self.held:
+            log.error("lost the active bot's lock: %s; acting stops now", why)
+        self.held = False
+        self._lost.set()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self.held = False
+        if conn is not None and not conn.is_closed():
+            conn.terminate()  # no goodbye: the server may be the thing that is gone
+
+    async def release(self) -> None:
+        """A clean stop: the lock goes to a standby at once (closing the session frees it)."""
+        self.held = False
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+

@@ -1,0 +1,93 @@
+"""The active bot's lock (bot.leader) on a real PostgreSQL: one holder among several processes'
+connections, and a lost connection is lost leadership at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import asyncpg
+import pytest
+
+from bot.leader import Leadership
+from bot.store.pg import ACTIVE_LOCK
+
+
+@pytest.fixture
+async def dsn(pg_cluster):
+    return await pg_cluster.fresh()
+
+
+async def test_of_two_processes_one_holds_the_lock_and_the_other_gets_it_when_released(dsn) -> None:
+    first, second = Leadership(dsn, poll_seconds=0.05), Leadership(dsn, poll_seconds=0.05)
+    try:
+        assert await first.try_acquire() is True
+        assert await second.try_acquire() is False
+        waiting = asyncio.ensure_future(second.acquire())
+        await asyncio.sleep(0.3)
+        assert not waiting.done(), "the standby must not get the lock while the active holds it"
+        await first.release()
+        await asyncio.wait_for(waiting, 2)
+        assert second.held and not first.held
+        assert await first.try_acquire() is False
+    finally:
+        await first.release()
+        await second.release()
+
+
+async def test_a_lost_connection_ends_leadership_at_once_and_the_standby_takes_the_lock(dsn) -> None:
+    active, standby = Leadership(dsn, heartbeat_seconds=0.2), Leadership(dsn, poll_seconds=0.05)
+    admin = await asyncpg.connect(dsn)
+    try:
+        assert await active.try_acquire()
+        holding = asyncio.ensure_future(active.hold())
+        taking = asyncio.ensure_future(standby.acquire())
+        await asyncio.sleep(0.3)
+        assert not holding.done() and not taking.done()
+        # The server drops the active's session (a network cut, a restart, an operator).
+        pid = await admin.fetchval("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
+                                   ACTIVE_LOCK & 0xFFFFFFFF)
+        assert pid is not None
+        cut = time.monotonic()
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.wait_for(holding, 2)
+        assert not active.held
+        assert time.monotonic() - cut < 2 * active.heartbeat_seconds + 0.3
+        await asyncio.wait_for(taking, 2)
+        assert standby.held
+    finally:
+        await admin.close()
+        await active.release()
+        await standby.release()
+
+
+async def test_a_server_that_stops_answering_ends_leadership_after_one_heartbeat(dsn) -> None:
+    active = Leadership(dsn, heartbeat_seconds=0.2)
+    try:
+        assert await active.try_acquire()
+        assert active._conn is not None
+        backend = active._conn.get_server_pid()
+        # The session's server process frozen: no answer, no closed socket (a hung host).
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            await asyncio.wait_for(active.hold(), 2)
+            assert not active.held
+            assert time.monotonic() - started < 2 * active.heartbeat_seconds + 0.3
+        finally:
+            os.kill(backend, signal.SIGCONT)
+    finally:
+        await active.release()
+
+
+async def test_an_unreachable_database_is_no_lock_not_an_error() -> None:
+    leadership = Leadership("postgresql://nobody@/nothing?host=/nonexistent-socket-dir", poll_seconds=0.01)
+    assert await leadership.try_acquire() is False
+    assert not leadership.held
+
+
+async def test_the_new_holder_waits_out_the_old_holders_heartbeat() -> None:
+    leadership = Leadership("postgresql://unused", heartbeat_seconds=1.5)
+    assert leadership.takeover_grace > 2 * 1.5
