@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import re
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -20,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.harness import User
+from tests.integration.harness import Moderation, User, new_user
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +138,40 @@ async def test_closing_an_account_without_an_identity_to_blacklist_says_so_and_s
     done = await mod.command(f"!confirm {code}", "nothing was blacklisted")
     assert done["content"]["body"].startswith("Case #")
     assert done["content"]["body"].endswith("nothing was blacklisted; the account is closed all the same.")
+
+
+async def test_a_chinese_bot_files_and_shows_categories_by_their_chinese_names(gated, make_bot):
+    # The harness's setup() waits for English answers; a zh-CN bot is set up here the same way.
+    moderator = await new_user(gated.hs, "mod")
+    alias = f"mods-zh-{moderator.user_id[5:13]}"
+    bot = make_bot(gated.hs, gated.bot, gate=gated, admin_token=True, moderators=[moderator.user_id],
+                   management_room=f"#{alias}:{gated.hs.server_name}", language="zh-CN",
+                   identity={"required_for": []})
+    bot.start()
+    status, room = await moderator.create_room(name="管理", room_alias_name=alias, invite=[gated.bot.user_id])
+    assert status == 200, room
+    mod = Moderation(bot, gated.bot.user_id, moderator, room["room_id"], [moderator])
+    await mod.command("!案件列表", "没有案件")
+    gina = await new_user(gated.hs, "gina")
+    mod.users.append(gina)
+    await gina.login()
+    gina.dm = await gina.wait_for_invite(mod.bot_id)
+    await gina.join(gina.dm)
+    await ask(gina, mod.bot_id, "!同意", "谢谢")
+
+    applied = await ask(gina, mod.bot_id, "!申请 公众账号 企业 某某科技", "已收到申请")
+    number = int(re.search(r"#(\d+)", applied).group(1))
+    announced = await moderator.wait_for_message(mod.room, mod.bot_id, f"申请 #{number}（")
+    assert "公众账号，类别 企业，名称 某某科技" in announced["content"]["body"]
+    pending = await mod.command("!申请列表", "等待审核的申请")
+    assert f"#{number} 公众账号，类别 企业，名称 某某科技：等待审核" in pending["content"]["body"]
+    await mod.command(f"!通过 {number}", "已通过")
+    whois = await ask(gina, mod.bot_id, f"!查询 {gina.user_id}", "公众账号")
+    assert "类别 企业" in whois and "enterprise" not in whois, whois
+    refused = await ask(gina, mod.bot_id, "!申请 公众账号 占星 星星", "未知类别")
+    assert refused == "未知类别 占星。请从以下类别中选择：新闻单位, 新闻网站, 政府机关, 企业, 事业单位, 自媒体, 个人。"
+    # The register keeps the canonical key.
+    with sqlite3.connect(bot.config["database"]["path"]) as conn:
+        assert conn.execute("SELECT category FROM filings").fetchall() == [("enterprise",)]
+    for user in mod.users:
+        await user.close()
