@@ -30,6 +30,8 @@ from bot.identity.service import Identity
 from bot.policy import PolicyState
 from bot.policy.sanctions import Measure, Rate, SanctionKind
 from bot.policy.state import PublicAccount
+from bot.replica.changelog import ChangeLog  # issue 10
+from bot.replica.publisher import ReplicaPublisher  # issue 10
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ class GateFirst:
             self.gate = Gate(state, self._t, settings.gate.token.get_secret_value(), self.prompt, self.health,
                              self._clock, self.published, self.directory)
             self.gate.identity_endpoint = identity_endpoint(self.identity, settings, self._clock)  # issue 9
+            # issue 10: from here on every change of the state is numbered for the Synapse modules'
+            # replicas, served beside the gate (bot.replica)
+            self.gate.replica = ReplicaPublisher(ChangeLog(state), self.gate, self._clock)
             await self.gate.start(settings.gate.host, settings.gate.port)
         log.info("gate answering from the store %.2f s after start-up began (%d accounts)",
                  time.perf_counter() - started, len(state.accepted))

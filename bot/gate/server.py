@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -28,6 +28,9 @@ from bot.directory import DirectoryGuard
 from bot.i18n import Translator
 from bot.policy import Action, ActionKind, Decision, PolicyState, decide
 from bot.policy.decide import news_verdict
+
+if TYPE_CHECKING:
+    from bot.replica.publisher import ReplicaPublisher
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class Gate:
         self._scope_changes: dict[str, int] = {}
         # issue 9: POST /identity/v1/verifications (bot.identity.assertion), set before start()
         self.identity_endpoint: Callable[[web.Request], Awaitable[web.Response]] | None = None
+        # issue 10: the replica routes (bot.replica.publisher), set before start()
+        self.replica: ReplicaPublisher | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -99,6 +104,9 @@ class Gate:
         app.router.add_get("/metrics", self._metrics)
         if self.identity_endpoint is not None:  # issue 9: signed, not bearer-authorised
             app.router.add_post("/identity/v1/verifications", self.identity_endpoint)
+        if self.replica is not None:  # issue 10
+            self.replica.add_routes(app)
+            self.metrics.include(self.replica)
         return app
 
     async def start(self, host: str, port: int) -> None:
@@ -173,9 +181,8 @@ class Gate:
                 await new_rooms.settle(action.user_id)  # perhaps the room it just created public
             now = self._clock()
             decision = decide(action, self._state, now)
-            if (new_rooms is not None and decision.allowed and action.kind is ActionKind.CREATE_ROOM
-                    and self._state.is_local(action.user_id) and not self._state.is_exempt(action.user_id)):
-                await new_rooms.room_creation(action.user_id)
+            if decision.allowed and action.kind is ActionKind.CREATE_ROOM:
+                await self.room_created(action.user_id)
         except SchemaError as exc:
             self.metrics.count(name, "bad_request")
             return _error(400, "M_INVALID_PARAM", str(exc))
@@ -237,7 +244,43 @@ class Gate:
                        body=action.body, quotes_reply=action.quotes_reply)
         verdict = news_verdict(probe, self._state, now)
         if not verdict.allowed:
-            self._state.private_news[action.room_id] = verdict.params.get("rule", "")
+            self.remember_private_news(action.room_id, verdict.params.get("rule", ""))
+
+    # --- replica (issue 10): what a module's decision leaves behind goes through these, the same
+    # handlers as the gate's own decisions (bot.replica.publisher).
+    @property
+    def state(self) -> PolicyState:
+        return self._state
+
+    def authorised(self, request: web.Request) -> bool:
+        return self._authorised(request)
+
+    async def read_json(self, request: web.Request) -> dict[str, Any] | web.Response:
+        return await self._read_json(request)
+
+    def refusal(self, decision: Decision) -> web.Response:
+        return self._refusal(decision)
+
+    def on_prompt(self, user_id: str) -> None:
+        self._on_prompt(user_id)
+
+    def on_publish(self, user_id: str, room_id: str) -> None:
+        self._on_publish(user_id, room_id)
+
+    def scope_change(self, room_id: str, body: dict[str, Any]) -> None:
+        self._scope_change(room_id, body)
+
+    async def room_created(self, user_id: str) -> None:
+        """An allowed room creation: the directory guard follows the new room."""
+        if self._new_rooms is not None and self._state.is_local(user_id) and not self._state.is_exempt(user_id):
+            await self._new_rooms.room_creation(user_id)
+
+    def remember_private_news(self, room_id: str, rule: str) -> None:
+        """News posted out of scope in ``room_id`` (the first rule noted stays); never a DM with
+        the bot, which is never opened."""
+        if room_id not in self._state.private_news and room_id not in self._state.dm_user_by_room:
+            self._state.private_news[room_id] = rule
+    # --- end replica
 
     def _username_callback(self) -> web.Response:
         if not self.username_callback_seen:

@@ -1,0 +1,301 @@
+"""The bot's side of the replica, served by the gate's HTTP server (same token, same port).
+
+- ``GET /replica/v1/snapshot``: the whole state at a sequence number (bot.replica.protocol).
+- ``GET /replica/v1/changes?since=N[&epoch=E][&timeout=ms]``: the changes after N, long-polled.
+- ``POST /replica/v1/reports``: what the modules' decisions leave for the bot (prompts, counted
+  posts, texts in scope, private news, scope changes, new and published rooms), applied once per
+  item id by the gate's own follow-up code.
+- ``POST /replica/v1/ratecap``: the gate's answer to a post of an account under a rate cap,
+  asked synchronously because the count is shared by every Synapse process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import orjson
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.policy import Action, ActionKind, decide
+from bot.replica.changelog import ChangeLog, ChangesGone
+
+if TYPE_CHECKING:
+    from bot.gate.server import Gate
+
+log = logging.getLogger(__name__)
+
+MAX_POLL_MS = 30_000
+DEFAULT_POLL_MS = 25_000
+MAX_CHANGES = 10_000  # per answer: a replica far behind asks again from the last one
+SEEN_IDS = 100_000  # report item ids remembered, so a retried batch is applied once
+SUBSCRIBER_WINDOW_S = 90.0  # a replica that polled this recently counts as subscribed
+MAX_ITEMS = 10_000
+
+
+def _error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+class ItemError(ValueError):
+    """A report item the bot cannot apply; the message names it."""
+
+
+def _text(item: dict[str, Any], key: str, index: int, optional: bool = False) -> Any:
+    value = item.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ItemError(f"item {index}: '{key}' must be a non-empty string")
+    return value
+
+
+def _int(item: dict[str, Any], key: str, index: int) -> int:
+    value = item.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ItemError(f"item {index}: '{key}' must be a non-negative integer (ms)")
+    return value
+
+
+class ReplicaPublisher(Collector):
+    def __init__(self, log_: ChangeLog, gate: "Gate", clock: Callable[[], int]) -> None:
+        self.changes = log_
+        self._gate = gate
+        self._clock = clock
+        self._changed = asyncio.Event()
+        self._waiting = 0
+        log_.on_change = self._wake
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._subscribers: dict[str, float] = {}
+        self.snapshots = 0
+        self.snapshot_bytes = 0
+        self.snapshot_seconds = 0.0
+        self.snapshot_loop_seconds = 0.0  # of which the event loop was held (encoding the state)
+        self.reports_applied = 0
+        self.reports_duplicate = 0
+        self.ratecap_questions = 0
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/replica/v1/snapshot", self._snapshot)
+        app.router.add_get("/replica/v1/changes", self._changes)
+        app.router.add_post("/replica/v1/reports", self._reports)
+        app.router.add_post("/replica/v1/ratecap", self._ratecap)
+
+    def _wake(self) -> None:
+        # Called on every change, inside the mutation: only a flag when nobody waits.
+        if self._waiting:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        if not self._gate.authorised(request):
+            return _error(401, "M_UNKNOWN_TOKEN", "missing or wrong bearer token")
+        return None
+
+    async def _authorised_json(self, request: web.Request) -> dict[str, Any] | web.Response:
+        """A POST's JSON object, or the gate's refusal of the token or of the body."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        return await self._gate.read_json(request)
+
+    # -- the state -----------------------------------------------------------------------------
+
+    async def snapshot_bytes_now(self) -> bytes:
+        """The snapshot, serialised. Encoding copies the state into plain containers on the
+        loop (the state must not move meanwhile); serialising them, the long part, runs in a
+        thread, so the gate keeps answering."""
+        started = time.perf_counter()
+        document = self.changes.snapshot()
+        encoded = time.perf_counter()
+        body = await asyncio.to_thread(orjson.dumps, document)
+        self.snapshots += 1
+        self.snapshot_bytes = len(body)
+        self.snapshot_loop_seconds = encoded - started
+        self.snapshot_seconds = time.perf_counter() - started
+        return body
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        self._subscribed(request)
+        body = await self.snapshot_bytes_now()
+        log.info("replica snapshot for %s: seq %d, %d bytes in %.3f s (%.3f s on the loop)", request.remote,
+                 self.changes.seq, len(body), self.snapshot_seconds, self.snapshot_loop_seconds)
+        return web.Response(body=body, content_type="application/json")
+
+    async def _changes(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        query = request.query
+        since_text, timeout_text = query.get("since"), query.get("timeout", str(DEFAULT_POLL_MS))
+        if since_text is None or not since_text.isdigit():
+            return _error(400, "M_INVALID_PARAM", "'since' must be the seq of the last change applied (an integer >= 0)")
+        if not timeout_text.isdigit():
+            return _error(400, "M_INVALID_PARAM", f"'timeout' must be milliseconds (0 to {MAX_POLL_MS})")
+        since, timeout_ms = int(since_text), min(int(timeout_text), MAX_POLL_MS)
+        epoch = query.get("epoch")
+        if epoch is not None and epoch != self.changes.epoch:
+            return _error(410, "M_REPLICA_GONE", f"the bot restarted (epoch {self.changes.epoch}): take a new snapshot")
+        self._subscribed(request)
+        try:
+            if since == self.changes.seq and timeout_ms > 0:
+                await self._wait(timeout_ms / 1000)
+            records = self.changes.since(since, MAX_CHANGES)
+        except ChangesGone as exc:
+            return _error(410, "M_REPLICA_GONE", f"{exc}: take a new snapshot")
+        body = orjson.dumps({"epoch": self.changes.epoch, "seq": self.changes.seq, "changes": records})
+        return web.Response(body=body, content_type="application/json")
+
+    async def _wait(self, timeout_s: float) -> None:
+        changed = self._changed
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(changed.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._waiting -= 1
+
+    def _subscribed(self, request: web.Request) -> None:
+        # A replica is named by its address and the id it may send (two workers on one host).
+        name = f"{request.remote} {request.headers.get('X-Replica-Id', '')}"
+        now = time.monotonic()
+        self._subscribers[name] = now
+        if len(self._subscribers) > 1_000:
+            for stale in [n for n, t in self._subscribers.items() if now - t > SUBSCRIBER_WINDOW_S]:
+                del self._subscribers[stale]
+
+    @property
+    def subscribers(self) -> int:
+        now = time.monotonic()
+        return sum(1 for t in self._subscribers.values() if now - t <= SUBSCRIBER_WINDOW_S)
+
+    # -- module -> bot -------------------------------------------------------------------------
+
+    async def _reports(self, request: web.Request) -> web.Response:
+        body = await self._authorised_json(request)
+        if isinstance(body, web.Response):
+            return body
+        items = body.get("items")
+        if not isinstance(items, list) or len(items) > MAX_ITEMS:
+            return _error(400, "M_INVALID_PARAM", f"'items' must be a list of at most {MAX_ITEMS} report items")
+        try:
+            steps = [self._step(item, index) for index, item in enumerate(items)]
+        except ItemError as exc:
+            return _error(400, "M_INVALID_PARAM", f"{exc}; nothing of this batch was applied")
+        applied = duplicates = 0
+        for item_id, step in steps:
+            if item_id in self._seen:
+                duplicates += 1
+                continue
+            self._seen[item_id] = None
+            if len(self._seen) > SEEN_IDS:
+                self._seen.popitem(last=False)
+            await step()
+            applied += 1
+        self.reports_applied += applied
+        self.reports_duplicate += duplicates
+        return web.json_response({"applied": applied, "duplicates": duplicates})
+
+    def _step(self, item: Any, index: int) -> tuple[str, Callable[[], Any]]:
+        """Check one item and return its id and how to apply it: each kind is what the gate's
+        callback handler does after the same decision (bot.gate.server), called, not copied."""
+        if not isinstance(item, dict):
+            raise ItemError(f"item {index} must be an object")
+        item_id, kind = _text(item, "id", index), item.get("kind")
+        gate, state = self._gate, self._gate.state
+        now = self._clock()
+
+        async def run(work: Callable[[], Any]) -> None:
+            result = work()
+            if asyncio.iscoroutine(result):
+                await result
+
+        if kind == "prompt":
+            user = _text(item, "user_id", index)
+            return item_id, lambda: run(lambda: gate.on_prompt(user))
+        if kind == "post":
+            user, event_id = _text(item, "user_id", index), _text(item, "event_id", index, optional=True)
+            at = min(_int(item, "ts", index), now)  # never counted in the future
+            return item_id, lambda: run(lambda: state.note_post(user, at, event_id))
+        if kind == "text":
+            user, text = _text(item, "user_id", index), _text(item, "body", index)
+            at = min(_int(item, "ts", index), now)
+            return item_id, lambda: run(lambda: state.remember_text(text, user, at))
+        if kind == "private_news":
+            room, rule = _text(item, "room_id", index), item.get("rule")
+            if not isinstance(rule, str):
+                raise ItemError(f"item {index}: 'rule' must be a string")
+            return item_id, lambda: run(lambda: gate.remember_private_news(room, rule))
+        if kind == "scope":
+            room, event = _text(item, "room_id", index), item.get("event")
+            if not isinstance(event, dict):
+                raise ItemError(f"item {index}: 'event' must be the state event (an object)")
+            return item_id, lambda: run(lambda: gate.scope_change(room, {"event": event}))
+        if kind == "publish":
+            user, room = _text(item, "user_id", index), _text(item, "room_id", index)
+            return item_id, lambda: run(lambda: gate.on_publish(user, room))
+        if kind == "new_room":
+            user = _text(item, "user_id", index)
+            return item_id, lambda: run(lambda: gate.room_created(user))
+        raise ItemError(f"item {index}: unknown kind {str(kind)[:40]!r} (prompt, post, text, private_news, scope, "
+                        "publish, new_room)")
+
+    async def _ratecap(self, request: web.Request) -> web.Response:
+        """The gate's own answer to a post by ``user_id``: 200 {} (counted once by event ID) or
+        403 with the refusal the gate would send."""
+        body = await self._authorised_json(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            user, event_id = _text(body, "user_id", 0), _text(body, "event_id", 0, optional=True)
+            at = min(_int(body, "ts", 0), self._clock())
+        except ItemError as exc:
+            return _error(400, "M_INVALID_PARAM", str(exc).removeprefix("item 0: "))
+        self.ratecap_questions += 1
+        state = self._gate.state
+        if event_id is not None and state.is_counted(user, event_id):
+            return web.json_response({})  # asked again (a retry): it was allowed and counted
+        decision = decide(Action(ActionKind.SEND_EVENT, user), state, at)
+        if not decision.allowed:
+            return self._gate.refusal(decision)
+        if decision.count_post:
+            state.note_post(user, at, event_id)
+        return web.json_response({})
+
+    # -- /metrics ------------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value, text in (
+            ("rulesbot_replica_subscribers", self.subscribers,
+             f"Replicas (Synapse processes) that asked for the state in the last {SUBSCRIBER_WINDOW_S:.0f} s"),
+            ("rulesbot_replica_polls_waiting", self._waiting, "Change long-polls waiting now"),
+            ("rulesbot_replica_seq", self.changes.seq, "The newest change's sequence number"),
+            ("rulesbot_replica_snapshot_bytes", self.snapshot_bytes, "Size of the last snapshot served"),
+            ("rulesbot_replica_snapshot_seconds", self.snapshot_seconds, "Time to build and serialise the last snapshot"),
+            ("rulesbot_replica_snapshot_loop_seconds", self.snapshot_loop_seconds,
+             "Of which the event loop was held (encoding the state)"),
+        ):
+            gauge = GaugeMetricFamily(name, text)
+            gauge.add_metric([], value)
+            yield gauge
+        for name, value, text in (
+            ("rulesbot_replica_changes", self.changes.seq, "Changes emitted since the bot started"),
+            ("rulesbot_replica_snapshots", self.snapshots, "Snapshots served"),
+            ("rulesbot_replica_reports_applied", self.reports_applied, "Report items from modules applied"),
+            ("rulesbot_replica_reports_duplicate", self.reports_duplicate, "Report items seen before, not applied again"),
+            ("rulesbot_replica_ratecap_questions", self.ratecap_questions, "Rate-cap questions answered"),
+        ):
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], value)
+            yield counter

@@ -1,0 +1,216 @@
+"""The replica routes on the gate's server: snapshot, long-polled changes, the modules' reports and
+the synchronous rate-cap question, each with its refusals (401, 400, 410) and their messages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.gate.server import Gate
+from bot.i18n import Translator
+from bot.policy import PolicyState
+from bot.policy.news import NewsRules
+from bot.policy.sanctions import Measure, Rate, SanctionKind
+from bot.replica.changelog import ChangeLog
+from bot.replica.protocol import apply_change, apply_snapshot, encode_state
+from bot.replica.publisher import ReplicaPublisher
+
+TOKEN = "gate-token-" + "x" * 16
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NOW = 1_700_000_000_000
+AGREED, CAPPED, NEW = "@agreed:hs.test", "@capped:hs.test", "@new:hs.test"
+SCOPED = "!public:hs.test"
+HOUR = 3_600_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+async def replica():
+    state = PolicyState(bot_user_id="@bot:hs.test", server_name="hs.test", agreement_version="1")
+    state.news_rules = NewsRules.from_mapping({"news": [{"id": "gov", "keywords": ["国务院"]}]})
+    for user in (AGREED, CAPPED):
+        state.record_acceptance(user, "1")
+    state.add_measure(CAPPED, Measure(7, SanctionKind.RESTRICT, None, Rate(1, HOUR)))
+    state.news_scope = {SCOPED}
+    prompted: list[str] = []
+    published: list[tuple[str, str]] = []
+    clock = Clock()
+    gate = Gate(state, Translator("en"), TOKEN, prompted.append, clock=clock,
+                on_publish=lambda user, room: published.append((user, room)))
+    gate.replica = publisher = ReplicaPublisher(ChangeLog(state, ring_size=50), gate, clock)
+    async with TestClient(TestServer(gate.app())) as client:
+        client.state, client.publisher, client.prompted, client.published = state, publisher, prompted, published
+        client.clock = clock
+        yield client
+
+
+async def snapshot_and_follow(client) -> PolicyState:
+    snap = await (await client.get("/replica/v1/snapshot", headers=AUTH)).json()
+    local = apply_snapshot(snap)
+    changes = await (await client.get(f"/replica/v1/changes?since={snap['seq']}&timeout=0", headers=AUTH)).json()
+    for change in changes["changes"]:
+        apply_change(local, change)
+    return local
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/replica/v1/snapshot"), ("GET", "/replica/v1/changes?since=0"),
+    ("POST", "/replica/v1/reports"), ("POST", "/replica/v1/ratecap"),
+])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}], ids=["none", "wrong"])
+async def test_every_route_needs_the_gate_token(replica, method, path, headers) -> None:
+    resp = await replica.request(method, path, headers=headers, json={})
+    assert resp.status == 401
+    assert await resp.json() == {"errcode": "M_UNKNOWN_TOKEN", "error": "missing or wrong bearer token"}
+
+
+async def test_a_snapshot_rebuilds_the_state_and_changes_follow_a_gate_decision(replica) -> None:
+    local = await snapshot_and_follow(replica)
+    assert encode_state(local) == encode_state(replica.state)
+    seq = replica.publisher.changes.seq
+    # A post the gate allows in scope is remembered (identical-repost memory): a change.
+    body = {"event": {"sender": AGREED, "room_id": SCOPED, "type": "m.room.message", "event_id": "$1",
+                      "content": {"msgtype": "m.text", "body": "hello all"}}}
+    assert (await replica.post("/antispam/check_event_for_spam", json=body, headers=AUTH)).status == 200
+    answer = await (await replica.get(f"/replica/v1/changes?since={seq}", headers=AUTH)).json()
+    assert [c["field"] for c in answer["changes"]] == ["recent_texts"]
+    assert answer["epoch"] == replica.publisher.changes.epoch and answer["seq"] == seq + 1
+    for change in answer["changes"]:
+        apply_change(local, change)
+    assert local.recent_texts == replica.state.recent_texts
+
+
+async def test_a_long_poll_answers_within_milliseconds_of_a_change(replica) -> None:
+    seq = replica.publisher.changes.seq
+    started = time.perf_counter()
+    poll = asyncio.ensure_future(replica.get(f"/replica/v1/changes?since={seq}&timeout=20000", headers=AUTH))
+    await asyncio.sleep(0.1)
+    assert not poll.done()
+    changed_at = time.perf_counter()
+    replica.state.record_acceptance(NEW, "1")
+    answer = await (await poll).json()
+    waited = time.perf_counter() - changed_at
+    assert [(c["field"], c["key"], c["value"]) for c in answer["changes"]] == [("accepted", NEW, "1")]
+    assert waited < 0.05, waited
+    assert time.perf_counter() - started < 1
+
+
+async def test_a_long_poll_with_nothing_new_answers_empty_at_its_timeout(replica) -> None:
+    seq = replica.publisher.changes.seq
+    started = time.perf_counter()
+    answer = await (await replica.get(f"/replica/v1/changes?since={seq}&timeout=150", headers=AUTH)).json()
+    assert answer["changes"] == [] and answer["seq"] == seq
+    assert 0.14 < time.perf_counter() - started < 1
+
+
+@pytest.mark.parametrize("query, message", [
+    ("", "'since' must be the seq of the last change applied"),
+    ("since=-1", "'since' must be the seq of the last change applied"),
+    ("since=abc", "'since' must be the seq of the last change applied"),
+    ("since=0&timeout=soon", "'timeout' must be milliseconds"),
+])
+async def test_a_bad_query_is_400_with_its_reason(replica, query, message) -> None:
+    resp = await replica.get(f"/replica/v1/changes?{query}", headers=AUTH)
+    data = await resp.json()
+    assert resp.status == 400 and data["errcode"] == "M_INVALID_PARAM" and message in data["error"]
+
+
+async def test_changes_the_ring_no_longer_holds_another_epoch_or_a_future_seq_are_410(replica) -> None:
+    for index in range(60):  # the fixture's ring keeps 50
+        replica.state.record_acceptance(f"@u{index}:hs.test", "1")
+    seq = replica.publisher.changes.seq
+    for query, message in [("since=0", "no longer kept"), (f"since={seq + 5}", "not of this epoch"),
+                           (f"since={seq}&epoch=another", "the bot restarted")]:
+        resp = await replica.get(f"/replica/v1/changes?{query}&timeout=0", headers=AUTH)
+        data = await resp.json()
+        assert resp.status == 410 and data["errcode"] == "M_REPLICA_GONE", query
+        assert message in data["error"] and "take a new snapshot" in data["error"]
+    ok = await replica.get(f"/replica/v1/changes?since={seq - 10}&timeout=0", headers=AUTH)
+    assert len((await ok.json())["changes"]) == 10
+
+
+def items(*entries: dict) -> dict:
+    return {"items": list(entries)}
+
+
+async def test_reports_are_applied_by_the_gates_handlers_once_per_item_id(replica) -> None:
+    state = replica.state
+    batch = items(
+        {"id": "prompt:1", "kind": "prompt", "user_id": NEW},
+        {"id": "post:a", "kind": "post", "user_id": CAPPED, "ts": NOW - 1000},  # no event ID: only the item id
+        {"id": "text:1", "kind": "text", "user_id": AGREED, "body": "国务院 今天", "ts": NOW},
+        {"id": "pn:1", "kind": "private_news", "room_id": "!private:hs.test", "rule": "gov", "user_id": AGREED},
+        {"id": "scope:1", "kind": "scope", "room_id": "!opened:hs.test",
+         "event": {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "public"},
+                   "room_id": "!opened:hs.test", "sender": AGREED}},
+        {"id": "publish:1", "kind": "publish", "user_id": AGREED, "room_id": "!pub:hs.test"},
+        {"id": "new_room:1", "kind": "new_room", "user_id": AGREED},
+    )
+    first = await replica.post("/replica/v1/reports", json=batch, headers=AUTH)
+    assert first.status == 200 and await first.json() == {"applied": 7, "duplicates": 0}
+    again = await replica.post("/replica/v1/reports", json=batch, headers=AUTH)  # the module retries
+    assert await again.json() == {"applied": 0, "duplicates": 7}
+    assert replica.prompted == [NEW]
+    assert state.sanctions[CAPPED].recent_posts == [NOW - 1000]
+    assert state.seen_from_other("国务院 今天", NEW, NOW)
+    assert state.private_news == {"!private:hs.test": "gov"}
+    assert "!opened:hs.test" in state.open_rooms
+    assert replica.published == [(AGREED, "!pub:hs.test")]
+
+
+@pytest.mark.parametrize("item, message", [
+    ({"kind": "prompt", "user_id": NEW}, "item 1: 'id' must be a non-empty string"),
+    ({"id": "x", "kind": "post", "user_id": CAPPED, "ts": "now"}, "item 1: 'ts' must be a non-negative integer"),
+    ({"id": "x", "kind": "teleport"}, "item 1: unknown kind 'teleport'"),
+    ({"id": "x", "kind": "scope", "room_id": "!r:hs.test", "event": "m.room.join_rules"}, "'event' must be"),
+])
+async def test_a_bad_item_refuses_the_whole_batch_by_name(replica, item, message) -> None:
+    good = {"id": "prompt:ok", "kind": "prompt", "user_id": NEW}
+    resp = await replica.post("/replica/v1/reports", json=items(good, item), headers=AUTH)
+    data = await resp.json()
+    assert resp.status == 400 and data["errcode"] == "M_INVALID_PARAM"
+    assert message in data["error"] and "nothing of this batch was applied" in data["error"]
+    assert replica.prompted == []
+    # ... and the good item is applied when it comes again without the bad one.
+    assert await (await replica.post("/replica/v1/reports", json=items(good), headers=AUTH)).json() == {
+        "applied": 1, "duplicates": 0}
+
+
+async def test_reports_body_must_hold_a_list_of_items(replica) -> None:
+    resp = await replica.post("/replica/v1/reports", json={"items": "all"}, headers=AUTH)
+    assert resp.status == 400 and "'items' must be a list" in (await resp.json())["error"]
+
+
+async def test_the_rate_cap_question_gets_the_gates_answer_and_counts_once(replica) -> None:
+    ask = {"user_id": CAPPED, "event_id": "$first", "ts": NOW}
+    assert (await replica.post("/replica/v1/ratecap", json=ask, headers=AUTH)).status == 200
+    assert replica.state.sanctions[CAPPED].recent_posts == [NOW]
+    retried = await replica.post("/replica/v1/ratecap", json=ask, headers=AUTH)  # the same post again
+    assert retried.status == 200 and replica.state.sanctions[CAPPED].recent_posts == [NOW]
+    second = await replica.post("/replica/v1/ratecap", json={**ask, "event_id": "$second", "ts": NOW + 1},
+                                headers=AUTH)
+    data = await second.json()
+    assert second.status == 403 and data["errcode"] == "M_FORBIDDEN"
+    assert "1/1h" in data["error"]  # the gate's own rate-cap refusal
+    bad = await replica.post("/replica/v1/ratecap", json={"user_id": CAPPED}, headers=AUTH)
+    assert bad.status == 400 and (await bad.json())["error"] == "'ts' must be a non-negative integer (ms)"
+
+
+async def test_metrics_show_subscribers_changes_and_the_snapshot(replica) -> None:
+    await snapshot_and_follow(replica)
+    text = await (await replica.get("/metrics")).text()
+    assert "rulesbot_replica_subscribers 1.0" in text
+    assert f"rulesbot_replica_changes_total {float(replica.publisher.changes.seq)}" in text
+    assert "rulesbot_replica_snapshots_total 1.0" in text
+    size = replica.publisher.snapshot_bytes
+    assert size > 100 and f"rulesbot_replica_snapshot_bytes {float(size)}" in text
