@@ -310,6 +310,21 @@ class PublicAccountsConfig(_Section):
             raise ValueError("the format must contain {seq}, or every filing number would be the same")
         return value
 
+    @field_validator("category_names", mode="before")
+    @classmethod
+    def _names_are_words_or_per_language(cls, value: Any) -> Any:
+        # Said plainly here: pydantic's own message for a union lists both branches' errors.
+        if not isinstance(value, dict):
+            return value  # pydantic says what is wrong with it
+        for key, names in value.items():
+            if isinstance(names, dict):
+                unknown = sorted(str(language) for language in names if language not in LANGUAGES)
+                if unknown:
+                    raise ValueError(f"{key!r} names languages {', '.join(unknown)}; use zh-CN or en")
+            elif not isinstance(names, str):
+                raise ValueError(f"{key!r} must be a name, or names per language ({{zh-CN: …, en: …}})")
+        return value
+
     @model_validator(mode="after")
     def _names_name_known_categories(self) -> "PublicAccountsConfig":
         # Each name is one word of `!apply public <category> <name…>`, and must point at one

@@ -5,9 +5,10 @@ import csv
 import io
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from bot.config import DEFAULT_CATEGORIES, PublicAccountsConfig
+from bot.config import DEFAULT_CATEGORIES, ConfigError, PublicAccountsConfig, load_config
 from bot.export import export
 from tests.unit.test_commands import MOD, PUB, World
 
@@ -40,6 +41,22 @@ def test_an_old_config_with_its_own_categories_still_loads_and_names_may_be_adde
 def test_names_that_would_be_ambiguous_or_unparseable_are_refused_naming_the_key(config, error):
     with pytest.raises(ValidationError, match="category_names: " + error.replace("(", r"\(")):
         PublicAccountsConfig(**config)
+
+
+@pytest.mark.parametrize("names, error", [
+    ({"enterprise": {"zh-CN": "企业", "fr": "Entreprise"}},
+     "public_accounts.category_names: 'enterprise' names languages fr; use zh-CN or en"),
+    ({"enterprise": ["企业"]},
+     "public_accounts.category_names: 'enterprise' must be a name, or names per language ({zh-CN: …, en: …})"),
+])
+def test_check_config_names_the_key_of_a_malformed_name(tmp_path, names, error):
+    path = tmp_path / "bot.yaml"
+    path.write_text(yaml.safe_dump({
+        "homeserver": {"url": "http://hs.test", "user_id": "@bot:hs", "password": "x" * 16}, "gate": {"enabled": False},
+        "public_accounts": {"category_names": names}}, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"invalid config {path}: {error}"
 
 
 async def test_chinese_and_english_applications_file_the_same_category_key(store, tmp_path):
