@@ -420,4 +420,9 @@ MESSAGES: dict[str, str] = {
     "dry.blacklist_nothing": "blacklist nobody: {user} has no verification that names an identity (manual or none); the closure goes ahead",
     "account.approve_unverified": "Application #{application} cannot be approved: {user} has no verified real identity, which this server requires (identity.required_for: {purpose}). Nothing was recorded; they can learn how with !verify.",
     # --- end identity in chat ---
+    # -- bot.synapse (the in-process module) --
+    "synapse.unavailable": (
+        "{what}: the rules service of this server cannot decide right now (it has not heard from "
+        "the rules bot for too long). Try again in a few minutes."
+    ),
 }

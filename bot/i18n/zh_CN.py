@@ -358,4 +358,6 @@ MESSAGES: dict[str, str] = {
     "dry.blacklist_nothing": "不列入黑名单：{user} 没有带身份的认证（人工核验或未认证）；关闭照常进行",
     "account.approve_unverified": "申请 #{application} 无法通过：{user} 未完成实名认证，而本服务器要求认证（identity.required_for：{purpose}）。未作任何记录；对方可发送 !实名认证 了解方式。",
     # --- end identity in chat ---
+    # -- bot.synapse（进程内模块）--
+    "synapse.unavailable": "{what}：本服务器的规则服务暂时无法判断（与规则机器人失去联系过久）。请几分钟后再试。",
 }

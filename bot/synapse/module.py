@@ -1,0 +1,258 @@
+"""``bot.synapse.RulesModule``: the rules decided inside Synapse, from a replica of the bot's state.
+
+Load it in homeserver.yaml (config/synapse-module-inprocess.yaml). Every Synapse process that loads
+modules (the main process, each worker) holds its own replica (bot.synapse.replica), decides each
+callback with the core's ``decide()`` exactly as the gate does (bot.synapse.judge), and sends what
+the bot must know in batches (bot.synapse.outbox). Only a post of an account under a rate cap asks
+the bot while Synapse waits: the count of recent posts must be shared exactly by every process.
+
+Import closure: the policy core, bot.replica.protocol, bot.i18n, and what Synapse ships (Twisted,
+treq, prometheus_client). No aiohttp, nio, aiosqlite or pydantic-settings
+(tests/unit/test_synapse_module_imports.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Collection, Literal
+
+import treq
+from prometheus_client import Counter, Gauge
+from synapse.module_api import NOT_SPAM, ModuleApi, make_deferred_yieldable
+from synapse.module_api.errors import Codes
+from twisted.internet import reactor as _reactor
+from twisted.web.client import HTTPConnectionPool
+
+from bot.i18n import Translator
+from bot.policy import ActionKind, Decision, PolicyState
+from bot.policy.model import ALLOW_AND_COUNT
+from bot.synapse.config import ModuleConfig, parse_config
+from bot.synapse.judge import Judge, has_rate_cap, is_rate_decision, report
+from bot.synapse.outbox import Outbox
+from bot.synapse.replica import Replica
+
+log = logging.getLogger(__name__)
+
+RATECAP_PATH = "/replica/v1/ratecap"
+# Bodies larger than this are parsed in a thread: a snapshot of 100,000 accounts is megabytes.
+THREAD_PARSE_BYTES = 256 * 1024
+
+STALENESS = Gauge("rulesbot_module_replica_staleness_seconds",
+                  "Seconds the rules replica may be behind the bot (+Inf before the first snapshot)",
+                  ["server_name"])
+SEQ = Gauge("rulesbot_module_replica_seq", "The last change of the bot's state the replica applied", ["server_name"])
+PENDING = Gauge("rulesbot_module_reports_pending", "Reports waiting to be sent to the bot", ["server_name"])
+DECISIONS = Counter("rulesbot_module_decisions_total",
+                    "Callbacks answered by the rules module, by outcome: allow, deny, or fail_open / "
+                    "fail_closed while the replica cannot decide", ["server_name", "callback", "outcome"])
+RATECAP = Counter("rulesbot_module_ratecap_total",
+                  "Rate-cap questions to the bot: answered, or decided from the replica (fallback)",
+                  ["server_name", "outcome"])
+
+Refusal = tuple[Codes, dict[str, str]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RulesModule:
+    """Synapse module: ``module: bot.synapse.RulesModule`` with the config of bot.synapse.config."""
+
+    def __init__(self, config: ModuleConfig, api: ModuleApi) -> None:
+        self.config = config
+        self.api = api
+        self.server_name = api.server_name
+        self.judge = Judge(Translator(config.language))
+        self._pool = HTTPConnectionPool(_reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 4
+        self._auth = {"Authorization": f"Bearer {config.token}"}
+        self.replica = Replica(self._fetch, api.sleep, poll_timeout=config.poll_timeout,
+                               stale_after=config.stale_after, retry_max=config.snapshot_retry_max,
+                               to_thread=api.defer_to_thread)
+        self.outbox = Outbox(self._fetch, api.sleep, config.report_interval)
+        STALENESS.labels(self.server_name).set_function(self.replica.staleness)
+        SEQ.labels(self.server_name).set_function(lambda: self.replica.seq)
+        PENDING.labels(self.server_name).set_function(lambda: len(self.outbox.pending))
+        api.register_spam_checker_callbacks(
+            check_event_for_spam=self.check_event_for_spam,
+            user_may_invite=self.user_may_invite,
+            user_may_send_3pid_invite=self.user_may_send_3pid_invite,
+            user_may_create_room=self.user_may_create_room,
+            user_may_publish_room=self.user_may_publish_room,
+            user_may_join_room=self.user_may_join_room,
+            check_login_for_spam=self.check_login_for_spam,
+        )
+        api.run_as_background_process("rulesbot_replica", self.replica.run)
+        api.run_as_background_process("rulesbot_reports", self.outbox.run)
+        api.looping_background_call(self.replica.check_staleness, 1000, desc="rulesbot_staleness",
+                                    run_on_all_instances=True)
+
+    @staticmethod
+    def parse_config(config: Any) -> ModuleConfig:
+        """Synapse calls this at start-up; a ConfigError (a ValueError naming the key) stops it
+        with that message."""
+        return parse_config(config)
+
+    # -- the network ---------------------------------------------------------------------------
+
+    async def _fetch(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                     body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+        """One request to the bot: (status, JSON body or None). Raises on network errors and
+        timeouts. treq's Deferreds know nothing of Synapse's logcontexts: made yieldable."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = dict(self._auth)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        response = await make_deferred_yieldable(treq.request(
+            method, self.config.bot_url + path, params=params, data=data, headers=headers,
+            timeout=timeout, pool=self._pool,
+        ))
+        raw = await make_deferred_yieldable(treq.content(response))
+        if not raw:
+            return response.code, None
+        try:
+            if len(raw) > THREAD_PARSE_BYTES:
+                return response.code, await self.api.defer_to_thread(json.loads, raw)
+            return response.code, json.loads(raw)
+        except ValueError:
+            return response.code, None
+
+    # -- deciding ------------------------------------------------------------------------------
+
+    def _state(self, callback: str) -> PolicyState | None:
+        """The replica, if it may decide ``callback`` now: there is one, and it is not older than
+        the callback's ``max_staleness``."""
+        state = self.replica.state
+        if state is None:
+            return None
+        limit = self.config.max_staleness.get(callback)
+        if limit is not None and self.replica.staleness() > limit:
+            return None
+        return state
+
+    def _cannot_decide(self, callback: str, kind: ActionKind) -> Literal["NOT_SPAM"] | Refusal:
+        if self.config.fails_open(callback):
+            DECISIONS.labels(self.server_name, callback, "fail_open").inc()
+            return NOT_SPAM
+        DECISIONS.labels(self.server_name, callback, "fail_closed").inc()
+        return Codes.FORBIDDEN, {"error": self.judge.unavailable(kind)}
+
+    def _answer(self, callback: str, decision: Decision) -> Literal["NOT_SPAM"] | Refusal:
+        if decision.allowed:
+            DECISIONS.labels(self.server_name, callback, "allow").inc()
+            return NOT_SPAM
+        DECISIONS.labels(self.server_name, callback, "deny").inc()
+        # Synapse puts the additional fields over its own: the client shows this "error".
+        return Codes.FORBIDDEN, {"error": self.judge.refusal(decision)}
+
+    def _prompt(self, user_id: str, decision: Decision, now: int) -> None:
+        if decision.prompt_agreement:
+            self.outbox.add([report("prompt", f"{user_id}:{now // 60_000}", user_id=user_id)])
+
+    async def check_event_for_spam(self, event: Any) -> Literal["NOT_SPAM"] | Refusal:
+        callback = "check_event_for_spam"
+        state = self._state(callback)
+        if state is None:
+            return self._cannot_decide(callback, ActionKind.SEND_EVENT)
+        content = event.get_dict()
+        content["event_id"] = event.event_id
+        now = _now_ms()
+        action, decision = self.judge.event(state, content, now)
+        counted_by_bot = False
+        refused_by_bot: str | None = None
+        if is_rate_decision(decision) and has_rate_cap(state, action.user_id, now):
+            answer = await self._ratecap(action.user_id, event.event_id, now)
+            if answer is not None:
+                counted_by_bot = True
+                if answer is True:
+                    decision = decision if decision.allowed else ALLOW_AND_COUNT
+                else:
+                    refused_by_bot = answer
+        if refused_by_bot is not None:
+            DECISIONS.labels(self.server_name, callback, "deny").inc()
+            return Codes.FORBIDDEN, {"error": refused_by_bot}
+        items = self.judge.after_event(state, action, decision, content, now, counted_by_bot=counted_by_bot)
+        if items:
+            self.outbox.add(items)
+        return self._answer(callback, decision)
+
+    async def _ratecap(self, user_id: str, event_id: str, now: int) -> bool | str | None:
+        """The bot's answer for a post of an account under a rate cap: True (allowed and counted),
+        the refusal's text, or None (no answer within ``ratecap_timeout``: the replica decides, and
+        the post is reported to the bot to be counted, by event ID, once it is back)."""
+        try:
+            status, body = await self._fetch("POST", RATECAP_PATH, body={"user_id": user_id, "event_id": event_id,
+                                                                       "ts": now},
+                                             timeout=self.config.ratecap_timeout)
+        except Exception as exc:
+            RATECAP.labels(self.server_name, "fallback").inc()
+            log.warning("rules module: no rate-cap answer from the bot for %s (%s); deciding from the replica",
+                        user_id, type(exc).__name__)
+            return None
+        if status == 200 and isinstance(body, dict) and body.get("allowed") is True:
+            RATECAP.labels(self.server_name, "answered").inc()
+            return True
+        if status == 200 and isinstance(body, dict) and body.get("allowed") is False and isinstance(body.get("error"), str):
+            RATECAP.labels(self.server_name, "answered").inc()
+            return body["error"]
+        RATECAP.labels(self.server_name, "fallback").inc()
+        log.warning("rules module: the bot answered the rate-cap question with %s; deciding from the replica", status)
+        return None
+
+    def _decide(self, callback: str, kind: ActionKind, user_id: str,
+                judge: Callable[[PolicyState, int], Decision],
+                follow_up: Callable[[PolicyState, int], None] | None = None) -> Literal["NOT_SPAM"] | Refusal:
+        """One callback other than check_event_for_spam: the replica's decision (or ``fail``),
+        the agreement prompt it asks for, and ``follow_up`` when it allows."""
+        state = self._state(callback)
+        if state is None:
+            return self._cannot_decide(callback, kind)
+        now = _now_ms()
+        decision = judge(state, now)
+        self._prompt(user_id, decision, now)
+        if decision.allowed and follow_up is not None:
+            follow_up(state, now)
+        return self._answer(callback, decision)
+
+    async def user_may_invite(self, inviter: str, invitee: str, room_id: str) -> Literal["NOT_SPAM"] | Refusal:
+        return self._decide("user_may_invite", ActionKind.INVITE, inviter,
+                            lambda state, now: self.judge.invite(state, inviter, invitee, room_id, now))
+
+    async def user_may_send_3pid_invite(self, inviter: str, medium: str, address: str,
+                                        room_id: str) -> Literal["NOT_SPAM"] | Refusal:
+        return self._decide("user_may_send_3pid_invite", ActionKind.INVITE, inviter,
+                            lambda state, now: self.judge.threepid_invite(state, inviter, medium, address, room_id, now))
+
+    async def user_may_join_room(self, user: str, room_id: str, is_invited: bool) -> Literal["NOT_SPAM"] | Refusal:
+        return self._decide("user_may_join_room", ActionKind.JOIN_ROOM, user,
+                            lambda state, now: self.judge.join(state, user, room_id, is_invited, now))
+
+    async def user_may_create_room(self, user_id: str, room_config: dict[str, Any]) -> Literal["NOT_SPAM"] | Refusal:
+        def follow_up(state: PolicyState, now: int) -> None:
+            if state.is_local(user_id) and not state.is_exempt(user_id):
+                # The bot's directory guard follows the new room (scope, private news in its history).
+                self.outbox.add([report("room_created", None, user_id=user_id)])
+
+        return self._decide("user_may_create_room", ActionKind.CREATE_ROOM, user_id,
+                            lambda state, now: self.judge.create_room(state, user_id, room_config, now), follow_up)
+
+    async def user_may_publish_room(self, user_id: str, room_id: str) -> Literal["NOT_SPAM"] | Refusal:
+        def follow_up(state: PolicyState, now: int) -> None:
+            # The bot reads the room's listing and keeps the account's channels in step.
+            self.outbox.add([report("publish", f"{user_id}:{room_id}:{now}", user_id=user_id, room_id=room_id)])
+
+        return self._decide("user_may_publish_room", ActionKind.PUBLISH_ROOM, user_id,
+                            lambda state, now: self.judge.publish(state, user_id, room_id, now), follow_up)
+
+    async def check_login_for_spam(self, user_id: str, device_id: str | None, initial_display_name: str | None,
+                                   request_info: Collection[tuple[str | None, str]],
+                                   auth_provider_id: str | None = None) -> Literal["NOT_SPAM"]:
+        """A login only greets: never refused, never delayed (the prompt goes out in a batch)."""
+        state = self._state("check_login_for_spam")
+        if state is not None:
+            now = _now_ms()
+            self._prompt(user_id, self.judge.login(state, user_id, now), now)
+        return NOT_SPAM
