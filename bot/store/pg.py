@@ -187,11 +187,11 @@ class PgConnection:
             await self._raw.execute(sql)
             return PgCursor([], -1, None, ())
         translated = self.translator.translate(sql)
-        statement = self._prepared.get(translated.sql)
-        if statement is None:
-            statement = self._prepared[translated.sql] = await self._raw.prepare(translated.sql)
+        statement = await self._prepare(translated.sql)
         if translated.names:
             params = [params[name] for name in translated.names]  # type: ignore[call-overload]
+        if translated.before is not None:
+            await (await self._prepare(translated.before)).fetch(*_arguments([params[i] for i in translated.before_params]))
         rows = await statement.fetch(*_arguments(params))
         status = statement.get_statusmsg() or ""
         last = status.rsplit(" ", 1)[-1]
@@ -199,6 +199,12 @@ class PgConnection:
         lastrowid = rows[0][0] if translated.returns_id and rows else None
         return PgCursor([] if translated.returns_id else rows, rowcount, lastrowid,
                         [attribute.name for attribute in statement.get_attributes()])
+
+    async def _prepare(self, sql: str) -> asyncpg.prepared_stmt.PreparedStatement:
+        statement = self._prepared.get(sql)
+        if statement is None:
+            statement = self._prepared[sql] = await self._raw.prepare(sql)
+        return statement
 
     async def _reconnect(self) -> None:
         log.warning("reconnecting to PostgreSQL")
@@ -211,18 +217,25 @@ class PgConnection:
     async def load_schema(self) -> None:
         """Read the primary keys and identity columns the translator needs (after migrating)."""
         rows = await self._raw.fetch(
-            "SELECT c.relname AS table_name, a.attname AS column_name, a.attidentity <> '' AS is_identity"
+            "SELECT c.relname AS table_name, i.indexrelid, i.indisprimary, a.attname AS column_name,"
+            " a.attidentity <> '' AS is_identity"
             " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
             " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)"
-            " WHERE i.indisprimary AND c.relnamespace = to_regnamespace(current_schema())::oid"
-            " ORDER BY c.relname, array_position(i.indkey::int2[], a.attnum)")
-        keys: dict[str, list[str]] = {}
+            " WHERE i.indisunique AND i.indpred IS NULL AND c.relnamespace = to_regnamespace(current_schema())::oid"
+            " ORDER BY c.relname, i.indexrelid, array_position(i.indkey::int2[], a.attnum)")
+        primary: dict[str, list[str]] = {}
+        unique: dict[str, dict[int, list[str]]] = {}
         identity = set()
         for row in rows:
-            keys.setdefault(row["table_name"], []).append(row["column_name"])
-            if row["is_identity"] and row["column_name"] == "id":
-                identity.add(row["table_name"])
-        self.translator = Translator(Schema({t: tuple(c) for t, c in keys.items()}, frozenset(identity)))
+            if row["indisprimary"]:
+                primary.setdefault(row["table_name"], []).append(row["column_name"])
+                if row["is_identity"] and row["column_name"] == "id":
+                    identity.add(row["table_name"])
+            else:
+                unique.setdefault(row["table_name"], {}).setdefault(row["indexrelid"], []).append(row["column_name"])
+        self.translator = Translator(Schema(
+            {t: tuple(c) for t, c in primary.items()}, frozenset(identity),
+            {t: tuple(tuple(c) for c in keys.values()) for t, keys in unique.items()}))
         self._prepared.clear()
 
     async def sync_identities(self) -> None:

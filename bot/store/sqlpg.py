@@ -6,7 +6,9 @@ copies. What it rewrites:
 
 - ``?`` placeholders (outside string literals, quoted names and comments) → ``$1, $2, …``;
 - ``INSERT OR IGNORE`` → ``… ON CONFLICT DO NOTHING``;
-- ``INSERT OR REPLACE`` → ``… ON CONFLICT (<primary key>) DO UPDATE SET <other columns> = EXCLUDED.…``;
+- ``INSERT OR REPLACE`` → ``… ON CONFLICT (<primary key>) DO UPDATE SET <other columns> = EXCLUDED.…``,
+  or, for a table with other unique keys too, SQLite's own semantics: a DELETE of every row that
+  conflicts on any key, then the INSERT;
 - an ``INSERT`` into a table with an identity ``id`` → ``… RETURNING id`` (``cursor.lastrowid``);
 - ``json_extract(col, '$.a.b')`` → ``(col)::jsonb #>> '{a,b}'``; ``json_group_array(x)`` →
   ``COALESCE(json_agg(x), '[]'::json)`` (SQLite gives ``[]`` for no rows, json_agg NULL);
@@ -19,7 +21,7 @@ And the DDL of a migration (``translate_ddl``): ``id INTEGER PRIMARY KEY`` → a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,11 @@ class Translated:
     sql: str
     returns_id: bool  # RETURNING id was added: the first column of the first row is lastrowid
     names: tuple[str, ...] = ()  # the :name parameters, in $n order (empty: positional ?)
+    # INSERT OR REPLACE into a table with unique keys besides its primary key: SQLite deletes
+    # every row any of them conflicts with, then inserts; ``before`` is that DELETE, run first with
+    # the parameters at ``before_params`` (ON CONFLICT can name only one key).
+    before: str | None = None
+    before_params: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class Schema:
 
     primary_keys: dict[str, tuple[str, ...]]
     identity_tables: frozenset[str]
+    # Unique keys besides the primary key (not partial ones), per table.
+    unique_keys: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
 
 def _code_spans(sql: str) -> list[tuple[bool, str]]:
@@ -160,13 +169,17 @@ class Translator:
     def _translate(self, sql: str) -> Translated:
         out = _rewrite_functions(sql)
         returns_id = False
+        before, before_params = None, ()
         insert = _INSERT.match(out)
         if insert is not None:
             table, conflict = insert["table"].lower(), insert["or"]
+            values = out[insert.end():]
             out = out[:insert.start()] + "INSERT INTO " + out[insert.start("table"):]
             body = out.rstrip().rstrip(";")
             if conflict is not None and conflict.upper() == "IGNORE":
                 body += " ON CONFLICT DO NOTHING"
+            elif conflict is not None and self.schema.unique_keys.get(table):
+                before, before_params = self._replace_deletes(table, insert["cols"], values)
             elif conflict is not None:
                 body += self._upsert(table, insert["cols"])
             if table in self.schema.identity_tables and not re.search(r"\bRETURNING\b", body, re.IGNORECASE):
@@ -174,7 +187,25 @@ class Translator:
                 returns_id = True
             out = body
         numbered, names = number_placeholders(out)
-        return Translated(numbered, returns_id, names)
+        return Translated(numbered, returns_id, names, before, before_params)
+
+    def _replace_deletes(self, table: str, columns: str | None, rest: str) -> tuple[str, tuple[int, ...]]:
+        """The DELETE of every row an INSERT OR REPLACE … VALUES (?, …) conflicts with, on any key."""
+        values = re.fullmatch(r"\s*VALUES\s*\(([?,\s]*)\)\s*;?\s*", rest, re.IGNORECASE)
+        names = [c.strip().lower() for c in (columns or "").split(",")]
+        if values is None or values[1].count("?") != len(names) or not columns:
+            raise ValueError(f"INSERT OR REPLACE INTO {table} (a table with several unique keys) needs"
+                             " (columns) VALUES (?, …) with one ? per column")
+        keys = (self.schema.primary_keys.get(table, ()), *self.schema.unique_keys[table])
+        conditions, params = [], []
+        for key in keys:
+            if key and all(column in names for column in key):
+                parts = []
+                for column in key:
+                    params.append(names.index(column))
+                    parts.append(f"{column} = ${len(params)}")
+                conditions.append("(" + " AND ".join(parts) + ")")
+        return f"DELETE FROM {table} WHERE {' OR '.join(conditions) or 'FALSE'}", tuple(params)
 
     def _upsert(self, table: str, columns: str | None) -> str:
         key = self.schema.primary_keys.get(table)

@@ -11,6 +11,8 @@ from bot.store.audit import verify
 from bot.store.db import store_unavailable
 from bot.store.sqlpg import Schema, Translator, number_placeholders, translate_ddl
 
+pytestmark = pytest.mark.both_backends  # the tests that take `store` run on both
+
 SCHEMA = Schema({"kv": ("key",), "room_mutes": ("room_id", "user_id"), "cases": ("id",)}, frozenset({"cases"}))
 
 
@@ -38,6 +40,25 @@ def test_insert_or_ignore_and_or_replace_become_on_conflict():
     assert upsert.sql.endswith("ON CONFLICT (room_id, user_id) DO UPDATE SET reason = EXCLUDED.reason")
     with pytest.raises(ValueError, match="primary key"):
         translator.translate("INSERT OR REPLACE INTO nowhere (a) VALUES (?)")
+
+
+def test_insert_or_replace_with_a_second_unique_key_deletes_every_conflicting_row_first():
+    translator = Translator(Schema({"dm_rooms": ("user_id",)}, frozenset(), {"dm_rooms": (("room_id",),)}))
+    replace = translator.translate("INSERT OR REPLACE INTO dm_rooms (user_id, room_id, created_at) VALUES (?, ?, ?)")
+    assert replace.sql == "INSERT INTO dm_rooms (user_id, room_id, created_at) VALUES ($1, $2, $3)"
+    assert replace.before == "DELETE FROM dm_rooms WHERE (user_id = $1) OR (room_id = $2)"
+    assert replace.before_params == (0, 1)
+    with pytest.raises(ValueError, match="one \\? per column"):
+        translator.translate("INSERT OR REPLACE INTO dm_rooms (user_id, room_id, created_at) SELECT a, b, c FROM t")
+
+
+async def test_a_dm_room_recorded_again_for_another_user_moves_as_on_sqlite(store):
+    """dm_rooms has two keys (user, room): SQLite's REPLACE drops the row holding either."""
+    await store.rooms.set_dm_room("@a:hs", "!r1:hs", 1)
+    await store.rooms.set_dm_room("@b:hs", "!r2:hs", 1)
+    await store.rooms.set_dm_room("@b:hs", "!r1:hs", 2)
+    rows = await store.db.fetchall("SELECT user_id, room_id FROM dm_rooms ORDER BY user_id")
+    assert [tuple(r) for r in rows] == [("@b:hs", "!r1:hs")]
 
 
 def test_an_insert_into_an_identity_table_returns_its_id_and_is_cached():
