@@ -318,6 +318,15 @@ class Service:
 async def run(settings: Settings, early: GateFirst | None = None, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly. ``early``: the gate already answering, and
     ``stop`` the event its signal handlers set (bot.gatefirst.run)."""
+    # --- active/standby (issue 11): on PostgreSQL one process acts, the others stand by (bot.ha) ---
+    if early is not None and stop is not None and settings.database.is_postgres:
+        from bot import ha
+
+        await ha.run(settings, early, stop)
+        return
+    if "ha" in settings.model_fields_set:
+        log.warning("ha is configured, but with SQLite there is no standby: this process is the only bot")
+    # --- end active/standby
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()

@@ -1,0 +1,206 @@
+"""``python -m bot run`` on PostgreSQL: standby until this process holds the active bot's lock,
+then the whole service; back to standby if the lock is lost.
+
+Standby: the gate (already answering, bot.gatefirst) decides from a replica of the active's state
+and sends the active what it saw (bot.standby). Takeover: the lock (bot.leader), a grace period so
+the old active has surely stopped, the state loaded fresh from the store, the address advertised
+in kv, then the service starts as after any restart: sync from the stored token (events handled
+before are skipped by event ID) and the effects journal resumes what was pending, so nothing is
+lost or done twice. The gate answers throughout: only what it decides from changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any, Iterator
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.config import Settings
+from bot.gatefirst import GateFirst, wall_clock_ms
+from bot.i18n import Translator
+from bot.leader import Leadership, instance_name
+from bot.service import Service
+from bot.standby import LEADER_KEY, GateBinding, Standby
+
+log = logging.getLogger(__name__)
+
+
+class HaMetrics(Collector):
+    def __init__(self) -> None:
+        self.active = False
+        self.takeovers = 0
+        self.demotions = 0
+
+    def collect(self) -> Iterator[Metric]:
+        role = GaugeMetricFamily("rulesbot_ha_active", "1 while this process is the active bot, 0 while standby")
+        role.add_metric([], 1 if self.active else 0)
+        yield role
+        for name, value, text in (
+            ("rulesbot_ha_takeovers", self.takeovers, "Times this process took over as the active bot"),
+            ("rulesbot_ha_leadership_lost", self.demotions, "Times this process lost the lock and went back to standby"),
+        ):
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], value)
+            yield counter
+
+
+async def _first(*aws: Any) -> set[asyncio.Future[Any]]:
+    futures = [asyncio.ensure_future(a) for a in aws]
+    done, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    for future in pending:
+        future.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return done
+
+
+class HighAvailability:
+    def __init__(self, settings: Settings, early: GateFirst, stop: asyncio.Event) -> None:
+        self.settings = settings
+        self.early = early
+        self.stop = stop
+        dsn = settings.database.location()
+        assert isinstance(dsn, str)
+        self.leadership = Leadership(dsn, poll_seconds=settings.ha.poll_seconds,
+                                     heartbeat_seconds=settings.ha.heartbeat_seconds)
+        self.metrics = HaMetrics()
+        self.gate = early.gate
+        self.binding = None if self.gate is None else GateBinding(self.gate)
+        self.own_url = settings.gate.advertised
+        assert early.store is not None
+        token = settings.gate.token.get_secret_value() if settings.gate.token is not None else ""
+        self.standby = Standby(early.store, token, self.own_url, poll_seconds=settings.ha.poll_seconds)
+        self.advertised: dict[str, Any] | None = None
+        self._following: asyncio.Task[Any] | None = None
+        self._delivering: asyncio.Task[Any] | None = None
+        self._bound_state: Any = None
+
+    # -- standby -------------------------------------------------------------------------------
+
+    def _standby_health(self) -> dict[str, Any]:
+        replica = self.standby.replica
+        return {"status": "ok", "role": "standby", "leader": self.standby.leader,
+                "replica": {"seq": replica.seq, "staleness_s": round(min(replica.staleness(), 1e9), 3),
+                            "outbox": len(self.standby.outbox.items)}}
+
+    def _follow_replica(self) -> None:
+        # Each snapshot is a new state object: the gate decides from it from now on.
+        state = self.standby.replica.state
+        if self.binding is not None and state is not None and state is not self._bound_state:
+            self._bound_state = state
+            self.binding.standby(state, self.standby.outbox, self._standby_health)
+
+    async def _stand_by(self) -> None:
+        assert self.early.state is not None
+        self.metrics.active = False
+        if self.binding is not None:
+            # Until the first snapshot, the state this process loaded from the store.
+            self._bound_state = self.early.state
+            self.binding.standby(self.early.state, self.standby.outbox, self._standby_health)
+            self.standby.following = True
+            self.standby.replica.on_change = self._follow_replica
+            self._following = asyncio.ensure_future(self.standby.follow())
+        log.info("standby: the gate answers from the active bot's state; waiting for the active bot's lock")
+
+    # -- active --------------------------------------------------------------------------------
+
+    async def _take_over(self) -> GateFirst:
+        log.info("holding the active bot's lock; taking over in %.1f s (the old active stops first)",
+                 self.leadership.takeover_grace)
+        await asyncio.sleep(self.leadership.takeover_grace)
+        without_gate = self.settings.model_copy(update={"gate": self.settings.gate.model_copy(update={"enabled": False})})
+        fresh = await GateFirst.open(without_gate, Translator(self.settings.language), wall_clock_ms)
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
+            self._following = None
+        fresh.gate = self.gate
+        assert fresh.store is not None
+        self.advertised = {"url": self.own_url, "name": instance_name(), "since": wall_clock_ms()}
+        await fresh.store.put(LEADER_KEY, orjson.dumps(self.advertised).decode())
+        if self.binding is not None:
+            self.binding.active(fresh, lambda: {**fresh.health(), "role": "active", "leader": self.advertised})
+        self.standby.following = False  # items not delivered yet go to this process's own gate now
+        self.standby.outbox.ready.set()
+        self.metrics.active = True
+        self.metrics.takeovers += 1
+        log.info("active: took over as %s", self.own_url)
+        return fresh
+
+    async def _act(self, fresh: GateFirst) -> bool:
+        """Run the service until stop (True) or until the lock is lost (False)."""
+        service = Service(self.settings)
+        service.early, service.store, service.gate, service.directory = fresh, fresh.store, fresh.gate, fresh.directory
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, service.reload_rules)
+        starting = asyncio.ensure_future(service.start(fresh))
+        try:
+            stopping, losing = asyncio.ensure_future(self.stop.wait()), asyncio.ensure_future(self.leadership.hold())
+            waiting = {stopping, losing, starting}
+            while True:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if starting in done:
+                    starting.result()  # start-up failed: raise its error (the finally stops what started)
+                if stopping in done or losing in done:
+                    break
+            lost = losing in done and not stopping in done
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+        if lost:
+            self.metrics.active = False
+            self.metrics.demotions += 1
+            # Another process may act already: nothing more is sent or saved, the batch in hand
+            # included (no drain; it is handled again by whoever acts). The gate keeps answering.
+            service.sync = None
+            service.gate = None
+            if self.gate is not None:
+                # The next takeover's service registers its own (a name registered twice is an error).
+                for part in (service.supervisor, service.sync_gaps, getattr(service, "effects", None)):
+                    if part is not None:
+                        try:
+                            self.gate.metrics.registry.unregister(part)
+                        except KeyError:
+                            pass  # start-up had not got as far as registering it
+        await service.stop()
+        return not lost
+
+    # -- the whole life ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.standby.open()
+        if self.gate is not None:
+            self.gate.metrics.include(self.metrics)
+        self._delivering = asyncio.ensure_future(self.standby.deliver())
+        try:
+            while not self.stop.is_set():
+                await self._stand_by()
+                await _first(self.leadership.acquire(), self.stop.wait())
+                if self.stop.is_set():
+                    return
+                fresh = await self._take_over()
+                if await self._act(fresh):
+                    return
+                log.warning("back to standby")
+        finally:
+            for task in (self._following, self._delivering):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (self._following, self._delivering) if t is not None),
+                                 return_exceptions=True)
+            await self.leadership.release()
+            await self.standby.close()
+            await self.early.close()
+
+
+async def run(settings: Settings, early: GateFirst, stop: asyncio.Event) -> None:
+    await HighAvailability(settings, early, stop).run()

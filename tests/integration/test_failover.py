@@ -1,0 +1,147 @@
+"""Two real bot processes on one PostgreSQL database (issue 11): one active, one hot standby whose
+gate is the one Synapse asks. The standby's gate follows the active within a second and sends it
+what it saw (the newcomer's login prompt); SIGKILL the active and the standby takes over within
+10 s, answers every command exactly once, and its gate never stops answering."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import aiohttp
+import asyncpg
+import pytest
+
+from bot.devserver import free_port
+from tests.integration import harness
+from tests.integration.harness import BotProcess, Moderation, new_user, until
+
+pytestmark = pytest.mark.integration
+
+STANDBY_LINE = "standby: the gate answers"
+
+
+def gate_body(user_id: str, room_id: str, n: int) -> dict:
+    return {"event": {"sender": user_id, "room_id": room_id, "type": "m.room.message", "event_id": f"$probe{n}",
+                      "content": {"msgtype": "m.text", "body": "probe"}}}
+
+
+async def ask(session: aiohttp.ClientSession, url: str, token: str, body: dict) -> int:
+    async with session.post(f"{url}/antispam/check_event_for_spam", json=body,
+                            headers={"Authorization": f"Bearer {token}"},
+                            timeout=aiohttp.ClientTimeout(total=2)) as response:
+        return response.status
+
+
+def replies_to(user, room_id: str, bot_id: str, event_id: str) -> list[dict]:
+    return [e for e in user.messages(room_id, bot_id)
+            if e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id]
+
+
+async def test_the_standby_follows_and_takes_over_exactly_once(gated, pg_cluster, tmp_path, monkeypatch):
+    hs, account = gated.hs, gated.bot
+    dsn = await pg_cluster.fresh()
+    moderator = await new_user(hs, "mod")
+    alias = f"mods-{moderator.user_id[5:13]}"
+    active_port = free_port()
+    urls = {"active": f"http://127.0.0.1:{active_port}", "standby": f"http://127.0.0.1:{gated.gate_port}"}
+
+    def config(port: int) -> dict:
+        return {
+            "homeserver": {"url": hs.url, "user_id": account.user_id, "password": account.password,
+                           "admin_token": account.access_token},
+            "database": {"url": dsn},
+            "language": "en", "log_level": "INFO",
+            "gate": {"enabled": True, "listen": f"127.0.0.1:{port}", "token": gated.gate_token},
+            "moderators": [moderator.user_id], "management_room": f"#{alias}:{hs.server_name}",
+        }
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = BotProcess(config(active_port), tmp_path / "a")  # its gate is not the one Synapse asks
+    second = BotProcess(config(gated.gate_port), tmp_path / "b")
+    users = [moderator]
+    session = aiohttp.ClientSession()
+    try:
+        first.start(timeout=60)
+        monkeypatch.setattr(harness, "READY_LINE", STANDBY_LINE)
+        second.start(timeout=60)
+        monkeypatch.undo()
+        status, room = await moderator.create_room(name="Moderators", room_alias_name=alias, invite=[account.user_id])
+        assert status == 200, room
+        mod = Moderation(first, account.user_id, moderator, room["room_id"], users)
+        await mod.command("!cases", "No cases")
+
+        # A newcomer logs in: Synapse asks the standby's gate, which sends the prompt to the active.
+        alice = await mod.member("alice", hs)
+        agreed = time.monotonic()
+        body = gate_body(alice.user_id, alice.dm, 0)
+        while {name: await ask(session, url, gated.gate_token, body) for name, url in urls.items()} != \
+                {"active": 200, "standby": 200}:
+            assert time.monotonic() - agreed < 1.0, "a gate did not follow the agreement within 1 s"
+            await asyncio.sleep(0.02)
+        await mod.command(f"!warn {alice.user_id} first warning", "Recorded")
+
+        # The standby's gate is asked throughout; every answer is counted.
+        answers: list[object] = []
+
+        async def probe() -> None:
+            n = 1
+            while True:
+                try:
+                    answers.append(await ask(session, urls["standby"], gated.gate_token,
+                                             gate_body(alice.user_id, alice.dm, n)))
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    answers.append(exc)
+                n += 1
+                await asyncio.sleep(0.05)
+
+        probing = asyncio.ensure_future(probe())
+        offset = second.log_path.stat().st_size
+        first.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        during = await moderator.say(mod.room, f"!warn {alice.user_id} during the takeover")
+        await until(lambda: "active: took over" in second.log(offset), timeout=10, interval=0.05,
+                    what="the standby taking over")
+        took_over = time.monotonic() - killed
+        assert took_over < 10
+        await moderator.wait_for(lambda: replies_to(moderator, mod.room, account.user_id, during.event_id), 30,
+                                 "the reply to the command sent during the takeover")
+        answered = time.monotonic() - killed
+        after = await moderator.say(mod.room, f"!warn {alice.user_id} after the takeover")
+        await moderator.wait_for(lambda: replies_to(moderator, mod.room, account.user_id, after.event_id), 20,
+                                 "the reply to the command sent after the takeover")
+        await asyncio.sleep(3)  # time for a duplicate to show up, if one were coming
+        await moderator.sync()
+        await alice.sync()
+        probing.cancel()
+        await asyncio.gather(probing, return_exceptions=True)
+
+        assert len(replies_to(moderator, mod.room, account.user_id, during.event_id)) == 1
+        assert len(replies_to(moderator, mod.room, account.user_id, after.event_id)) == 1
+        notices = [e for e in alice.messages(alice.dm, account.user_id) if "received a warning" in e["content"]["body"]]
+        assert len(notices) == 3, [e["content"]["body"] for e in notices]
+        failures = [a for a in answers if a != 200]
+        assert not failures and len(answers) > 20, (failures[:5], len(answers))
+
+        health = await (await session.get(f"{urls['standby']}/health")).json()
+        assert health["role"] == "active" and health["leader"]["url"] == urls["standby"]
+        metrics = await (await session.get(f"{urls['standby']}/metrics")).text()
+        assert "rulesbot_ha_active 1.0" in metrics and "rulesbot_ha_takeovers_total 1.0" in metrics
+        print(f"takeover {took_over:.2f} s after SIGKILL, first command answered after {answered:.2f} s")
+    finally:
+        await session.close()
+        for user in users:
+            await user.close()
+        for process in (first, second):
+            process.stop()
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        warnings = await conn.fetch("SELECT reason FROM cases WHERE target = $1 AND kind = 'warn' ORDER BY id",
+                                    alice.user_id)  # (the ladder adds a restriction after the third)
+        reasons = [r["reason"] for r in warnings]
+        assert reasons == ["first warning", "during the takeover", "after the takeover"]
+    finally:
+        await conn.close()

@@ -1,0 +1,151 @@
+"""A standby's gate (bot.standby) against an active bot's gate, both real HTTP servers: it follows
+the active's state within a second, and what its decisions leave behind reaches the active."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.gate.server import Gate
+from bot.i18n import Translator
+from bot.policy import PolicyState
+from bot.policy.sanctions import Measure, Rate, SanctionKind
+from bot.replica.changelog import ChangeLog
+from bot.replica.publisher import ReplicaPublisher
+from bot.standby import LEADER_KEY, GateBinding, Standby
+from bot.store import Store
+
+TOKEN = "gate-token-" + "x" * 16
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AGREED, CAPPED, NEW = "@agreed:hs.test", "@capped:hs.test", "@new:hs.test"
+ROOM = "!room:hs.test"
+HOUR = 3_600_000
+
+
+def new_state() -> PolicyState:
+    return PolicyState(bot_user_id="@bot:hs.test", server_name="hs.test", agreement_version="1")
+
+
+def post(user: str, event_id: str) -> dict:
+    return {"event": {"sender": user, "room_id": ROOM, "type": "m.room.message", "event_id": event_id,
+                      "content": {"msgtype": "m.text", "body": "hello"}}}
+
+
+@pytest.fixture
+async def pair(tmp_path):
+    # The active bot: its state, its gate and replica routes, on a real port.
+    active_state = new_state()
+    active_state.record_acceptance(CAPPED, "1")
+    active_state.add_measure(CAPPED, Measure(7, SanctionKind.RESTRICT, None, Rate(1, HOUR)))
+    prompted: list[str] = []
+    active_gate = Gate(active_state, Translator("en"), TOKEN, prompted.append)
+    active_gate.replica = ReplicaPublisher(ChangeLog(active_state), active_gate, lambda: int(time.time() * 1000))
+    active = TestClient(TestServer(active_gate.app()))
+    await active.start_server()
+    # The standby: the state it loaded at start (nobody agreed yet), its gate, and the follower.
+    store = await Store.open(tmp_path / "bot.db")
+    await store.put(LEADER_KEY, orjson.dumps({"url": str(active.make_url("")).rstrip("/")}).decode())
+    standby_state = new_state()
+    own_prompts: list[str] = []
+    standby_gate = Gate(standby_state, Translator("en"), TOKEN, own_prompts.append)
+    standby_gate.replica = ReplicaPublisher(ChangeLog(standby_state), standby_gate, lambda: int(time.time() * 1000))
+    standby = Standby(store, TOKEN, "http://standby.invalid", poll_seconds=0.05)
+    binding = GateBinding(standby_gate)
+    health = lambda: {"status": "ok", "role": "standby"}  # noqa: E731
+    binding.standby(standby_state, standby.outbox, health)
+
+    def follow() -> None:
+        if standby.replica.state is not None and standby.replica.state is not standby_gate.state:
+            binding.standby(standby.replica.state, standby.outbox, health)
+
+    standby.replica.on_change = follow
+    await standby.open()
+    tasks = [asyncio.ensure_future(standby.follow()), asyncio.ensure_future(standby.deliver())]
+    gate = TestClient(TestServer(standby_gate.app()))
+    await gate.start_server()
+    yield SimpleNamespace(active_state=active_state, prompted=prompted, standby=standby, gate=gate,
+                          binding=binding, own_prompts=own_prompts, store=store)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await standby.close()
+    await gate.close()
+    await active.close()
+    await store.close()
+
+
+async def until(check, timeout: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return time.monotonic()
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {check}")
+
+
+async def test_an_agreement_on_the_active_lets_the_standby_gate_allow_within_a_second(pair) -> None:
+    first = await pair.gate.post("/antispam/check_event_for_spam", json=post(AGREED, "$a"), headers=AUTH)
+    assert first.status == 403 and "agree" in (await first.json())["error"].lower()
+    await until(lambda: pair.standby.replica.state is not None)
+    agreed_at = time.monotonic()
+    pair.active_state.record_acceptance(AGREED, "1")
+    while True:
+        answer = await pair.gate.post("/antispam/check_event_for_spam", json=post(AGREED, "$b"), headers=AUTH)
+        if answer.status == 200:
+            break
+        assert time.monotonic() - agreed_at < 1.0, "the standby's gate did not follow within 1 s"
+        await asyncio.sleep(0.01)
+    assert await answer.json() == {}
+
+
+async def test_a_newcomer_refused_by_the_standby_is_prompted_by_the_active(pair) -> None:
+    await until(lambda: pair.standby.replica.state is not None)
+    refused = await pair.gate.post("/antispam/check_event_for_spam", json=post(NEW, "$n"), headers=AUTH)
+    assert refused.status == 403 and (await refused.json())["errcode"] == "M_FORBIDDEN"
+    await until(lambda: pair.prompted == [NEW])
+    assert pair.own_prompts == []  # the standby itself sends nothing
+    assert pair.standby.outbox.items == [] and pair.standby.outbox.delivered == 1
+
+
+async def test_a_rate_capped_post_counts_on_the_standby_at_once_and_on_the_active(pair) -> None:
+    await until(lambda: pair.standby.replica.state is not None)
+    allowed = await pair.gate.post("/antispam/check_event_for_spam", json=post(CAPPED, "$c1"), headers=AUTH)
+    assert allowed.status == 200
+    # The cap binds on the standby before the active's change comes back.
+    second = await pair.gate.post("/antispam/check_event_for_spam", json=post(CAPPED, "$c2"), headers=AUTH)
+    assert second.status == 403 and "1" in (await second.json())["error"]
+    await until(lambda: pair.active_state.is_counted(CAPPED, "$c1"))
+    assert len(pair.active_state.sanctions[CAPPED].recent_posts) == 1
+
+
+async def test_items_wait_for_an_active_bot_and_are_delivered_once_it_answers(pair) -> None:
+    await until(lambda: pair.standby.replica.state is not None)
+    real = pair.standby.leader
+    await pair.store.put(LEADER_KEY, orjson.dumps({"url": "http://127.0.0.1:9"}).decode())  # nobody there
+    await until(lambda: pair.standby.leader_url == "http://127.0.0.1:9")
+    await pair.gate.post("/antispam/check_event_for_spam", json=post(NEW, "$w"), headers=AUTH)
+    await asyncio.sleep(0.3)
+    assert [item["kind"] for item in pair.standby.outbox.items] == ["prompt"]
+    await pair.store.put(LEADER_KEY, orjson.dumps(real).decode())
+    await until(lambda: pair.prompted == [NEW])
+    assert pair.standby.outbox.items == []
+
+
+async def test_taking_over_gives_the_gate_its_own_follow_ups_back(pair) -> None:
+    fresh_state = new_state()
+    fresh_state.record_acceptance(AGREED, "1")
+    prompts: list[str] = []
+    early = SimpleNamespace(state=fresh_state, directory=None, prompt=prompts.append,
+                            published=lambda user, room: None)
+    pair.binding.active(early, lambda: {"status": "ok", "role": "active"})
+    assert (await pair.gate.post("/antispam/check_event_for_spam", json=post(AGREED, "$x"), headers=AUTH)).status == 200
+    assert (await pair.gate.post("/antispam/check_event_for_spam", json=post(NEW, "$y"), headers=AUTH)).status == 403
+    assert prompts == [NEW]
+    assert "room_created" not in vars(pair.binding.gate)
+    health = await (await pair.gate.get("/health")).json()
+    assert health["role"] == "active"
