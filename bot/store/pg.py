@@ -107,12 +107,56 @@ class _Execution:
         return self._conn._run(self._sql, self._params).__await__()
 
     async def __aenter__(self) -> PgCursor:
-        self._cursor = await self._conn._run(self._sql, self._params)
+        if self._sql.lstrip()[:6].upper() == "SELECT":
+            self._cursor = _DeferredCursor(self._conn, self._sql, self._params,
+                                           await self._conn._columns(self._sql))
+        else:
+            self._cursor = await self._conn._run(self._sql, self._params)
         return self._cursor
 
     async def __aexit__(self, *exc: object) -> None:
         if self._cursor is not None:
             await self._cursor.close()
+
+
+class _DeferredCursor(PgCursor):
+    """A SELECT opened with ``async with``: read whole by ``fetchone``/``fetchall``, or row by row
+    by ``async for`` through a server-side cursor, so ``audit verify`` walks a chain of millions of
+    rows in constant memory (aiosqlite steps through its rows the same way)."""
+
+    def __init__(self, conn: "PgConnection", sql: str, params: Sequence[Any], columns: Sequence[str]) -> None:
+        super().__init__([], -1, None, columns)
+        self._conn, self._sql, self._params = conn, sql, params
+        self._loaded = False
+        self._stream: AsyncIterator[asyncpg.Record] | None = None
+
+    async def _load(self) -> None:
+        if not self._loaded:
+            self._rows = (await self._conn._run(self._sql, self._params))._rows
+            self._loaded = True
+
+    async def fetchone(self) -> asyncpg.Record | None:
+        await self._load()
+        return await super().fetchone()
+
+    async def fetchall(self) -> list[asyncpg.Record]:
+        await self._load()
+        return await super().fetchall()
+
+    def __aiter__(self) -> "_DeferredCursor":
+        if not self._loaded and self._stream is None:
+            self._stream = self._conn._stream(self._sql, self._params)
+        return self
+
+    async def __anext__(self) -> asyncpg.Record:
+        if self._stream is None:
+            return await super().__anext__()
+        return await self._stream.__anext__()
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()  # type: ignore[attr-defined]
+        await super().close()
 
 
 _DDL = ("CREATE", "ALTER", "DROP", "DO", "COMMENT", "TRUNCATE")
@@ -199,6 +243,29 @@ class PgConnection:
         lastrowid = rows[0][0] if translated.returns_id and rows else None
         return PgCursor([] if translated.returns_id else rows, rowcount, lastrowid,
                         [attribute.name for attribute in statement.get_attributes()])
+
+    async def _columns(self, sql: str) -> list[str]:
+        async with self._lock:
+            if self._raw.is_closed() and not self._open:
+                await self._reconnect()
+            statement = await self._prepare(self.translator.translate(sql).sql)
+            return [attribute.name for attribute in statement.get_attributes()]
+
+    async def _stream(self, sql: str, params: Sequence[Any], batch: int = 2_000) -> AsyncIterator[asyncpg.Record]:
+        """The rows of a SELECT in batches of a server-side cursor; the connection is this
+        iteration's until it ends (a cursor lives in a transaction: a read-only one if none is open)."""
+        async with self._lock:
+            translated = self.translator.translate(sql)
+            if translated.names:
+                params = [params[name] for name in translated.names]  # type: ignore[call-overload]
+            statement = await self._prepare(translated.sql)
+            if self._raw.is_in_transaction():
+                async for row in statement.cursor(*_arguments(params), prefetch=batch):
+                    yield row
+            else:
+                async with self._raw.transaction(readonly=True):
+                    async for row in statement.cursor(*_arguments(params), prefetch=batch):
+                        yield row
 
     async def _prepare(self, sql: str) -> asyncpg.prepared_stmt.PreparedStatement:
         statement = self._prepared.get(sql)

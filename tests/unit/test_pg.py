@@ -216,3 +216,24 @@ async def test_a_database_newer_than_the_code_is_refused(pg_dsn):
     await conn.close()
     with pytest.raises(DatabaseTooNew, match="upgrade the bot"):
         await Store.open(pg_dsn)
+
+
+async def test_a_select_opened_with_async_with_is_read_whole_or_row_by_row(pg_dsn, tmp_path):
+    store = await Store.open(pg_dsn, tmp_path / "head")
+    try:
+        for i in range(5):
+            await store.put(f"k{i}", str(i))
+        sql = "SELECT key, value FROM kv WHERE key >= ? ORDER BY key"
+        async with store.db.conn.execute(sql, ("k1",)) as cur:
+            assert [d[0] for d in cur.description] == ["key", "value"]
+            assert [tuple(r) for r in await cur.fetchall()] == [("k1", "1"), ("k2", "2"), ("k3", "3"), ("k4", "4")]
+        async with store.db.conn.execute(sql, ("k3",)) as cur:
+            assert [r["value"] async for r in cur] == ["3", "4"]
+        # The connection is free again once the iteration ended, inside a transaction too.
+        async with store.db.transaction() as conn:
+            async with conn.execute(sql, ("k4",)) as cur:
+                assert [r[0] async for r in cur] == ["k4"]
+            await conn.execute("DELETE FROM kv WHERE key = ?", ("k4",))
+        assert await store.get("k4") is None
+    finally:
+        await store.close()
