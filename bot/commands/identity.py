@@ -45,9 +45,11 @@ def _sso_result(ctx: Context, outcome: VerifyOutcome | None, current: Verificati
         return None
     if outcome.recorded and current is not None:
         return ctx.t("identity.sso_verified", method=current.method, level=current.level)
+    if not outcome.recorded and outcome.refusal is None:  # the external ID is gone: check_sso revoked
+        return ctx.t("identity.sso_revoked")
     if outcome.refusal in ("blacklisted", "too_many_accounts"):
         return ctx.t(f"identity.self_refused.{outcome.refusal}")
-    return ctx.t("identity.sso_revoked")
+    return None  # nothing else reaches an account's own check (it is local and asks once)
 
 
 async def _verify_self(ctx: Context) -> str:

@@ -90,6 +90,16 @@ async def test_a_blacklisted_sign_in_is_refused_in_the_answer_and_the_moderators
     assert NEWBIE not in world.state.verified
 
 
+async def test_a_sign_in_that_already_verifies_the_most_accounts_allowed_is_refused(store, tmp_path):
+    world = World(store, tmp_path, identity={"required_for": [], "sso_providers": ["corp"], "accounts_per_subject": 1})
+    world.identity.admin = Admin({BOB: [("corp", SUBJECT)], NEWBIE: [("corp", SUBJECT)]})
+    assert (await world.send("!verify", sender=BOB)).startswith("Your sign-in with corp verifies you")
+    assert await world.send("!verify", sender=NEWBIE) == (
+        "Your sign-in cannot verify this account: that identity already verifies as many accounts as this server "
+        "allows.\nYour real identity is not verified yet.\n" + world.identity.how_to_verify("en"))
+    assert set(world.state.verified) == {BOB}
+
+
 # -- !verify <user> … and !unverify: moderators --------------------------------------------------------
 
 async def test_a_moderator_verifies_and_unverifies_with_audit_records(store, tmp_path):
