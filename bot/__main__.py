@@ -42,18 +42,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="also check against a head kept elsewhere (as `audit head` printed it); repeatable")
     head = audit_commands.add_parser("head", help="print the audit log's head (id:hash time) to keep elsewhere")
     head.add_argument("--config", required=True, help="YAML config file")
-    # --- identity (issue 9) ---
-    identity = commands.add_parser("identity", help="real-name verification records")
-    identity_commands = identity.add_subparsers(dest="identity_command", required=True)
-    reveal = identity_commands.add_parser(
-        "reveal", help="print an account's kept identity attributes (recorded in the audit log first)")
-    reveal.add_argument("user", help="the account, @name:server")
-    reveal.add_argument("--reason", required=True, help="why they are read (kept in the audit log)")
-    reveal.add_argument("--config", required=True, help="YAML config file")
-    # --- end identity ---
-    return parser
-
-
     # --- PostgreSQL (issue 11) ---
     migrate = commands.add_parser("migrate-db", help="copy every record into a new, empty database and verify the copy")
     migrate.add_argument("--from", dest="source", required=True, metavar="URL",
@@ -76,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     reveal.add_argument("--reason", required=True, help="why they are read (kept in the audit log)")
     reveal.add_argument("--config", required=True, help="YAML config file")
     # --- end identity ---
+    return parser
+
+
 def _logging(level: str) -> None:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a bot that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
