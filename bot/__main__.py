@@ -175,7 +175,7 @@ async def _identity_reveal(args: argparse.Namespace) -> int:  # issue 9
 
     settings = load_config(args.config)
     keys = IdentityKeys.load(settings.identity_key_path())
-    store = await Store.open(settings.database.path, settings.records.audit_head_file)
+    store = await Store.open(settings.database.location(), settings.records.audit_head_file)
     try:
         found = await reveal(store, keys, user_id=args.user, reason=args.reason, actor=f"cli:{getpass.getuser()}",
                              now_ms=int(time.time() * 1000))
