@@ -22,6 +22,8 @@ from bot.policy.state import PublicAccount
 NOW = 1_800_000_000_000
 ALICE, BOB, CAROL, DAVE = "@alice:hs.test", "@bob:hs.test", "@carol:hs.test", "@dave:hs.test"
 SUBJECT = "110101199003074258"
+# The repositories must not care which database holds them (issue 11's PostgreSQL too).
+pytestmark = pytest.mark.both_backends
 
 
 def settings_for(tmp_path, **identity) -> Settings:
@@ -356,6 +358,7 @@ def cli(*args: str):
     return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.sqlite_only  # the command line reads the config's SQLite file, not the test's store
 async def test_identity_reveal_on_the_command_line(store, tmp_path):
     import yaml
 
