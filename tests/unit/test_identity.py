@@ -382,3 +382,57 @@ async def test_identity_reveal_on_the_command_line(store, tmp_path):
     os.chmod(tmp_path / "identity.key", 0o644)
     loose = cli("identity", "reveal", ALICE, "--reason", "again", "--config", str(config))
     assert loose.returncode == 2 and "readable by others" in loose.stderr and "张三" not in loose.stdout
+
+
+# -- single sign-on ---------------------------------------------------------------------------------
+
+class RecordsOf:
+    """The admin API's user records (external_ids as Synapse lists them); None: no such account."""
+
+    def __init__(self, records: dict) -> None:
+        self.records = records
+        self.asked: list[str] = []
+
+    async def user_record(self, user_id: str):
+        self.asked.append(user_id)
+        return self.records.get(user_id)
+
+
+async def test_an_external_id_of_a_configured_provider_verifies_and_its_removal_revokes(store, tmp_path):
+    state = new_state()
+    identity = await Identity.open(settings_for(tmp_path, sso_providers=["corp", "gov"], sso_level="sso-high"),
+                                   store, state, lambda: NOW)
+    assert await identity.check_sso(ALICE) is None  # no admin API: nothing to ask
+    identity.admin = admin = RecordsOf({
+        ALICE: {"external_ids": [{"auth_provider": "github", "external_id": "a1"},
+                                 {"auth_provider": "gov", "external_id": "G-77"}]},
+        BOB: {"external_ids": [{"auth_provider": "github", "external_id": "b1"}]},
+    })
+    outcome = await identity.check_sso(ALICE)
+    assert outcome is not None and outcome.recorded
+    current = await identity.current(ALICE)
+    assert (current.verifier, current.method, current.level) == ("sso", "gov", "sso-high")
+    row = await store.db.fetchone("SELECT subject_index FROM identity_records")
+    # The provider is part of the subject: the same ID at another provider is another person.
+    assert row[0] == identity._keys.blind_index("gov:G-77") != identity._keys.blind_index("corp:G-77")
+    assert await identity.check_sso(ALICE) is None  # unchanged: nothing recorded again
+    assert await identity.check_sso(BOB) is None and not identity.is_verified(BOB)  # not a configured provider
+    admin.records[ALICE] = {"external_ids": []}
+    assert (await identity.check_sso(ALICE)).recorded is False
+    assert not identity.is_verified(ALICE)
+    assert [(h.kind, h.actor, h.note) for h in await identity.history(ALICE)][-1] == (
+        "revoked", "sso", "external ID removed")
+    # A manual verification is not the SSO verifier's to revoke.
+    await verify(identity, BOB, None, actor="@mod:hs.test")
+    assert await identity.check_sso(BOB) is None and identity.is_verified(BOB)
+
+
+async def test_the_sso_sweep_asks_about_every_account_the_bot_knows(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("bot.identity.service.SSO_SWEEP_PAUSE_S", 0)
+    state = new_state()
+    identity = await Identity.open(settings_for(tmp_path, sso_providers=["corp"]), store, state, lambda: NOW)
+    state.record_acceptance(ALICE, "1")
+    state.set_dm_room(BOB, "!dm:hs.test")
+    identity.admin = admin = RecordsOf({ALICE: {"external_ids": [{"auth_provider": "corp", "external_id": "x"}]}})
+    await identity.sweep_sso()
+    assert sorted(admin.asked) == [ALICE, BOB] and identity.is_verified(ALICE) and not identity.is_verified(BOB)
