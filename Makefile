@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) bench/gate.py
 	$(PY) bench/news.py
 	$(PY) bench/restart.py
+	$(PY) bench/inprocess.py
 	$(PY) bench/store.py
 
 clean:

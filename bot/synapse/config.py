@@ -63,7 +63,7 @@ class ModuleConfig:
     stale_after: float = 60.0  # s without a successful poll before Synapse's log says so
     ratecap_timeout: float = 0.5  # s to wait for the bot's rate-cap answer before deciding alone
     report_interval: float = 0.2  # s between batches of reports to the bot
-    snapshot_retry_max: float = 5.0  # s: the longest wait between snapshot attempts
+    snapshot_retry_max: float = 2.0  # s: the longest wait between snapshot attempts
 
     def fails_open(self, callback: str) -> bool:
         return self.fail[callback] == "open"
@@ -122,5 +122,5 @@ def parse_config(raw: Any) -> ModuleConfig:
         stale_after=_seconds(raw.get("stale_after", 60.0), "stale_after", minimum=1.0),
         ratecap_timeout=_seconds(raw.get("ratecap_timeout", 0.5), "ratecap_timeout", minimum=0.01),
         report_interval=_seconds(raw.get("report_interval", 0.2), "report_interval", minimum=0.01),
-        snapshot_retry_max=_seconds(raw.get("snapshot_retry_max", 5.0), "snapshot_retry_max", minimum=0.1),
+        snapshot_retry_max=_seconds(raw.get("snapshot_retry_max", 2.0), "snapshot_retry_max", minimum=0.1),
     )

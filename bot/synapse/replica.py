@@ -161,7 +161,10 @@ class Replica:
 
     def _succeeded(self) -> None:
         if self._stale_logged:
-            log.warning("rules replica: in step with the bot again after %.1f s", self.staleness())
+            if self.last_success is None:
+                log.warning("rules replica: first snapshot from the bot; callbacks decide from it")
+            else:
+                log.warning("rules replica: in step with the bot again after %.1f s", self.staleness())
             self._stale_logged = False
         self.last_success = self._monotonic()
 

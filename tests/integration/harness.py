@@ -274,8 +274,49 @@ async def setup(hs, account, make_bot, gate=None, **config) -> Moderation:
     process = make_bot(hs, account, gate=gate, admin_token=True, moderators=[moderator.user_id],
                        management_room=f"#{alias}:{hs.server_name}", **config)
     process.start()
+    if hasattr(gate, "wait_for_replica"):  # the in-process module: its replica must be in step first
+        await gate.wait_for_replica()
     status, room = await moderator.create_room(name="Moderators", room_alias_name=alias, invite=[account.user_id])
     assert status == 200, room
     moderation = Moderation(process, account.user_id, moderator, room["room_id"], [moderator])
     await moderation.command("!cases", "No cases")  # answered only once the room is known as the management room
     return moderation
+
+
+# --- the in-process module (bot.synapse, issue 10) ---
+INPROCESS_SNIPPET = REPO / "config" / "synapse-module-inprocess.yaml"
+
+
+def inprocess_modules(bot_url: str, token: str, language: str = "en", **overrides: Any) -> list[dict[str, Any]]:
+    """The `modules:` list of the README's in-process snippet with the bot's address filled in;
+    ``overrides`` replace keys of its config (tests of max_staleness and the like)."""
+    import string
+
+    text = string.Template(INPROCESS_SNIPPET.read_text(encoding="utf-8")).substitute(
+        BOT_URL=bot_url, BOT_TOKEN=token, LANGUAGE=language)
+    modules = yaml.safe_load(text)["modules"]
+    modules[0]["config"].update(overrides)
+    return modules
+
+
+class InprocessServer:
+    """A Synapse that loads bot.synapse.RulesModule, pointed at the gate port of the bots under
+    test (the bot serves the replica there). Shaped like conftest's GatedServer, so a bot made with
+    ``gate=`` this server listens where the module looks."""
+
+    def __init__(self, workdir: Path, gate_port: int, gate_token: str, **module_overrides: Any) -> None:
+        self.gate_port = gate_port
+        self.gate_token = gate_token
+        modules = inprocess_modules(f"http://127.0.0.1:{gate_port}", gate_token, **module_overrides)
+        self.hs = Homeserver(workdir, extra_config={"modules": modules})
+
+    def module_log(self) -> str:
+        return self.hs.log_path.read_text(encoding="utf-8", errors="replace") if self.hs.log_path.exists() else ""
+
+    async def wait_for_replica(self, timeout: float = 15.0) -> None:
+        """Until the module has taken a snapshot since the last call (a bot just started)."""
+        offset = getattr(self, "_log_offset", 0)
+        await until(lambda: "rules replica: snapshot at" in self.module_log()[offset:], timeout,
+                    interval=0.05, what=f"a replica snapshot in {self.hs.log_path}")
+        self._log_offset = len(self.module_log())
+# --- end of the in-process module ---
