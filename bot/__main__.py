@@ -1,4 +1,5 @@
-"""Command line: python -m bot run | check-config | demo | export | audit verify | audit head."""
+"""Command line: python -m bot run | check-config | demo | export | audit verify | audit head |
+consent-templates."""
 
 from __future__ import annotations
 
@@ -162,6 +163,26 @@ def _write_private(path: str, data: bytes) -> None:
         out.write(data)
 
 
+def _consent_templates(args: argparse.Namespace) -> int:
+    """`consent-templates`: Synapse's policy pages, one line per file written or already current."""
+    from pathlib import Path
+
+    from bot.config import AgreementConfig
+    from bot.consent.templates import TemplateError, texts_for, write_templates
+
+    settings = load_config(args.config) if args.config else None
+    version = settings.agreement.version if settings is not None else AgreementConfig().version
+    try:
+        written = write_templates(Path(args.out), version, texts_for(settings))
+    except TemplateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for page in written:
+        print(f"{'wrote' if page.changed else 'unchanged'} {page.path}")
+    print(f"agreement version {version}: set user_consent.version to {version!r} and template_dir to {args.out}")
+    return 0
+
+
 async def _identity_reveal(args: argparse.Namespace) -> int:  # issue 9
     """`identity reveal`: the audit record is committed by reveal() before anything is printed."""
     import getpass
@@ -221,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_audit(args))
         if args.command == "identity":  # issue 9
             return asyncio.run(_identity_reveal(args))
+        if args.command == "consent-templates":
+            return _consent_templates(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

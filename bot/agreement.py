@@ -61,30 +61,50 @@ class AgreementService:
         self._clock = clock
         self._on_accepted = on_accepted
 
-    async def accept(self, user_id: str, event_id: str, room_id: str, method: str) -> Outcome:
+    async def accept(self, user_id: str, event_id: str, room_id: str, method: str,
+                     accepted_at: int | None = None) -> Outcome:
         """Record an acceptance and its effects (the unmutes room mode journals) in one
-        transaction, the caller's if one is open; memory follows at once, undone on rollback."""
+        transaction, the caller's if one is open; memory follows at once, undone on rollback.
+        ``accepted_at``: when it was accepted, if before now (at registration)."""
         if self._state.is_exempt(user_id):
             return Outcome.EXEMPT
         if self._state.has_agreed(user_id):
             return Outcome.ALREADY
+        now = self._clock()
         async with self._store.unit():
             await self._store.agreements.record_acceptance(
                 Acceptance(
                     user_id=user_id,
                     version=self.document.version,
                     text_sha256=self.document.sha256,
-                    accepted_at=self._clock(),
+                    accepted_at=now if accepted_at is None else accepted_at,
                     event_id=event_id,
                     room_id=room_id,
                     method=method,
-                )
+                ),
+                recorded_at=None if accepted_at is None else now,
             )
             previous = self._state.accepted.get(user_id)
             self._state.record_acceptance(user_id, self.document.version)
             self._store.db.on_rollback(lambda: _restore(self._state.accepted, user_id, previous))
             await self._on_accepted(user_id, f"agreed-{event_id}")
         return Outcome.CONFIRMED
+
+    # --- consent at registration (bot.consent) ---
+    async def accept_at_registration(self, user_id: str, version: str, accepted_at: int | None) -> bool:
+        """Synapse records that ``user_id`` accepted ``version`` (its user_consent): recorded once,
+        with method ``registration`` and a key of its own in place of an event ID (there is no
+        event). True if recorded now; False if it was already (or the account is exempt)."""
+        if version != self.document.version:
+            return False
+        outcome = await self.accept(user_id, registration_key(user_id, version), "", "registration", accepted_at)
+        return outcome is Outcome.CONFIRMED
+
+
+def registration_key(user_id: str, version: str) -> str:
+    """The unique key an acceptance at registration is recorded under (the column holds event IDs,
+    which start with $, so it cannot collide with one)."""
+    return f"consent:{user_id}:{version}"
 
 
 def _restore(accepted: dict[str, str], user_id: str, previous: str | None) -> None:

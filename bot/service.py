@@ -25,6 +25,7 @@ from bot.commands.context import Services
 from bot.commands.dispatch import Dispatcher
 from bot.commands.registry import Registry
 from bot.config import Settings
+from bot.consent.wiring import Consent
 from bot.gatefirst import GateFirst
 from bot.effects import Executor
 from bot.gate.metrics import SyncGaps
@@ -110,6 +111,11 @@ class Service:
         self.identity.admin, self.identity.management = self.admin, self.management
         self._sso_checked: set[str] = set()
         # --- end identity ---
+        # --- consent at registration (bot.consent): before the gate refuses or onboarding prompts ---
+        self.consent = Consent(settings, state, self.agreements, self.management, self.t, self.clock)
+        self.onboarding.consent = self.consent.accepted
+        if self.gate is not None:
+            self.gate.consent = self.consent.accepted
         self.sanctions = Sanctions(
             store, state, matrix, self.room_mode, self.onboarding, self.admin, self.management, self.t, settings,
             self.clock,
@@ -197,6 +203,8 @@ class Service:
         # A changed agreement version: ask everyone who agreed to (or was shown) an older one.
         for user_id in await store.agreements.users_to_ask_again(self.document.version):
             self.onboarding.request(user_id)
+        # --- consent at registration (bot.consent): Synapse's user_consent.version against ours ---
+        self.spawn(self.consent.check_versions(), "consent-versions")
         log.info("started as %s (agreement version %s)", hs.user_id, self.document.version)
 
     # --- identity (issue 9) ---
@@ -289,8 +297,10 @@ class Service:
     def _health(self) -> dict[str, Any]:
         """For the gate's /health: "degraded" (HTTP 503) while a supervised loop keeps failing."""
         synced = self.sync is not None and self.sync.synced.is_set()
+        consent_warnings = self.consent.warnings if getattr(self, "consent", None) is not None else []
         return {**self.supervisor.health(), "matrix": "synced" if synced else "connecting",
-                "onboarding_queue": self.onboarding.queued}
+                "onboarding_queue": self.onboarding.queued,
+                **({"warnings": list(consent_warnings)} if consent_warnings else {})}
 
     async def stop(self) -> None:
         # The batch in hand finishes and its token is saved before anything is cancelled; the
@@ -308,6 +318,8 @@ class Service:
             await self.client.close()
         if getattr(self, "admin", None) is not None:  # (set by start(), which may have failed first)
             await self.admin.close()
+        if getattr(self, "consent", None) is not None:
+            await self.consent.close()
         if getattr(self, "directory", None) is not None:
             await self.directory.close()
         if self.store is not None:

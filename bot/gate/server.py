@@ -91,6 +91,10 @@ class Gate:
         # room -> how many join-rule or history-visibility changes the gate allowed there: a
         # read-back that narrows the scope is dropped if a newer change came meanwhile.
         self._scope_changes: dict[str, int] = {}
+        # --- consent at registration (bot.consent) ---
+        # Asked before refusing an account that has not agreed: True if it accepted the agreement
+        # at registration (now recorded), so its first message is not refused. Set by the service.
+        self.consent: Callable[[str], Awaitable[bool]] | None = None
         # issue 9: POST /identity/v1/verifications (bot.identity.assertion), set before start()
         self.identity_endpoint: Callable[[web.Request], Awaitable[web.Response]] | None = None
         # issue 10: the replica routes (bot.replica.publisher), set before start()
@@ -181,6 +185,10 @@ class Gate:
                 await new_rooms.settle(action.user_id)  # perhaps the room it just created public
             now = self._clock()
             decision = decide(action, self._state, now)
+            # --- consent at registration (bot.consent): cached per account, a short timeout ---
+            if not decision.allowed and decision.prompt_agreement and self.consent is not None \
+                    and await self.consent(action.user_id):
+                decision = decide(action, self._state, now)
             if decision.allowed and action.kind is ActionKind.CREATE_ROOM:
                 await self.room_created(action.user_id)
         except SchemaError as exc:
@@ -306,7 +314,9 @@ class Gate:
     async def _health_handler(self, request: web.Request) -> web.Response:
         health: dict[str, Any] = {"status": "ok", **self._health()}
         if self.username_callback_seen:
-            health["warnings"] = ["check_username_for_spam is enabled in synapse-http-antispam: user search finds nobody"]
+            # Added to the service's own warnings (bot.consent's version mismatch), not in their place.
+            health["warnings"] = [*health.get("warnings", []),
+                                  "check_username_for_spam is enabled in synapse-http-antispam: user search finds nobody"]
         # A loop that keeps failing (bot.supervise) makes the service "degraded": 503, so a
         # monitor that only reads status codes notices too.
         return web.json_response(health, status=200 if health["status"] == "ok" else 503)

@@ -362,6 +362,18 @@ MESSAGES: dict[str, str] = {
     "field.m.room.name": "name",
     "field.m.room.topic": "topic",
     "field.m.room.canonical_alias": "address",
+    # --- consent at registration (bot.consent) ---
+    "consent.page.heading": "Service agreement, version {version}",
+    "consent.page.already": "You have accepted this version of the agreement.",
+    "consent.page.agree": "I accept the agreement",
+    "consent.page.thanks_title": "Thank you",
+    "consent.page.thanks": "Thank you. Your acceptance of the service agreement was recorded.",
+    "consent.mismatch": (
+        "The homeserver asks new accounts to accept agreement version {synapse} (user_consent.version), "
+        "but the bot's agreement is version {version}: accounts that accept at registration are still asked "
+        "in chat. Regenerate the policy pages (python -m bot consent-templates) and set user_consent.version "
+        "to {version}."
+    ),
     # --- identity (issue 9) ---
     "deny.not_verified": "{what}: this needs a verified real identity, and this account is not verified. {how}",
     "action.public_account": "Your public-account application was not accepted",

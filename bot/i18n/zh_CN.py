@@ -300,6 +300,17 @@ MESSAGES: dict[str, str] = {
     "field.m.room.name": "名称",
     "field.m.room.topic": "话题",
     "field.m.room.canonical_alias": "地址",
+    # --- consent at registration (bot.consent) ---
+    "consent.page.heading": "服务协议（版本 {version}）",
+    "consent.page.already": "您已同意此版本的协议。",
+    "consent.page.agree": "我同意本协议",
+    "consent.page.thanks_title": "谢谢",
+    "consent.page.thanks": "谢谢。您对服务协议的同意已记录。",
+    "consent.mismatch": (
+        "主服务器要求新账号在注册时同意协议版本 {synapse}（user_consent.version），而机器人的协议版本为 {version}："
+        "注册时已同意的账号仍会在聊天中被要求同意。请重新生成协议页面（python -m bot consent-templates），"
+        "并将 user_consent.version 设为 {version}。"
+    ),
     # --- identity (issue 9) ---
     "deny.not_verified": "{what}：此操作需要实名认证，您的账号尚未认证。{how}",
     "action.public_account": "您的公众账号申请未被受理",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 from bot.agreement import AgreementDocument
 from bot.config import Settings
@@ -56,6 +56,9 @@ class Onboarding:
         self._prompted: set[str] = set()
         # The onboarding worker and the effects executor both open DMs: one per user at a time.
         self._dm_locks: dict[str, asyncio.Lock] = {}
+        # --- consent at registration (bot.consent) ---
+        # True if the account accepted the agreement at registration (then recorded): no prompt.
+        self.consent: Callable[[str], Awaitable[bool]] | None = None
 
     def request(self, user_id: str, note: tuple[str, str] | None = None) -> None:
         """Make sure ``user_id`` is asked to agree; ``note`` (text, txn key) is sent before it."""
@@ -159,6 +162,8 @@ class Onboarding:
         if self._state.is_exempt(user_id):
             return
         needs_prompt = not self._state.has_agreed(user_id)
+        if needs_prompt and self.consent is not None and await self.consent(user_id):
+            needs_prompt = False  # accepted at registration (bot.consent), recorded just now
         if not notes and not needs_prompt:
             return
         room_id = await self.dm_room(user_id)

@@ -32,11 +32,12 @@ class AgreementRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record_acceptance(self, acceptance: Acceptance) -> bool:
+    async def record_acceptance(self, acceptance: Acceptance, recorded_at: int | None = None) -> bool:
         """Commit an acceptance and its audit record together.
 
         Returns False when the event was already recorded: replaying a sync batch after a crash
-        must not record the same acceptance twice.
+        must not record the same acceptance twice. ``recorded_at``: the audit row's time when it is
+        not the acceptance's (an agreement accepted at registration is recorded later).
         """
         async with self._db.transaction() as conn:
             cur = await conn.execute(
@@ -57,7 +58,7 @@ class AgreementRepo:
                 return False
             await audit.append(
                 conn,
-                now_ms=acceptance.accepted_at,
+                now_ms=acceptance.accepted_at if recorded_at is None else recorded_at,
                 actor=acceptance.user_id,
                 action="agreement.accept",
                 target=acceptance.user_id,
@@ -67,6 +68,7 @@ class AgreementRepo:
                     "event_id": acceptance.event_id,
                     "room_id": acceptance.room_id,
                     "method": acceptance.method,
+                    **({} if recorded_at is None else {"accepted_at": acceptance.accepted_at}),
                 },
             )
         return True

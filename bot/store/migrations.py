@@ -293,6 +293,32 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     # --- end identity in chat ----------------------------------------------------------------------
+    # --- consent at registration (issue 9, bot.consent) ---------------------------------------------
+    Migration(
+        8,
+        "agreement acceptances may be recorded from Synapse's user_consent (method 'registration')",
+        """
+        -- SQLite cannot change a CHECK constraint: the table is rebuilt, ids and rows kept as they
+        -- are (the audit log refers to acceptances by their content, not by rowid, but ids are
+        -- exported). No table references it, so the rename needs no foreign-key dance.
+        CREATE TABLE agreement_acceptances_new (
+            id          INTEGER PRIMARY KEY,
+            user_id     TEXT NOT NULL,
+            version     TEXT NOT NULL,
+            text_sha256 TEXT NOT NULL,
+            accepted_at INTEGER NOT NULL,          -- ms since the epoch (registration: Synapse's consent_ts)
+            event_id    TEXT NOT NULL UNIQUE,      -- the event; registration: consent:<user>:<version>
+            room_id     TEXT NOT NULL,             -- registration: '' (no room)
+            method      TEXT NOT NULL CHECK (method IN ('command', 'reaction', 'registration'))
+        );
+        INSERT INTO agreement_acceptances_new (id, user_id, version, text_sha256, accepted_at, event_id, room_id, method)
+            SELECT id, user_id, version, text_sha256, accepted_at, event_id, room_id, method FROM agreement_acceptances;
+        DROP TABLE agreement_acceptances;
+        ALTER TABLE agreement_acceptances_new RENAME TO agreement_acceptances;
+        CREATE INDEX agreement_acceptances_user ON agreement_acceptances (user_id, accepted_at);
+        """,
+    ),
+    # --- end consent at registration ------------------------------------------------------------------
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,67 @@
+"""The consent feature as the service wires it in (see bot.consent)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from bot.agreement import AgreementService
+from bot.config import Settings
+from bot.consent.registration import RegistrationConsent, UserRecords
+from bot.consent.synapse import SynapseConsent, probe
+from bot.i18n import Translator
+from bot.matrix.management import ManagementRoom
+from bot.policy import PolicyState
+
+log = logging.getLogger(__name__)
+
+
+class Consent:
+    """What the service wires in: ``accepted`` for the gate and onboarding, ``check_versions`` once
+    at start-up, ``warnings`` for /health."""
+
+    def __init__(self, settings: Settings, state: PolicyState, agreements: AgreementService,
+                 management: ManagementRoom, t: Translator, clock: Callable[[], int]) -> None:
+        self._url = settings.homeserver.url
+        self._version = agreements.document.version
+        self._management = management
+        self._t = t
+        self.warnings: list[str] = []
+        token = settings.homeserver.admin_token
+        self._records: UserRecords | None = None
+        self.checker: RegistrationConsent | None = None
+        if token is None:
+            log.warning("no homeserver.admin_token: an agreement accepted at registration (Synapse's user_consent)"
+                        " cannot be read, so every account is asked to agree in chat")
+            return
+        self._records = UserRecords(self._url, token.get_secret_value())
+        self.checker = RegistrationConsent(self._records.user, agreements.accept_at_registration,
+                                           lambda: agreements.document.version, state.is_local, clock)
+
+    async def accepted(self, user_id: str) -> bool:
+        """The account accepted the current agreement through Synapse (and it is recorded now)."""
+        return self.checker is not None and await self.checker.accepted(user_id)
+
+    async def check_versions(self) -> SynapseConsent:
+        """Compare Synapse's user_consent.version with agreement.version; a mismatch is an ERROR in
+        the log, a /health warning and one management-room notice per pair of versions."""
+        found = await probe(self._url)
+        if found.version is None:
+            log.info("the homeserver shows no user_consent policy: the agreement is asked for in chat only")
+        elif found.version == self._version:
+            log.info("the homeserver asks for agreement version %s (%s), as the bot does%s", found.version,
+                     found.source, "" if self.checker is not None else ", but without the admin token it cannot be read")
+        else:
+            log.error("the homeserver's user_consent.version is %r (read from %s) but agreement.version is %r:"
+                      " accounts that accept at registration will still be asked in chat. Regenerate the policy"
+                      " pages (python -m bot consent-templates) and set user_consent.version to %r",
+                      found.version, found.source, self._version, self._version)
+            self.warnings.append(f"Synapse user_consent.version {found.version!r} differs from agreement.version"
+                                 f" {self._version!r}")
+            await self._management.post(self._t("consent.mismatch", synapse=found.version, version=self._version),
+                                        f"consent-mismatch/{found.version}/{self._version}")
+        return found
+
+    async def close(self) -> None:
+        if self._records is not None:
+            await self._records.close()
