@@ -185,8 +185,7 @@ class Clock:
 
 
 @pytest.fixture
-async def consent(tmp_path):
-    store = await Store.open(tmp_path / "bot.db")
+async def consent(store):
     state = PolicyState(bot_user_id="@bot:hs.test", server_name="hs.test", agreement_version="3")
     document = AgreementDocument(version="3", text="terms", sha256="ab" * 32)
     clock = Clock()
@@ -210,10 +209,10 @@ async def consent(tmp_path):
                                   state.is_local, clock)
     checker.store, checker.state, checker.records, checker.calls, checker.clock = store, state, records, calls, clock
     checker.agreements, checker.unmuted = agreements, unmuted
-    yield checker
-    await store.close()
+    return checker
 
 
+@pytest.mark.both_backends  # the rebuilt table (migration) and the record, on PostgreSQL too
 async def test_an_account_that_consented_to_the_current_version_is_recorded_once(consent):
     consent.records[USER] = {"name": USER, "consent_version": "3", "consent_ts": 900_000, "consent_server_notice_sent": None}
     assert await consent.accepted(USER) is True
