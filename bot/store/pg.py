@@ -313,9 +313,14 @@ class PgConnection:
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}")
 
 
+# Seconds a statement may take before the store counts as unavailable: a server cut off by the
+# network would otherwise hold the sync loop forever (no statement of the bot comes near it).
+COMMAND_TIMEOUT = 60.0
+
+
 async def _connect(dsn: str) -> asyncpg.Connection:
     # No statement cache of asyncpg's own: PgConnection keeps its prepared statements itself.
-    conn = await asyncpg.connect(dsn, timeout=10, statement_cache_size=0)
+    conn = await asyncpg.connect(dsn, timeout=10, statement_cache_size=0, command_timeout=COMMAND_TIMEOUT)
     # SQLite has no booleans: `x IS NOT NULL` is 1 or 0 there, and an export must not say True.
     await conn.set_type_codec("bool", schema="pg_catalog", format="text",
                               encoder=lambda value: "t" if value else "f", decoder=lambda text: int(text == "t"))

@@ -237,3 +237,18 @@ async def test_a_select_opened_with_async_with_is_read_whole_or_row_by_row(pg_ds
         assert await store.get("k4") is None
     finally:
         await store.close()
+
+
+async def test_a_statement_that_hangs_is_store_unavailable(pg_dsn, tmp_path, monkeypatch):
+    import bot.store.pg
+
+    monkeypatch.setattr(bot.store.pg, "COMMAND_TIMEOUT", 0.3)
+    store = await Store.open(pg_dsn, tmp_path / "head")
+    try:
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            await store.db.fetchone("SELECT pg_sleep(5)")
+        assert store_unavailable(raised.value) and "TimeoutError" in str(raised.value)
+        await store.put("after", "1")  # the connection still serves the next batch
+        assert await store.get("after") == "1"
+    finally:
+        await store.close()
