@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import re
 import sqlite3
 import stat
 from contextlib import asynccontextmanager
@@ -336,6 +337,17 @@ def _undo(callbacks: list[Callable[[], None]]) -> None:
             log.exception("undoing a change to memory failed")
 
 
+def _inside_body(lines: list[str]) -> bool:
+    """Whether a ``;`` at the end of the last line is inside a body (a trigger's BEGIN … END, a
+    PostgreSQL function's $$ … $$), not the end of the statement (append-only triggers, issue 11)."""
+    text = "\n".join(lines)
+    if text.count("$$") % 2:
+        return True
+    starts_trigger = re.match(r"\s*CREATE\s+(TEMP\w*\s+)?TRIGGER\b", text, re.IGNORECASE) is not None
+    sqlite_body = starts_trigger and re.search(r"\bBEGIN\b", text, re.IGNORECASE) is not None
+    return sqlite_body and re.search(r"\bEND\s*;$", text, re.IGNORECASE) is None
+
+
 def _split_sql(script: str) -> list[str]:
     # executescript() would COMMIT on its own; run statement by statement inside our transaction.
     statements, current = [], []
@@ -344,7 +356,7 @@ def _split_sql(script: str) -> list[str]:
         if not stripped.strip():
             continue
         current.append(stripped)
-        if stripped.endswith(";"):
+        if stripped.endswith(";") and not _inside_body(current):
             statements.append("\n".join(current))
             current = []
     if current:

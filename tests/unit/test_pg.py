@@ -6,9 +6,10 @@ import sqlite3
 import asyncpg
 import pytest
 
-from bot.store import Store
+from bot.store import NewCase, Store
 from bot.store.audit import verify
 from bot.store.db import store_unavailable
+from bot.store.migrations import LATEST_VERSION, Migration
 from bot.store.sqlpg import Schema, Translator, number_placeholders, translate_ddl
 
 pytestmark = pytest.mark.both_backends  # the tests that take `store` run on both
@@ -250,5 +251,45 @@ async def test_a_statement_that_hangs_is_store_unavailable(pg_dsn, tmp_path, mon
         assert store_unavailable(raised.value) and "TimeoutError" in str(raised.value)
         await store.put("after", "1")  # the connection still serves the next batch
         assert await store.get("after") == "1"
+    finally:
+        await store.close()
+
+
+APPEND_ONLY = Migration(
+    LATEST_VERSION + 1,
+    "test: cases are append-only, enforced by the database",
+    """
+    CREATE TRIGGER cases_append_only BEFORE UPDATE ON cases
+    BEGIN
+        SELECT RAISE(ABORT, 'cases are append-only');
+    END;
+    """,
+    postgres="""
+    CREATE FUNCTION cases_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'cases are append-only';
+    END;
+    $$;
+    CREATE TRIGGER cases_append_only BEFORE UPDATE ON cases FOR EACH ROW EXECUTE FUNCTION cases_append_only();
+    """,
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_migration_may_give_postgresql_its_own_form_and_bodies_are_not_cut_at_their_semicolons(
+        backend, pg_cluster, tmp_path, monkeypatch):
+    import bot.store.db
+
+    monkeypatch.setattr(bot.store.db, "MIGRATIONS", (*bot.store.db.MIGRATIONS, APPEND_ONLY))
+    monkeypatch.setattr(bot.store.db, "LATEST_VERSION", APPEND_ONLY.version)
+    location = await pg_cluster.fresh() if backend == "postgres" else tmp_path / "bot.db"
+    store = await Store.open(location, tmp_path / "head")
+    try:
+        assert await store.db.schema_version() == APPEND_ONLY.version
+        case = await store.cases.open(NewCase("@t:hs", "warn", "@mod:hs", "spam", 1000))
+        with pytest.raises(Exception, match="cases are append-only"):
+            async with store.db.transaction() as conn:
+                await conn.execute("UPDATE cases SET reason = 'rewritten' WHERE id = ?", (case.id,))
+        assert (await store.cases.get(case.id)).reason == "spam"
     finally:
         await store.close()
