@@ -94,13 +94,13 @@ class HighAvailability:
             self._bound_state = state
             self.binding.standby(state, self.standby.outbox, self._standby_health)
 
-    async def _stand_by(self) -> None:
-        assert self.early.state is not None
+    async def _stand_by(self, state: Any) -> None:
         self.metrics.active = False
         if self.binding is not None:
-            # Until the first snapshot, the state this process loaded from the store.
-            self._bound_state = self.early.state
-            self.binding.standby(self.early.state, self.standby.outbox, self._standby_health)
+            # Until the first snapshot, the newest state this process has: loaded from the store
+            # at start, or its own as the active one it was until now.
+            self._bound_state = state
+            self.binding.standby(state, self.standby.outbox, self._standby_health)
             self.standby.following = True
             self.standby.replica.on_change = self._follow_replica
             self._following = asyncio.ensure_future(self.standby.follow())
@@ -182,14 +182,20 @@ class HighAvailability:
             self.gate.metrics.include(self.metrics)
         self._delivering = asyncio.ensure_future(self.standby.deliver())
         try:
+            state = self.early.state
             while not self.stop.is_set():
-                await self._stand_by()
+                await self._stand_by(state)
+                if self.metrics.demotions:
+                    # Whatever cut this process off may not be over: a standby in good health
+                    # takes the lock first if there is one.
+                    await _first(asyncio.sleep(3 * self.leadership.poll_seconds), self.stop.wait())
                 await _first(self.leadership.acquire(), self.stop.wait())
                 if self.stop.is_set():
                     return
                 fresh = await self._take_over()
                 if await self._act(fresh):
                     return
+                state = fresh.state
                 log.warning("back to standby")
         finally:
             for task in (self._following, self._delivering):

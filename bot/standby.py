@@ -163,13 +163,16 @@ class Standby:
                 self.replica.epoch = None  # another process: its numbering starts anew
         self.leader = leader
 
+    async def _read_leader_or_keep(self) -> None:
+        try:
+            await self.read_leader()
+        except Exception as exc:  # the store's PostgreSQL away: keep following the last one
+            log.warning("cannot read the active bot's address: %s", exc)
+
     async def watch_leader(self) -> None:
         while True:
-            try:
-                await self.read_leader()
-            except Exception as exc:  # the store's PostgreSQL away: keep following the last one
-                log.warning("cannot read the active bot's address: %s", exc)
             await asyncio.sleep(self.poll_seconds)
+            await self._read_leader_or_keep()
 
     async def deliver(self) -> None:
         """Send queued items in order to the active bot (to this process once it is the active)."""
@@ -201,6 +204,7 @@ class Standby:
 
     async def follow(self) -> None:
         """Follow the active bot (its address, then its state) until cancelled."""
+        await self._read_leader_or_keep()  # before the first snapshot is asked for
         await asyncio.gather(self.watch_leader(), self.replica.run())
 
     async def open(self) -> None:

@@ -163,9 +163,28 @@ async def test_a_login_before_any_post_asks_the_admin_api_instead_of_prompting(c
         await user.close()
 
 
-async def test_an_account_registered_without_the_terms_stage_still_meets_the_chat_flow(consent_server, process):
+async def created_by_admin(hs: Homeserver, token: str, name: str) -> User:
+    """An account the operator creates with the admin API (PUT /_synapse/admin/v2/users), then its
+    first password login for a token."""
+    user_id, password = f"@{name}-{uuid.uuid4().hex[:8]}:{hs.server_name}", uuid.uuid4().hex
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{hs.url}/_synapse/admin/v2/users/{user_id}", json={"password": password},
+                               headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 201, await resp.text()
+        login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password}
+        async with session.post(f"{hs.url}/_matrix/client/v3/login", json=login) as resp:
+            answer = await resp.json()
+            assert resp.status == 200, answer
+    return User(hs, RegisteredUser(user_id, password, answer["access_token"], answer["device_id"]))
+
+
+@pytest.mark.parametrize("path", ["shared-secret", "admin-api"])
+async def test_an_account_registered_without_the_terms_stage_still_meets_the_chat_flow(consent_server, process, path):
     hs, bot = consent_server.hs, consent_server.bot
-    user = await new_user(hs, "adminmade")  # the shared-secret admin API: no m.login.terms stage
+    if path == "shared-secret":
+        user = await new_user(hs, "secretmade")  # /_synapse/admin/v1/register with the shared secret
+    else:
+        user = await created_by_admin(hs, bot.access_token, "adminmade")
     try:
         assert (await admin_user(hs, bot.access_token, user.user_id))["consent_version"] is None
         status, room = await user.create_room(name="Refused")

@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
 import pytest
 
 from bot.devserver import free_port
+from bot.store.pg import ACTIVE_LOCK
 from tests.integration import harness
 from tests.integration.harness import BotProcess, Moderation, new_user, until
 
@@ -39,13 +41,23 @@ def replies_to(user, room_id: str, bot_id: str, event_id: str) -> list[dict]:
             if e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id]
 
 
-async def test_the_standby_follows_and_takes_over_exactly_once(gated, pg_cluster, tmp_path, monkeypatch):
+@dataclass
+class Pair:
+    first: BotProcess  # started first: the active one; its gate is not the one Synapse asks
+    second: BotProcess  # the standby, on the gate port Synapse asks
+    mod: Moderation
+    urls: dict[str, str]
+    dsn: str
+    session: aiohttp.ClientSession
+
+
+@pytest.fixture
+async def pair(gated, pg_cluster, tmp_path, monkeypatch):
     hs, account = gated.hs, gated.bot
     dsn = await pg_cluster.fresh()
     moderator = await new_user(hs, "mod")
     alias = f"mods-{moderator.user_id[5:13]}"
     active_port = free_port()
-    urls = {"active": f"http://127.0.0.1:{active_port}", "standby": f"http://127.0.0.1:{gated.gate_port}"}
 
     def config(port: int) -> dict:
         return {
@@ -59,7 +71,7 @@ async def test_the_standby_follows_and_takes_over_exactly_once(gated, pg_cluster
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    first = BotProcess(config(active_port), tmp_path / "a")  # its gate is not the one Synapse asks
+    first = BotProcess(config(active_port), tmp_path / "a")
     second = BotProcess(config(gated.gate_port), tmp_path / "b")
     users = [moderator]
     session = aiohttp.ClientSession()
@@ -72,7 +84,24 @@ async def test_the_standby_follows_and_takes_over_exactly_once(gated, pg_cluster
         assert status == 200, room
         mod = Moderation(first, account.user_id, moderator, room["room_id"], users)
         await mod.command("!cases", "No cases")
+        yield Pair(first, second, mod, {"active": f"http://127.0.0.1:{active_port}",
+                                        "standby": f"http://127.0.0.1:{gated.gate_port}"}, dsn, session)
+    finally:
+        for process in (first, second):
+            process.stop()
 
+
+async def test_the_standby_follows_and_takes_over_exactly_once(gated, pair):
+    hs, account, mod, urls, session = gated.hs, gated.bot, pair.mod, pair.urls, pair.session
+    first, second, moderator = pair.first, pair.second, pair.mod.moderator
+    for process in (first, second):
+        process.stop()  # nothing more is written: the records are final
+
+
+async def test_the_standby_follows_and_takes_over_exactly_once(gated, pair):
+    hs, account, mod, urls, session = gated.hs, gated.bot, pair.mod, pair.urls, pair.session
+    first, second, moderator = pair.first, pair.second, pair.mod.moderator
+    try:
         # A newcomer logs in: Synapse asks the standby's gate, which sends the prompt to the active.
         alice = await mod.member("alice", hs)
         agreed = time.monotonic()
@@ -131,13 +160,10 @@ async def test_the_standby_follows_and_takes_over_exactly_once(gated, pg_cluster
         assert "rulesbot_ha_active 1.0" in metrics and "rulesbot_ha_takeovers_total 1.0" in metrics
         print(f"takeover {took_over:.2f} s after SIGKILL, first command answered after {answered:.2f} s")
     finally:
-        await session.close()
-        for user in users:
-            await user.close()
         for process in (first, second):
             process.stop()
 
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(pair.dsn)
     try:
         warnings = await conn.fetch("SELECT reason FROM cases WHERE target = $1 AND kind = 'warn' ORDER BY id",
                                     alice.user_id)  # (the ladder adds a restriction after the third)
@@ -145,3 +171,34 @@ async def test_the_standby_follows_and_takes_over_exactly_once(gated, pg_cluster
         assert reasons == ["first warning", "during the takeover", "after the takeover"]
     finally:
         await conn.close()
+
+
+async def test_an_active_that_loses_its_lock_stops_acting_and_stands_by(gated, pair):
+    """The lock's connection cut (not the process): the active notices within two heartbeats,
+    stops acting, and its gate answers on as a standby; the other takes over and answers."""
+    account, mod, urls, session, moderator = gated.bot, pair.mod, pair.urls, pair.session, pair.mod.moderator
+    offsets = [pair.first.log_path.stat().st_size, pair.second.log_path.stat().st_size]
+    conn = await asyncpg.connect(pair.dsn)
+    try:
+        holder = await conn.fetchval("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
+                                     ACTIVE_LOCK & 0xFFFFFFFF)
+        assert holder is not None
+        await conn.execute("SELECT pg_terminate_backend($1)", holder)
+    finally:
+        await conn.close()
+    await until(lambda: "back to standby" in pair.first.log(offsets[0]), timeout=10, interval=0.05,
+                what="the old active standing by")
+    await until(lambda: "active: took over" in pair.second.log(offsets[1]), timeout=10, interval=0.05,
+                what="the standby taking over")
+    command = await moderator.say(mod.room, "!cases")
+    await moderator.wait_for(lambda: replies_to(moderator, mod.room, account.user_id, command.event_id), 20,
+                             "the new active's reply")
+    await asyncio.sleep(3)
+    await moderator.sync()
+    assert len(replies_to(moderator, mod.room, account.user_id, command.event_id)) == 1
+    old = await (await session.get(f"{urls['active']}/health")).json()
+    new = await (await session.get(f"{urls['standby']}/health")).json()
+    assert (old["role"], new["role"]) == ("standby", "active")
+    assert old["leader"]["url"] == urls["standby"]
+    metrics = await (await session.get(f"{urls['active']}/metrics")).text()
+    assert "rulesbot_ha_active 0.0" in metrics and "rulesbot_ha_leadership_lost_total 1.0" in metrics

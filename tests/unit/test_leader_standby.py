@@ -79,7 +79,7 @@ async def pair(tmp_path):
     await store.close()
 
 
-async def until(check, timeout: float = 2.0):
+async def until(check, timeout: float = 5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
