@@ -10,7 +10,10 @@ import time
 
 import asyncpg
 import pytest
+from pydantic import ValidationError
 
+import bot.service as service_module
+from bot.config import Settings
 from bot.leader import Leadership
 from bot.store.pg import ACTIVE_LOCK
 
@@ -91,3 +94,46 @@ async def test_an_unreachable_database_is_no_lock_not_an_error() -> None:
 async def test_the_new_holder_waits_out_the_old_holders_heartbeat() -> None:
     leadership = Leadership("postgresql://unused", heartbeat_seconds=1.5)
     assert leadership.takeover_grace > 2 * 1.5
+
+
+def settings(**overrides) -> Settings:
+    return Settings(homeserver={"url": "http://hs.test", "user_id": "@bot:hs.test", "password": "p"},
+                    gate={"token": "t" * 16, **overrides.pop("gate", {})}, **overrides)
+
+
+def test_the_advertised_gate_url_defaults_to_listen_and_must_be_http() -> None:
+    assert settings(gate={"listen": "10.0.0.5:9000"}).gate.advertised == "http://10.0.0.5:9000"
+    assert settings(gate={"advertise_url": "https://bot-a.internal:8765/"}).gate.advertised == \
+        "https://bot-a.internal:8765"
+    with pytest.raises(ValidationError, match="advertise_url") as refused:
+        settings(gate={"advertise_url": "bot-a.internal:8765"})
+    assert "is not an http:// or https:// URL" in str(refused.value)
+    with pytest.raises(ValidationError, match="ha.poll_seconds"):
+        settings(ha={"poll_seconds": 0})
+
+
+async def test_with_sqlite_a_configured_standby_is_refused_by_name_at_start(monkeypatch, caplog, tmp_path) -> None:
+    class Stopped(Exception):
+        pass
+
+    class NoService:
+        def __init__(self, settings) -> None:
+            pass
+
+        async def start(self, early=None) -> None:
+            raise Stopped()
+
+        async def stop(self) -> None:
+            pass
+
+        def reload_rules(self) -> None:
+            pass
+
+    monkeypatch.setattr(service_module, "Service", NoService)
+    with pytest.raises(Stopped):
+        await service_module.run(settings(ha={"poll_seconds": 2}, database={"path": tmp_path / "bot.db"}))
+    assert "with SQLite there is no standby: this process is the only bot" in caplog.text
+    caplog.clear()
+    with pytest.raises(Stopped):
+        await service_module.run(settings(database={"path": tmp_path / "bot.db"}))
+    assert "no standby" not in caplog.text
