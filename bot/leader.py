@@ -6,6 +6,8 @@ state (bot.standby). The active one is the holder of ``pg_advisory_lock(ACTIVE_L
 dedicated connection, not the store's: the store reconnects silently after a lost connection,
 which would drop the lock without anybody noticing. Here a lost connection *is* lost leadership:
 the heartbeat notices it within ``2 × heartbeat_seconds`` and the process stops acting at once.
+The other way round, a holder that falls silent (frozen, cut off) loses its session, and the
+lock, after three heartbeats without a word (``idle_session_timeout``).
 
 A new holder waits ``takeover_grace`` before it acts: PostgreSQL frees the lock the moment it sees
 the old connection gone, while the old process may need up to two heartbeats to notice; waiting
@@ -63,6 +65,8 @@ class Leadership:
                 self._conn = await self._connect(self._dsn)
             held = bool(await asyncio.wait_for(
                 self._conn.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK), self.poll_seconds * 5))
+            if held:
+                await self._end_when_silent(self._conn)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cannot ask PostgreSQL for the active bot's lock: %s: %s", type(exc).__name__, exc)
             await self._drop()
@@ -72,6 +76,16 @@ class Leadership:
             self._lost = asyncio.Event()
             self._conn.add_termination_listener(lambda conn: self._lose("the lock's connection was closed"))
         return held
+
+    async def _end_when_silent(self, conn: asyncpg.Connection) -> None:
+        """A process that stops without closing its socket (frozen, or cut off by the network)
+        would hold the lock for as long as the server keeps its session: the server ends a
+        session that sends nothing for three heartbeats (PostgreSQL 14+), and the lock with it."""
+        try:
+            await conn.execute(f"SET idle_session_timeout = {int(self.heartbeat_seconds * 3000)}")
+        except asyncpg.UndefinedObjectError:
+            log.warning("PostgreSQL before 14 has no idle_session_timeout: an active bot that freezes keeps "
+                        "the lock until the server drops its connection (tcp_keepalives_*)")
 
     async def acquire(self) -> None:
         """Wait until this process holds the lock, asking every ``poll_seconds``."""

@@ -137,3 +137,17 @@ async def test_with_sqlite_a_configured_standby_is_refused_by_name_at_start(monk
     with pytest.raises(Stopped):
         await service_module.run(settings(database={"path": tmp_path / "bot.db"}))
     assert "no standby" not in caplog.text
+
+
+async def test_a_holder_that_falls_silent_loses_the_lock_to_the_standby(dsn) -> None:
+    # A frozen active: it took the lock, then sends nothing (no heartbeat, socket still open).
+    frozen, standby = Leadership(dsn, heartbeat_seconds=0.2), Leadership(dsn, poll_seconds=0.05)
+    try:
+        assert await frozen.try_acquire()
+        assert await standby.try_acquire() is False
+        started = time.monotonic()
+        await asyncio.wait_for(standby.acquire(), 3)
+        assert time.monotonic() - started < 3 * frozen.heartbeat_seconds + 0.5
+    finally:
+        await frozen.release()
+        await standby.release()
