@@ -436,3 +436,21 @@ async def test_the_sso_sweep_asks_about_every_account_the_bot_knows(store, tmp_p
     identity.admin = admin = RecordsOf({ALICE: {"external_ids": [{"auth_provider": "corp", "external_id": "x"}]}})
     await identity.sweep_sso()
     assert sorted(admin.asked) == [ALICE, BOB] and identity.is_verified(ALICE) and not identity.is_verified(BOB)
+
+
+@pytest.mark.sqlite_only
+def test_the_bot_refuses_to_start_with_a_key_file_others_can_read(tmp_path):
+    import yaml
+
+    key = tmp_path / "identity.key"
+    key.write_bytes(b"k" * 32)
+    os.chmod(key, 0o644)
+    config = tmp_path / "bot.yaml"
+    config.write_text(yaml.safe_dump({
+        "homeserver": {"url": "http://127.0.0.1:9", "user_id": "@bot:hs.test", "password": "x"},
+        "gate": {"enabled": False}, "database": {"path": "bot.db"},
+    }))
+    started = cli("run", "--config", str(config))
+    assert started.returncode == 2, started.stderr
+    assert f"error: {key} is readable by others (mode 0644); it must be 0600" in started.stderr
+    assert key.read_bytes() == b"k" * 32
