@@ -12,12 +12,19 @@ import os
 import time
 from collections import deque
 from itertools import islice
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bot.policy.state import PolicyState
-from bot.replica.protocol import DELETED, SPECS, change_record, snapshot
+import orjson
+
+from bot.replica.protocol import DELETED, PROTOCOL_VERSION, SPECS, change_record, snapshot
 
 RING_SIZE = 100_000  # changes kept for replicas that fall behind; older ones re-snapshot
+SNAPSHOT_CHUNK = 5_000  # entries per snapshot piece: about a millisecond of the event loop
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 class ChangesGone(Exception):
@@ -62,9 +69,44 @@ class ChangeLog:
         self.on_change()
 
     def snapshot(self) -> dict[str, Any]:
-        """The whole state at the current seq (encoded, plain containers: safe to serialise off
-        the event loop while the state moves on)."""
+        """The whole state at the current seq, encoded in one go (tests, small states)."""
         return snapshot(self.state, self.epoch, self.seq)
+
+    def snapshot_pieces(self, chunk: int = SNAPSHOT_CHUNK) -> Iterator[bytes]:
+        """The snapshot as JSON, in pieces of at most ``chunk`` entries, so the caller can let
+        the gate answer between pieces (100,000 accounts take a few hundred ms to encode: too
+        long to hold the event loop).
+
+        The state may change between pieces. The snapshot says the seq of its start, and each
+        entry is read when its piece is made, so it holds that entry's value at the start or a
+        later one; every change after the start is in the change log, and a change record is the
+        whole value of its entry, so replaying the changes after the snapshot's seq ends at the
+        bot's state all the same (tests/unit/test_replica_protocol.py interleaves changes)."""
+        seq = self.seq
+        yield b'{"version":%d,"epoch":%s,"seq":%d,"state":{' % (PROTOCOL_VERSION, _dumps(self.epoch), seq)
+        for index, (name, spec) in enumerate(SPECS.items()):
+            container = getattr(self.state, name)
+            prefix = (b"," if index else b"") + _dumps(name) + b":"
+            if spec.kind == "value" or len(container) <= chunk:
+                yield prefix + _dumps(spec.whole.encode(container))
+                continue
+            assert spec.key is not None
+            keys = list(container)  # a copy: the container may change while the pieces are made
+            opening, closing = (b"{", b"}") if spec.kind == "dict" else (b"[", b"]")
+            yield prefix + opening
+            written = False
+            for start in range(0, len(keys), chunk):
+                current = getattr(self.state, name)  # replaced meanwhile? its changes are logged
+                part = [k for k in keys[start:start + chunk] if k in current]
+                if spec.kind == "dict":
+                    assert spec.item is not None
+                    body = _dumps({spec.key.encode(k): spec.item.encode(current[k]) for k in part})[1:-1]
+                else:
+                    body = _dumps([spec.key.encode(k) for k in part])[1:-1]
+                yield (b"," if written and body else b"") + body
+                written = written or bool(body)
+            yield closing
+        yield b"}}"
 
     def since(self, seq: int, limit: int = 10_000) -> list[dict[str, Any]]:
         """The changes after ``seq``, oldest first, at most ``limit`` (the replica asks again from

@@ -48,9 +48,14 @@ class Codec:
     encode: Encode
     decode: Decode
     identity: bool = False  # encode and decode return the value itself (str, int, bool)
+    plain_out: bool = False  # encode returns the value itself (a JSON writer writes it as it is)
 
 
-_IDENTITY = Codec(lambda v: v, lambda v: v, identity=True)
+def _same(value: Any) -> Any:
+    return value
+
+
+_IDENTITY = Codec(_same, _same, identity=True, plain_out=True)
 
 
 def _news_rules_codec() -> Codec:
@@ -117,12 +122,18 @@ def _build(tp: Any) -> Codec:
             item = codec_for(args[0])
             return Codec(lambda v: [item.encode(x) for x in v], lambda v: tuple(item.decode(x) for x in v))
         items = [codec_for(a) for a in args]
+        if all(c.identity for c in items):
+            # JSON writers (json, orjson) write a tuple as an array: no copy needed on the way out
+            # (recent_texts holds 200,000 of these). Read back as a tuple.
+            return Codec(_same, tuple, plain_out=True)
         return Codec(lambda v: [c.encode(x) for c, x in zip(items, v)],
                      lambda v: tuple(c.decode(x) for c, x in zip(items, v)))
     if origin is dict:
         key, value = key_codec(args[0]), codec_for(args[1])
         if key.identity and value.identity:
             return Codec(dict, dict)
+        if key.identity and value.plain_out:
+            return Codec(dict, lambda v: {k: value.decode(x) for k, x in v.items()})
         return Codec(lambda v: {key.encode(k): value.encode(x) for k, x in v.items()},
                      lambda v: {key.decode(k): value.decode(x) for k, x in v.items()})
     if dataclasses.is_dataclass(tp):

@@ -130,6 +130,16 @@ actions = st.builds(
 )
 
 
+def assert_replica_equals(document: dict, log: ChangeLog, bot: PolicyState, probes: list) -> None:
+    """The snapshot plus the changes after its seq: the bot's state, and the same decisions."""
+    replica = apply_snapshot(document)
+    for change in wire(log.since(document["seq"])):
+        apply_change(replica, change)
+    assert comparable(replica) == comparable(bot)
+    for action, at in probes:
+        assert decide(action, replica, NOW + at * 1000) == decide(action, bot, NOW + at * 1000)
+
+
 @settings(max_examples=300, deadline=None)
 @given(before=st.lists(operations, max_size=25), after=st.lists(operations, max_size=40),
        probes=st.lists(st.tuples(actions, st.integers(0, 3000)), min_size=1, max_size=10))
@@ -141,12 +151,7 @@ def test_snapshot_plus_changes_rebuilds_the_state_and_its_decisions(before, afte
     document = wire(log.snapshot())
     for op in after:
         mutate(bot, op)
-    replica = apply_snapshot(document)
-    for change in wire(log.since(document["seq"])):
-        apply_change(replica, change)
-    assert comparable(replica) == comparable(bot)
-    for action, at in probes:
-        assert decide(action, replica, NOW + at * 1000) == decide(action, bot, NOW + at * 1000)
+    assert_replica_equals(document, log, bot, probes)
 
 
 def test_every_field_is_replicated_or_listed_as_local_only() -> None:
@@ -215,3 +220,36 @@ def test_a_change_carries_the_value_of_its_moment() -> None:
     del bot.accepted["@a:hs"]
     assert [(c["key"], c.get("value"), c.get("deleted")) for c in log.since(0)] == [
         ("@a:hs", "1", None), ("@a:hs", "2", None), ("@a:hs", None, True)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.lists(operations, max_size=30), during=st.lists(operations, max_size=30),
+       after=st.lists(operations, max_size=10),
+       probes=st.lists(st.tuples(actions, st.integers(0, 3000)), min_size=1, max_size=5))
+def test_a_snapshot_made_in_pieces_while_the_state_changes_converges(before, during, after, probes) -> None:
+    """The publisher lets the gate answer between a snapshot's pieces, so the state changes while
+    it is made: the changes after its seq still bring a replica to the bot's state."""
+    bot = fresh()
+    log = ChangeLog(bot)
+    for op in before:
+        mutate(bot, op)
+    pieces = []
+    pending = list(during)
+    for piece in log.snapshot_pieces(chunk=2):  # tiny pieces: big fields are cut into many
+        pieces.append(piece)
+        if pending:
+            mutate(bot, pending.pop(0))
+    for op in pending + after:
+        mutate(bot, op)
+    document = json.loads(b"".join(pieces))
+    assert_replica_equals(document, log, bot, probes)
+
+
+@settings(max_examples=50, deadline=None)
+@given(ops=st.lists(operations, max_size=30))
+def test_pieces_of_an_unchanging_state_are_the_whole_snapshot(ops) -> None:
+    bot = fresh()
+    log = ChangeLog(bot)
+    for op in ops:
+        mutate(bot, op)
+    assert json.loads(b"".join(log.snapshot_pieces(chunk=1))) == wire(log.snapshot())
