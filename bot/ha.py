@@ -108,10 +108,13 @@ class HighAvailability:
 
     # -- active --------------------------------------------------------------------------------
 
-    async def _take_over(self) -> GateFirst:
+    async def _take_over(self) -> GateFirst | None:
+        """The service's store and state, fresh; None if the lock was lost meanwhile."""
         log.info("holding the active bot's lock; taking over in %.1f s (the old active stops first)",
                  self.leadership.takeover_grace)
         await asyncio.sleep(self.leadership.takeover_grace)
+        if not self.leadership.held:
+            return None
         without_gate = self.settings.model_copy(update={"gate": self.settings.gate.model_copy(update={"enabled": False})})
         fresh = await GateFirst.open(without_gate, Translator(self.settings.language), wall_clock_ms)
         if self._following is not None:
@@ -193,6 +196,9 @@ class HighAvailability:
                 if self.stop.is_set():
                     return
                 fresh = await self._take_over()
+                if fresh is None:
+                    log.warning("lost the lock before taking over: still standby")
+                    continue
                 if await self._act(fresh):
                     return
                 state = fresh.state

@@ -51,6 +51,7 @@ class Leadership:
         self.heartbeat_seconds = heartbeat_seconds
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self.held = False
 
     @property
@@ -75,6 +76,8 @@ class Leadership:
             self.held = True
             self._lost = asyncio.Event()
             self._conn.add_termination_listener(lambda conn: self._lose("the lock's connection was closed"))
+            # From the first moment: the session must never look silent to the server.
+            self._heartbeat_task = asyncio.ensure_future(self._heartbeat())
         return held
 
     async def _end_when_silent(self, conn: asyncpg.Connection) -> None:
@@ -95,13 +98,8 @@ class Leadership:
     async def hold(self) -> None:
         """Return as soon as the lock is lost: the connection closed or broken, or the server not
         answering a heartbeat within ``heartbeat_seconds``."""
-        assert self.held, "hold() needs the lock"
-        heartbeat = asyncio.ensure_future(self._heartbeat())
-        try:
-            await self._lost.wait()
-        finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+        assert self.held or self._lost.is_set(), "hold() needs the lock"
+        await self._lost.wait()
         await self._drop()
 
     async def _heartbeat(self) -> None:
@@ -123,7 +121,14 @@ class Leadership:
         self.held = False
         self._lost.set()
 
+    async def _stop_heartbeat(self) -> None:
+        task, self._heartbeat_task = self._heartbeat_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _drop(self) -> None:
+        await self._stop_heartbeat()
         conn, self._conn = self._conn, None
         self.held = False
         if conn is not None and not conn.is_closed():
@@ -132,6 +137,7 @@ class Leadership:
     async def release(self) -> None:
         """A clean stop: the lock goes to a standby at once (closing the session frees it)."""
         self.held = False
+        await self._stop_heartbeat()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:

@@ -144,10 +144,25 @@ async def test_a_holder_that_falls_silent_loses_the_lock_to_the_standby(dsn) -> 
     frozen, standby = Leadership(dsn, heartbeat_seconds=0.2), Leadership(dsn, poll_seconds=0.05)
     try:
         assert await frozen.try_acquire()
+        frozen._heartbeat_task.cancel()  # the process freezes: its heartbeat stops with it
         assert await standby.try_acquire() is False
         started = time.monotonic()
         await asyncio.wait_for(standby.acquire(), 3)
         assert time.monotonic() - started < 3 * frozen.heartbeat_seconds + 0.5
     finally:
         await frozen.release()
+        await standby.release()
+
+
+async def test_the_lock_is_kept_alive_from_the_moment_it_is_taken(dsn) -> None:
+    # The takeover waits and loads before it watches the lock (hold): the session must not
+    # look silent meanwhile, or the server ends it and the lock with it.
+    active, standby = Leadership(dsn, heartbeat_seconds=0.2), Leadership(dsn)
+    try:
+        assert await active.try_acquire()
+        await asyncio.sleep(8 * active.heartbeat_seconds)
+        assert active.held
+        assert await standby.try_acquire() is False
+    finally:
+        await active.release()
         await standby.release()
