@@ -10,6 +10,7 @@ a hundred under a measure, one in a hundred a public account, the identical-repo
   longest gap a 1 ms ticker sees while the publisher serves it);
 - the replica: time to read and apply the snapshot, and the memory it holds (a fresh process, as
   inside Synapse: RSS before and after);
+- a change reaching a waiting long poll (loopback HTTP, the client's read included);
 - tracking: a gate decision (``decide``) and a write on a tracked state against an untracked one,
   and bench/gate.py's gate over HTTP without tracking against the gate as the bot now runs it
   (change log and replica routes attached): latency at 1,000 requests/s and interleaved
@@ -77,12 +78,17 @@ async def snapshot_stall(state: PolicyState) -> dict:
             last = now
 
     tick = asyncio.ensure_future(ticker())
-    await asyncio.sleep(0.05)
+    idle = []
+    for _ in range(5):  # the same ticker with nothing else to do: what the machine itself costs
+        gaps.clear()
+        await asyncio.sleep(0.5)
+        idle.append(max(gaps, default=0.0))
     runs = []
     for _ in range(5):
         gaps.clear()
-        body = await publisher.snapshot_bytes_now()
-        runs.append((publisher.snapshot_seconds, publisher.snapshot_loop_seconds, max(gaps, default=0.0), len(body)))
+        pieces = [piece async for piece in publisher.snapshot_pieces()]  # as the route streams them
+        runs.append((publisher.snapshot_seconds, publisher.snapshot_loop_seconds, max(gaps, default=0.0),
+                     publisher.snapshot_bytes))
     stop.set()
     await tick
     return {
@@ -90,8 +96,36 @@ async def snapshot_stall(state: PolicyState) -> dict:
         "total_s": statistics.median(r[0] for r in runs),
         "longest_piece_s": statistics.median(r[1] for r in runs),
         "longest_loop_gap_s": statistics.median(r[2] for r in runs),
-        "body": body,
+        "idle_loop_gap_s": statistics.median(idle),
+        "body": b"".join(pieces),
     }
+
+
+async def poll_wake(trials: int = 200) -> list[float]:
+    """From a change on the bot to a waiting long poll's answer read by its client (loopback HTTP)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.gate.server import Gate
+    from bot.i18n import Translator
+    from bot.replica.changelog import ChangeLog
+    from bot.replica.publisher import ReplicaPublisher
+
+    token = "bench-token-0123456789abcdef"
+    state = PolicyState(bot_user_id=f"@bot:{SERVER}", server_name=SERVER, agreement_version="1")
+    gate = Gate(state, Translator("en"), token, lambda user: None)
+    gate.replica = publisher = ReplicaPublisher(ChangeLog(state), gate, lambda: NOW)
+    waits = []
+    async with TestClient(TestServer(gate.app())) as client:
+        for index in range(trials):
+            poll = asyncio.ensure_future(client.get(
+                f"/replica/v1/changes?since={publisher.changes.seq}&timeout=20000",
+                headers={"Authorization": f"Bearer {token}"}))
+            await asyncio.sleep(0.005)  # the poll is waiting
+            changed = time.perf_counter()
+            state.record_acceptance(f"@user{index}:{SERVER}", "1")
+            await (await poll).json()
+            waits.append(time.perf_counter() - changed)
+    return sorted(waits)
 
 
 def _replica_process(path: str, queue: multiprocessing.Queue) -> None:
@@ -138,13 +172,17 @@ def tracking_cost(accounts: int) -> dict:
                     event_type="m.room.message", body="hello")
     stranger = Action(ActionKind.SEND_EVENT, f"@stranger:{SERVER}", room_id=f"!x:{SERVER}",
                       event_type="m.room.message", body="hello")
-    out = {}
-    for name, state in (("untracked", plain), ("tracked", tracked)):
-        out[f"decide_agreed_{name}_ns"] = per_call_ns(lambda: decide(agreed, state, NOW))
-        out[f"decide_stranger_{name}_ns"] = per_call_ns(lambda: decide(stranger, state, NOW))
-        counter = iter(range(10**9))
-        out[f"remember_text_{name}_ns"] = per_call_ns(
-            lambda: state.remember_text(f"text {next(counter)}", agreed.user_id, NOW), number=50_000)
+    samples: dict[str, list[float]] = {}
+    counter = iter(range(10**9))
+    for _ in range(5):  # alternated, so drift on a shared machine hits both alike
+        for name, state in (("untracked", plain), ("tracked", tracked)):
+            for key, fn, number in (
+                ("decide_agreed", lambda: decide(agreed, state, NOW), 100_000),
+                ("decide_stranger", lambda: decide(stranger, state, NOW), 100_000),
+                ("remember_text", lambda: state.remember_text(f"text {next(counter)}", agreed.user_id, NOW), 10_000),
+            ):
+                samples.setdefault(f"{key}_{name}_ns", []).append(per_call_ns(fn, repeat=1, number=number))
+    out = {key: statistics.median(values) for key, values in samples.items()}
     return out
 
 
@@ -209,7 +247,8 @@ def main() -> int:
     snap = asyncio.run(snapshot_stall(state))
     print(f"snapshot: {snap['bytes'] / 1e6:.1f} MB in {snap['total_s'] * 1000:.0f} ms; "
           f"{snap['longest_piece_s'] * 1000:.1f} ms the longest piece held the loop; longest loop gap meanwhile "
-          f"{snap['longest_loop_gap_s'] * 1000:.0f} ms (median of 5)")
+          f"{snap['longest_loop_gap_s'] * 1000:.0f} ms, and {snap['idle_loop_gap_s'] * 1000:.0f} ms in 0.5 s with nothing "
+          "to do (medians of 5)")
     path = Path("/tmp") / f"replica-snapshot-{args.accounts}.json"
     path.write_bytes(snap["body"])
     queue: multiprocessing.Queue = multiprocessing.Queue()
@@ -220,6 +259,9 @@ def main() -> int:
     path.unlink()
     print(f"replica (a fresh process, stdlib json): applied in {replica['apply_s']:.2f} s, "
           f"holds {replica['rss_mib']:.0f} MiB for {replica['accounts']:,} accounts")
+    waits = asyncio.run(poll_wake())
+    print(f"a change to a waiting long poll's answer: p50 {waits[len(waits) // 2] * 1000:.2f} ms, "
+          f"p99 {waits[int(len(waits) * 0.99)] * 1000:.2f} ms ({len(waits)} changes)")
     costs = tracking_cost(args.accounts)
     print(f"{'':28}{'untracked':>12}{'tracked':>12}")
     for label, key in (("decide, agreed account", "decide_agreed"), ("decide, stranger", "decide_stranger"),
