@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import orjson
 from aiohttp import web
@@ -63,13 +63,13 @@ def _int(item: dict[str, Any], key: str, index: int) -> int:
 
 
 class ReplicaPublisher(Collector):
-    def __init__(self, log_: ChangeLog, gate: "Gate", clock: Callable[[], int]) -> None:
-        self.changes = log_
+    def __init__(self, changes: ChangeLog, gate: "Gate", clock: Callable[[], int]) -> None:
+        self.changes = changes
         self._gate = gate
         self._clock = clock
         self._changed = asyncio.Event()
         self._waiting = 0
-        log_.on_change = self._wake
+        changes.on_change = self._wake
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._subscribers: dict[str, float] = {}
         self.snapshots = 0
@@ -203,21 +203,33 @@ class ReplicaPublisher(Collector):
             steps = [self._step(item, index) for index, item in enumerate(items)]
         except ItemError as exc:
             return _error(400, "M_INVALID_PARAM", f"{exc}; nothing of this batch was applied")
-        applied = duplicates = 0
+        applied = duplicates = failed = 0
         for item_id, step in steps:
             if item_id in self._seen:
                 duplicates += 1
                 continue
+            try:
+                done = step()
+                if asyncio.iscoroutine(done):  # the directory guard's follow-up of a new room
+                    await done
+            except Exception:
+                # Not marked as seen: the module sends the batch again, and only this one is new.
+                log.exception("a replica report (%s) could not be applied", item_id)
+                failed += 1
+                continue
             self._seen[item_id] = None
             if len(self._seen) > SEEN_IDS:
                 self._seen.popitem(last=False)
-            await step()
             applied += 1
         self.reports_applied += applied
         self.reports_duplicate += duplicates
+        if failed:
+            return web.json_response({"errcode": "M_UNKNOWN", "applied": applied, "duplicates": duplicates,
+                                      "error": f"{failed} item(s) could not be applied: send the batch again"},
+                                     status=503)
         return web.json_response({"applied": applied, "duplicates": duplicates})
 
-    def _step(self, item: Any, index: int) -> tuple[str, Callable[[], Any]]:
+    def _step(self, item: Any, index: int) -> tuple[str, Callable[[], Awaitable[None] | None]]:
         """Check one item and return its id and how to apply it: each kind is what the gate's
         callback handler does after the same decision (bot.gate.server), called, not copied."""
         if not isinstance(item, dict):
@@ -225,39 +237,33 @@ class ReplicaPublisher(Collector):
         item_id, kind = _text(item, "id", index), item.get("kind")
         gate, state = self._gate, self._gate.state
         now = self._clock()
-
-        async def run(work: Callable[[], Any]) -> None:
-            result = work()
-            if asyncio.iscoroutine(result):
-                await result
-
         if kind == "prompt":
             user = _text(item, "user_id", index)
-            return item_id, lambda: run(lambda: gate.on_prompt(user))
+            return item_id, lambda: gate.on_prompt(user)
         if kind == "post":
             user, event_id = _text(item, "user_id", index), _text(item, "event_id", index, optional=True)
             at = min(_int(item, "ts", index), now)  # never counted in the future
-            return item_id, lambda: run(lambda: state.note_post(user, at, event_id))
+            return item_id, lambda: state.note_post(user, at, event_id)
         if kind == "text":
             user, text = _text(item, "user_id", index), _text(item, "body", index)
             at = min(_int(item, "ts", index), now)
-            return item_id, lambda: run(lambda: state.remember_text(text, user, at))
+            return item_id, lambda: state.remember_text(text, user, at)
         if kind == "private_news":
             room, rule = _text(item, "room_id", index), item.get("rule")
             if not isinstance(rule, str):
                 raise ItemError(f"item {index}: 'rule' must be a string")
-            return item_id, lambda: run(lambda: gate.remember_private_news(room, rule))
+            return item_id, lambda: gate.remember_private_news(room, rule)
         if kind == "scope":
             room, event = _text(item, "room_id", index), item.get("event")
             if not isinstance(event, dict):
                 raise ItemError(f"item {index}: 'event' must be the state event (an object)")
-            return item_id, lambda: run(lambda: gate.scope_change(room, {"event": event}))
+            return item_id, lambda: gate.scope_change(room, {"event": event})
         if kind == "publish":
             user, room = _text(item, "user_id", index), _text(item, "room_id", index)
-            return item_id, lambda: run(lambda: gate.on_publish(user, room))
+            return item_id, lambda: gate.on_publish(user, room)
         if kind == "new_room":
             user = _text(item, "user_id", index)
-            return item_id, lambda: run(lambda: gate.room_created(user))
+            return item_id, lambda: gate.room_created(user)
         raise ItemError(f"item {index}: unknown kind {str(kind)[:40]!r} (prompt, post, text, private_news, scope, "
                         "publish, new_room)")
 

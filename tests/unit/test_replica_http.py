@@ -214,3 +214,23 @@ async def test_metrics_show_subscribers_changes_and_the_snapshot(replica) -> Non
     assert "rulesbot_replica_snapshots_total 1.0" in text
     size = replica.publisher.snapshot_bytes
     assert size > 100 and f"rulesbot_replica_snapshot_bytes {float(size)}" in text
+
+
+async def test_an_item_that_fails_is_not_marked_seen_so_the_retried_batch_applies_it(replica) -> None:
+    calls = []
+
+    def flaky_publish(user, room):
+        calls.append(room)
+        if len(calls) == 1:
+            raise OSError("the store is locked")
+        replica.published.append((user, room))
+    replica.publisher._gate._on_publish = flaky_publish
+    batch = items({"id": "prompt:1", "kind": "prompt", "user_id": NEW},
+                  {"id": "publish:1", "kind": "publish", "user_id": AGREED, "room_id": "!pub:hs.test"})
+    first = await replica.post("/replica/v1/reports", json=batch, headers=AUTH)
+    data = await first.json()
+    assert first.status == 503 and data["applied"] == 1
+    assert data["error"] == "1 item(s) could not be applied: send the batch again"
+    again = await replica.post("/replica/v1/reports", json=batch, headers=AUTH)
+    assert await again.json() == {"applied": 1, "duplicates": 1}
+    assert replica.prompted == [NEW] and replica.published == [(AGREED, "!pub:hs.test")]
