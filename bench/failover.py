@@ -103,7 +103,8 @@ async def bench(workdir: Path, runs: int) -> tuple[list[float], list[float]]:
             await moderator.sync()
             count = replies(moderator, room_id, account.user_id, sent.event_id)
             assert count == 1, f"run {run + 1}: the command was answered {count} times"
-            print(f"  run {run + 1}: answered {answered[-1]:5.2f} s after SIGKILL (took over at {took_over[-1]:5.2f} s)",
+            print(f"  run {run + 1}: answered {answered[-1]:5.2f} s after SIGKILL"
+                  f" (took over at {took_over[-1]:5.2f} s)",
                   flush=True)
             start(bots[active], STANDBY_LINE)  # the killed one comes back as the standby
             active, standby = standby, active

@@ -42,7 +42,8 @@ class HaMetrics(Collector):
         yield role
         for name, value, text in (
             ("rulesbot_ha_takeovers", self.takeovers, "Times this process took over as the active bot"),
-            ("rulesbot_ha_leadership_lost", self.demotions, "Times this process lost the lock and went back to standby"),
+            ("rulesbot_ha_leadership_lost", self.demotions,
+             "Times this process lost the lock and went back to standby"),
         ):
             counter = CounterMetricFamily(name, text)
             counter.add_metric([], value)
@@ -115,7 +116,9 @@ class HighAvailability:
         await asyncio.sleep(self.leadership.takeover_grace)
         if not self.leadership.held:
             return None
-        without_gate = self.settings.model_copy(update={"gate": self.settings.gate.model_copy(update={"enabled": False})})
+        # The gate answers already; only the store and the state it decides from are opened anew.
+        no_gate = self.settings.gate.model_copy(update={"enabled": False})
+        without_gate = self.settings.model_copy(update={"gate": no_gate})
         fresh = await GateFirst.open(without_gate, Translator(self.settings.language), wall_clock_ms)
         if self._following is not None:
             self._following.cancel()

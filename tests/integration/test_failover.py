@@ -94,74 +94,65 @@ async def pair(gated, pg_cluster, tmp_path, monkeypatch):
 async def test_the_standby_follows_and_takes_over_exactly_once(gated, pair):
     hs, account, mod, urls, session = gated.hs, gated.bot, pair.mod, pair.urls, pair.session
     first, second, moderator = pair.first, pair.second, pair.mod.moderator
+    # A newcomer logs in: Synapse asks the standby's gate, which sends the prompt to the active.
+    alice = await mod.member("alice", hs)
+    agreed = time.monotonic()
+    body = gate_body(alice.user_id, alice.dm, 0)
+    while {name: await ask(session, url, gated.gate_token, body) for name, url in urls.items()} != \
+            {"active": 200, "standby": 200}:
+        assert time.monotonic() - agreed < 1.0, "a gate did not follow the agreement within 1 s"
+        await asyncio.sleep(0.02)
+    await mod.command(f"!warn {alice.user_id} first warning", "Recorded")
+
+    # The standby's gate is asked throughout; every answer is counted.
+    answers: list[object] = []
+
+    async def probe() -> None:
+        n = 1
+        while True:
+            try:
+                answers.append(await ask(session, urls["standby"], gated.gate_token,
+                                         gate_body(alice.user_id, alice.dm, n)))
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                answers.append(exc)
+            n += 1
+            await asyncio.sleep(0.05)
+
+    probing = asyncio.ensure_future(probe())
+    offset = second.log_path.stat().st_size
+    first.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    during = await moderator.say(mod.room, f"!warn {alice.user_id} during the takeover")
+    await until(lambda: "active: took over" in second.log(offset), timeout=10, interval=0.05,
+                what="the standby taking over")
+    took_over = time.monotonic() - killed
+    assert took_over < 10
+    await moderator.wait_for(lambda: replies_to(moderator, mod.room, account.user_id, during.event_id), 30,
+                             "the reply to the command sent during the takeover")
+    answered = time.monotonic() - killed
+    after = await moderator.say(mod.room, f"!warn {alice.user_id} after the takeover")
+    await moderator.wait_for(lambda: replies_to(moderator, mod.room, account.user_id, after.event_id), 20,
+                             "the reply to the command sent after the takeover")
+    await asyncio.sleep(3)  # time for a duplicate to show up, if one were coming
+    await moderator.sync()
+    await alice.sync()
+    probing.cancel()
+    await asyncio.gather(probing, return_exceptions=True)
+
+    assert len(replies_to(moderator, mod.room, account.user_id, during.event_id)) == 1
+    assert len(replies_to(moderator, mod.room, account.user_id, after.event_id)) == 1
+    notices = [e for e in alice.messages(alice.dm, account.user_id) if "received a warning" in e["content"]["body"]]
+    assert len(notices) == 3, [e["content"]["body"] for e in notices]
+    failures = [a for a in answers if a != 200]
+    assert not failures and len(answers) > 20, (failures[:5], len(answers))
+
+    health = await (await session.get(f"{urls['standby']}/health")).json()
+    assert health["role"] == "active" and health["leader"]["url"] == urls["standby"]
+    metrics = await (await session.get(f"{urls['standby']}/metrics")).text()
+    assert "rulesbot_ha_active 1.0" in metrics and "rulesbot_ha_takeovers_total 1.0" in metrics
+    print(f"takeover {took_over:.2f} s after SIGKILL, first command answered after {answered:.2f} s")
     for process in (first, second):
         process.stop()  # nothing more is written: the records are final
-
-
-async def test_the_standby_follows_and_takes_over_exactly_once(gated, pair):
-    hs, account, mod, urls, session = gated.hs, gated.bot, pair.mod, pair.urls, pair.session
-    first, second, moderator = pair.first, pair.second, pair.mod.moderator
-    try:
-        # A newcomer logs in: Synapse asks the standby's gate, which sends the prompt to the active.
-        alice = await mod.member("alice", hs)
-        agreed = time.monotonic()
-        body = gate_body(alice.user_id, alice.dm, 0)
-        while {name: await ask(session, url, gated.gate_token, body) for name, url in urls.items()} != \
-                {"active": 200, "standby": 200}:
-            assert time.monotonic() - agreed < 1.0, "a gate did not follow the agreement within 1 s"
-            await asyncio.sleep(0.02)
-        await mod.command(f"!warn {alice.user_id} first warning", "Recorded")
-
-        # The standby's gate is asked throughout; every answer is counted.
-        answers: list[object] = []
-
-        async def probe() -> None:
-            n = 1
-            while True:
-                try:
-                    answers.append(await ask(session, urls["standby"], gated.gate_token,
-                                             gate_body(alice.user_id, alice.dm, n)))
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    answers.append(exc)
-                n += 1
-                await asyncio.sleep(0.05)
-
-        probing = asyncio.ensure_future(probe())
-        offset = second.log_path.stat().st_size
-        first.stop(signal.SIGKILL)
-        killed = time.monotonic()
-        during = await moderator.say(mod.room, f"!warn {alice.user_id} during the takeover")
-        await until(lambda: "active: took over" in second.log(offset), timeout=10, interval=0.05,
-                    what="the standby taking over")
-        took_over = time.monotonic() - killed
-        assert took_over < 10
-        await moderator.wait_for(lambda: replies_to(moderator, mod.room, account.user_id, during.event_id), 30,
-                                 "the reply to the command sent during the takeover")
-        answered = time.monotonic() - killed
-        after = await moderator.say(mod.room, f"!warn {alice.user_id} after the takeover")
-        await moderator.wait_for(lambda: replies_to(moderator, mod.room, account.user_id, after.event_id), 20,
-                                 "the reply to the command sent after the takeover")
-        await asyncio.sleep(3)  # time for a duplicate to show up, if one were coming
-        await moderator.sync()
-        await alice.sync()
-        probing.cancel()
-        await asyncio.gather(probing, return_exceptions=True)
-
-        assert len(replies_to(moderator, mod.room, account.user_id, during.event_id)) == 1
-        assert len(replies_to(moderator, mod.room, account.user_id, after.event_id)) == 1
-        notices = [e for e in alice.messages(alice.dm, account.user_id) if "received a warning" in e["content"]["body"]]
-        assert len(notices) == 3, [e["content"]["body"] for e in notices]
-        failures = [a for a in answers if a != 200]
-        assert not failures and len(answers) > 20, (failures[:5], len(answers))
-
-        health = await (await session.get(f"{urls['standby']}/health")).json()
-        assert health["role"] == "active" and health["leader"]["url"] == urls["standby"]
-        metrics = await (await session.get(f"{urls['standby']}/metrics")).text()
-        assert "rulesbot_ha_active 1.0" in metrics and "rulesbot_ha_takeovers_total 1.0" in metrics
-        print(f"takeover {took_over:.2f} s after SIGKILL, first command answered after {answered:.2f} s")
-    finally:
-        for process in (first, second):
-            process.stop()
 
     conn = await asyncpg.connect(pair.dsn)
     try:
