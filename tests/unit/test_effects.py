@@ -469,7 +469,7 @@ async def test_a_unit_that_is_still_reading_holds_no_one_back(store):
     assert await store.effects.handled("$slow", "command")
 
 
-@pytest.mark.sqlite_only  # SQLite's file lock; PostgreSQL's lost connection: test_pg.py
+@pytest.mark.sqlite_only  # SQLite's file lock; PostgreSQL's writer lock: the next test
 async def test_a_locked_store_fails_the_batch_so_it_is_fetched_again_and_the_command_is_not_lost(store, tmp_path):
     import sqlite3
 
@@ -492,6 +492,38 @@ async def test_a_locked_store_fails_the_batch_so_it_is_fetched_again_and_the_com
     await world.effects.run_due()
     assert len(await store.cases.history(BOB)) == 1
     assert len([c for c in world.sent(MGMT) if c[3] == txn_id("reply", "$warn")]) == 1
+
+
+async def test_a_store_whose_writer_lock_another_bot_holds_fails_the_batch_and_loses_nothing(
+        pg_cluster, tmp_path, monkeypatch):
+    import sqlite3
+
+    import asyncpg
+
+    import bot.store.pg
+    from bot.router import Router
+    from bot.store import Store
+
+    monkeypatch.setattr(bot.store.pg, "COMMAND_TIMEOUT", 0.5)
+    dsn = await pg_cluster.fresh()
+    store = await Store.open(dsn, tmp_path / "head")
+    holder = await asyncpg.connect(dsn)
+    try:
+        world = World(store)
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", bot.store.pg.WRITER_LOCK)
+            with pytest.raises(sqlite3.OperationalError, match="PostgreSQL is unavailable"):
+                await Router._isolated("event $warn", world.command(f"!warn {BOB} rude", "$warn"))
+        assert await store.cases.history(BOB) == []
+        # The sync loop keeps the old token and fetches the batch again: now it is handled, once.
+        await Router._isolated("event $warn", world.command(f"!warn {BOB} rude", "$warn"))
+        await Router._isolated("event $warn", world.command(f"!warn {BOB} rude", "$warn"))
+        await world.effects.run_due()
+        assert len(await store.cases.history(BOB)) == 1
+        assert len([c for c in world.sent(MGMT) if c[3] == txn_id("reply", "$warn")]) == 1
+    finally:
+        await holder.close()
+        await store.close()
 
 
 async def test_a_failing_event_handler_is_still_isolated(caplog):
