@@ -109,6 +109,10 @@ class GateBinding:
         gate._state = early.state
         gate._new_rooms = early.directory
         gate._on_prompt, gate._on_publish, gate._health = early.prompt, early.published, health
+        # The identity endpoint (issue 9) records verifications into its service's state: the new one.
+        endpoint = getattr(gate.identity_endpoint, "__self__", None)
+        if endpoint is not None and getattr(early, "identity", None) is not None:
+            endpoint._identity = early.identity
         self._serve(early.state)
 
     def _serve(self, state: PolicyState) -> None:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.gate.server import Gate
 from bot.i18n import Translator
+from bot.identity.assertion import AssertionEndpoint
 from bot.policy import PolicyState
 from bot.policy.sanctions import Measure, Rate, SanctionKind
 from bot.replica.changelog import ChangeLog
@@ -140,12 +141,16 @@ async def test_taking_over_gives_the_gate_its_own_follow_ups_back(pair) -> None:
     fresh_state = new_state()
     fresh_state.record_acceptance(AGREED, "1")
     prompts: list[str] = []
+    endpoint = AssertionEndpoint(SimpleNamespace(name="identity opened at start-up"), None, lambda: 0)
+    pair.binding.gate.identity_endpoint = endpoint.handle
+    fresh_identity = SimpleNamespace(name="identity of the fresh state")
     early = SimpleNamespace(state=fresh_state, directory=None, prompt=prompts.append,
-                            published=lambda user, room: None)
+                            published=lambda user, room: None, identity=fresh_identity)
     pair.binding.active(early, lambda: {"status": "ok", "role": "active"})
     assert (await pair.gate.post("/antispam/check_event_for_spam", json=post(AGREED, "$x"), headers=AUTH)).status == 200
     assert (await pair.gate.post("/antispam/check_event_for_spam", json=post(NEW, "$y"), headers=AUTH)).status == 403
     assert prompts == [NEW]
     assert "room_created" not in vars(pair.binding.gate)
+    assert endpoint._identity is fresh_identity  # verifications land in the state the gate decides from
     health = await (await pair.gate.get("/health")).json()
     assert health["role"] == "active"
