@@ -98,6 +98,9 @@ class GateBinding:
         gate._on_prompt = lambda user_id: outbox.put("prompt", user_id=user_id)
         gate._on_publish = lambda user_id, room_id: outbox.put("publish", user_id=user_id, room_id=room_id)
         gate._health = health
+        # Consent at registration is the active's to record (its onboarding asks Synapse before it
+        # prompts); a hook left by this process's own service, stopped now, must not be called.
+        gate.consent = None
         gate.remember_private_news, gate._scope_change, gate.room_created = private_news, scope, new_room
         self._serve(state)
 

@@ -106,6 +106,12 @@ async def test_an_agreement_on_the_active_lets_the_standby_gate_allow_within_a_s
 
 async def test_a_newcomer_refused_by_the_standby_is_prompted_by_the_active(pair) -> None:
     await until(lambda: pair.standby.replica.state is not None)
+
+    async def stopped_service(user_id: str) -> bool:  # left by a service that has stopped
+        raise RuntimeError("Session is closed")
+
+    pair.binding.gate.consent = stopped_service
+    pair.binding.standby(pair.standby.replica.state, pair.standby.outbox, lambda: {})
     refused = await pair.gate.post("/antispam/check_event_for_spam", json=post(NEW, "$n"), headers=AUTH)
     assert refused.status == 403 and (await refused.json())["errcode"] == "M_FORBIDDEN"
     await until(lambda: pair.prompted == [NEW])
