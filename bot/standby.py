@@ -36,12 +36,17 @@ log = logging.getLogger(__name__)
 
 LEADER_KEY = "ha.leader"
 DELIVER_BATCH = 1_000
+# Items kept while no active bot answers: with none for long, the oldest (counted posts and texts
+# of long ago, prompts the active's own sweep finds again) matter least.
+OUTBOX_LIMIT = 100_000
 
 
 class Outbox:
     """Report items for the active bot, delivered in order, kept until it says it has them."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
+        self.limit = limit
+        self.dropped = 0
         self.items: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._prefix = f"standby-{os.getpid()}-{os.urandom(3).hex()}"
@@ -50,6 +55,11 @@ class Outbox:
 
     def put(self, kind: str, **fields: Any) -> None:
         self.items.append({"id": f"{self._prefix}-{next(self._ids)}", "kind": kind, **fields})
+        if len(self.items) > self.limit:
+            if not self.dropped:
+                log.error("no active bot has taken report items for a while: %d kept, the oldest dropped", self.limit)
+            del self.items[0]
+            self.dropped += 1
         self.ready.set()
 
 

@@ -18,7 +18,7 @@ from bot.policy import PolicyState
 from bot.policy.sanctions import Measure, Rate, SanctionKind
 from bot.replica.changelog import ChangeLog
 from bot.replica.publisher import ReplicaPublisher
-from bot.standby import LEADER_KEY, GateBinding, Standby
+from bot.standby import LEADER_KEY, GateBinding, Outbox, Standby
 from bot.store import Store
 
 TOKEN = "gate-token-" + "x" * 16
@@ -160,3 +160,12 @@ async def test_taking_over_gives_the_gate_its_own_follow_ups_back(pair) -> None:
     assert endpoint._identity is fresh_identity  # verifications land in the state the gate decides from
     health = await (await pair.gate.get("/health")).json()
     assert health["role"] == "active"
+
+
+async def test_with_no_active_bot_for_long_the_outbox_keeps_the_newest_items(caplog) -> None:
+    outbox = Outbox(limit=3)
+    for n in range(5):
+        outbox.put("prompt", user_id=f"@u{n}:hs.test")
+    assert [item["user_id"] for item in outbox.items] == ["@u2:hs.test", "@u3:hs.test", "@u4:hs.test"]
+    assert outbox.dropped == 2
+    assert caplog.text.count("no active bot has taken report items for a while: 3 kept") == 1
