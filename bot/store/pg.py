@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 import asyncpg
 
@@ -209,16 +210,22 @@ class PgConnection:
                 self._open = True
             elif word.startswith(("COMMIT", "END")) or (word.startswith("ROLLBACK") and not word.startswith("ROLLBACK TO")):
                 self._open = False
-            try:
+            with self._sqlite_errors():
                 return await self._statement(sql, word, params)
-            except asyncpg.IntegrityConstraintViolationError as exc:
-                raise PgIntegrityError(str(exc)) from exc
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    asyncpg.InternalClientError) as exc:
-                if self._raw.is_closed() or _sqlstate(exc).startswith(_UNAVAILABLE_CLASSES) or \
-                        _sqlstate(exc) == "55P03" or isinstance(exc, (OSError, asyncio.TimeoutError)):
-                    raise StoreUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}") from exc
-                raise
+
+    @contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        """asyncpg's errors in the shape the callers catch (see the module's docstring)."""
+        try:
+            yield
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise PgIntegrityError(str(exc)) from exc
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError) as exc:
+            if self._raw.is_closed() or _sqlstate(exc).startswith(_UNAVAILABLE_CLASSES) or \
+                    _sqlstate(exc) == "55P03" or isinstance(exc, (OSError, asyncio.TimeoutError)):
+                raise StoreUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}") from exc
+            raise
 
     async def _statement(self, sql: str, word: str, params: Sequence[Any]) -> PgCursor:
         if word.startswith("BEGIN"):
@@ -248,7 +255,8 @@ class PgConnection:
         async with self._lock:
             if self._raw.is_closed() and not self._open:
                 await self._reconnect()
-            statement = await self._prepare(self.translator.translate(sql).sql)
+            with self._sqlite_errors():
+                statement = await self._prepare(self.translator.translate(sql).sql)
             return [attribute.name for attribute in statement.get_attributes()]
 
     async def _stream(self, sql: str, params: Sequence[Any], batch: int = 2_000) -> AsyncIterator[asyncpg.Record]:
@@ -258,14 +266,15 @@ class PgConnection:
             translated = self.translator.translate(sql)
             if translated.names:
                 params = [params[name] for name in translated.names]  # type: ignore[call-overload]
-            statement = await self._prepare(translated.sql)
-            if self._raw.is_in_transaction():
-                async for row in statement.cursor(*_arguments(params), prefetch=batch):
-                    yield row
-            else:
-                async with self._raw.transaction(readonly=True):
+            with self._sqlite_errors():
+                statement = await self._prepare(translated.sql)
+                if self._raw.is_in_transaction():
                     async for row in statement.cursor(*_arguments(params), prefetch=batch):
                         yield row
+                else:
+                    async with self._raw.transaction(readonly=True):
+                        async for row in statement.cursor(*_arguments(params), prefetch=batch):
+                            yield row
 
     async def _prepare(self, sql: str) -> asyncpg.prepared_stmt.PreparedStatement:
         statement = self._prepared.get(sql)

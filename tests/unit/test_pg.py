@@ -120,6 +120,21 @@ async def test_a_connection_lost_inside_a_transaction_is_store_unavailable_and_n
         await store.close()
 
 
+async def test_a_connection_lost_under_a_purge_s_select_is_store_unavailable_too(pg_dsn, tmp_path):
+    store = await Store.open(pg_dsn, tmp_path / "head")
+    try:
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            async with store.db.transaction() as conn:
+                await conn.execute("INSERT INTO kv (key, value) VALUES ('lost', '1')")
+                await _kill_connection(pg_dsn, store)
+                async with conn.execute("SELECT key FROM kv WHERE key > ?", ("a",)) as cur:
+                    [row async for row in cur]
+        assert store_unavailable(raised.value)
+        assert await store.get("lost") is None
+    finally:
+        await store.close()
+
+
 async def test_a_connection_lost_between_transactions_is_replaced_before_the_next(pg_dsn, tmp_path):
     store = await Store.open(pg_dsn, tmp_path / "head")
     try:
