@@ -102,6 +102,7 @@ async def test_the_standby_follows_and_takes_over_exactly_once(gated, pair):
             {"active": 200, "standby": 200}:
         assert time.monotonic() - agreed < 1.0, "a gate did not follow the agreement within 1 s"
         await asyncio.sleep(0.02)
+    followed = time.monotonic() - agreed
     await mod.command(f"!warn {alice.user_id} first warning", "Recorded")
 
     # The standby's gate is asked throughout; every answer is counted.
@@ -150,7 +151,8 @@ async def test_the_standby_follows_and_takes_over_exactly_once(gated, pair):
     assert health["role"] == "active" and health["leader"]["url"] == urls["standby"]
     metrics = await (await session.get(f"{urls['standby']}/metrics")).text()
     assert "rulesbot_ha_active 1.0" in metrics and "rulesbot_ha_takeovers_total 1.0" in metrics
-    print(f"takeover {took_over:.2f} s after SIGKILL, first command answered after {answered:.2f} s")
+    print(f"both gates allowed {followed * 1000:.0f} ms after the agreement's reply; takeover {took_over:.2f} s"
+          f" after SIGKILL, first command answered after {answered:.2f} s")
     for process in (first, second):
         process.stop()  # nothing more is written: the records are final
 
