@@ -93,8 +93,7 @@ class Judge:
         if action.body and room_id is not None:
             # In scope the identical-repost memory, out of scope the private-news note: here at once,
             # and in the bot (which applies the same text the way its gate does).
-            # Out of scope only a text the probe finds news in is sent: the bot would find the
-            # same, and the rest would only cost it work.
+            # Out of scope only the probe's finding is sent (the bot's gate notes the same).
             if state.in_news_scope(room_id):
                 state.remember_text(action.body, user, now)
                 items.append(report("text", event_id, user_id=user, room_id=room_id, body=action.body, ts=now))
@@ -102,7 +101,7 @@ class Judge:
                 rule = private_news_rule(state, action, now)
                 if rule is not None:
                     state.private_news[room_id] = rule
-                    items.append(report("text", event_id, user_id=user, room_id=room_id, body=action.body, ts=now))
+                    items.append(report("private_news", room_id, room_id=room_id, rule=rule))
         if room_id is not None and action.event_type in SCOPE_STATE:
             setting = opening_of(dict(event))
             if setting is not None:
@@ -150,9 +149,8 @@ class Judge:
             if not published.allowed:
                 return published
         events = initial_events(room_config)
-        opened = room_config.get("visibility") == "public" or any(opening_of(e) for e in events)
         judged = state
-        if opened:
+        if opens(room_config):
             # A shallow copy whose only open room is the new one: the replica itself is untouched.
             judged = copy.copy(state)
             judged.open_rooms = {NEW_ROOM}
@@ -166,6 +164,30 @@ class Judge:
                     return Decision(allowed=False, reason=verdict.reason,
                                     params={**verdict.params, "action": ActionKind.CREATE_ROOM.value})
         return ALLOW
+
+
+def opens(room_config: Mapping[str, Any]) -> bool:
+    """The room createRoom makes is in news scope from the start: listed, an open join rule, or
+    world-readable history."""
+    return room_config.get("visibility") == "public" or any(opening_of(e) for e in initial_events(room_config))
+
+
+def new_room_news(state: PolicyState, user: str, room_config: Mapping[str, Any], now: int) -> tuple[str, str] | None:
+    """(rule, text) when the initial name, topic or address of a room created out of scope is
+    news its creator could not post in scope: the room may then not be opened (PRIVATE_NEWS), as
+    the bot's directory guard notes it for the gate."""
+    if opens(room_config):
+        return None  # in scope: judged by create_room
+    events = initial_events(room_config)
+    for event in events:
+        if event["type"] in INITIAL_TEXT:
+            body, _ = event_text(event["type"], event.get("content"))
+            if body:
+                action = Action(ActionKind.SEND_EVENT, user, room_id=NEW_ROOM, event_type=event["type"], body=body)
+                verdict = news_verdict(action, state, now)
+                if not verdict.allowed:
+                    return verdict.params.get("rule", ""), body
+    return None
 
 
 def initial_events(room_config: Mapping[str, Any]) -> list[dict[str, Any]]:

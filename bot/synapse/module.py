@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Literal
 
 import treq
@@ -29,13 +31,15 @@ from bot.i18n import Translator
 from bot.policy import ActionKind, Decision, PolicyState
 from bot.policy.model import ALLOW_AND_COUNT
 from bot.synapse.config import ModuleConfig, parse_config
-from bot.synapse.judge import Judge, has_rate_cap, is_rate_decision, report
+from bot.synapse.judge import Judge, has_rate_cap, is_rate_decision, new_room_news, opens, report
 from bot.synapse.outbox import Outbox
 from bot.synapse.replica import Replica
 
 log = logging.getLogger(__name__)
 
 RATECAP_PATH = "/replica/v1/ratecap"
+# How long after createRoom an opening is looked at as possibly the new room's (ms).
+NEW_ROOM_WINDOW_MS = 60_000
 # Bodies larger than this are parsed in a thread: a snapshot of 100,000 accounts is megabytes.
 THREAD_PARSE_BYTES = 256 * 1024
 
@@ -54,6 +58,17 @@ RATECAP = Counter("rulesbot_module_ratecap_total",
 Refusal = tuple[Codes, dict[str, str]]
 
 
+@dataclass
+class NewRoom:
+    """What createRoom made of the room an account just created (see RulesModule._new_room)."""
+
+    since: int  # ms
+    opened: bool  # an open join rule or world-readable history: in news scope
+    listed: bool  # visibility public: in the directory
+    news: tuple[str, str] | None  # (rule, text) of initial news held out of scope
+    looked_at: set[str] = field(default_factory=set)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -68,11 +83,16 @@ class RulesModule:
         self.judge = Judge(Translator(config.language))
         self._pool = HTTPConnectionPool(_reactor, persistent=True)
         self._pool.maxPersistentPerHost = 4
-        self._auth = {"Authorization": f"Bearer {config.token}"}
+        # The bot counts replicas by address and this id (a main process and its workers share a host).
+        self._auth = {"Authorization": f"Bearer {config.token}", "X-Replica-Id": f"{self.server_name}/{os.getpid()}"}
         self.replica = Replica(self._fetch, api.sleep, poll_timeout=config.poll_timeout,
                                stale_after=config.stale_after, retry_max=config.snapshot_retry_max,
                                to_thread=api.defer_to_thread)
         self.outbox = Outbox(self._fetch, api.sleep, config.report_interval)
+        # user -> the room it just created (NewRoom). Its ID is not known when createRoom is asked
+        # about, and none of its initial events reach check_event_for_spam: the account's next
+        # events in a room the replica has no scope for find it (see _new_room).
+        self._new_rooms: dict[str, NewRoom] = {}
         STALENESS.labels(self.server_name).set_function(self.replica.staleness)
         SEQ.labels(self.server_name).set_function(lambda: self.replica.seq)
         PENDING.labels(self.server_name).set_function(lambda: len(self.outbox.pending))
@@ -160,6 +180,8 @@ class RulesModule:
         content = event.get_dict()
         content["event_id"] = event.event_id
         now = _now_ms()
+        if self._new_rooms and event.sender in self._new_rooms:
+            await self._new_room(state, event.sender, event.room_id, now)
         action, decision = self.judge.event(state, content, now)
         counted_by_bot = False
         refused_by_bot: str | None = None
@@ -230,16 +252,48 @@ class RulesModule:
         return self._decide("user_may_join_room", ActionKind.JOIN_ROOM, user,
                             lambda state, now: self.judge.join(state, user, room_id, is_invited, now))
 
+    async def _new_room(self, state: PolicyState, user_id: str, room_id: str, now: int) -> None:
+        """``user_id`` acts in ``room_id`` soon after creating a room: if ``room_id`` is that room
+        (created by the account since), give the replica what createRoom made of it at once: in
+        scope if it was created public, noted (PRIVATE_NEWS) if its initial text is news it holds
+        out of scope. The bot's directory guard does the same from the room_created report; this
+        covers the moments before its change arrives. One read of the create event per room, only
+        for an account that just created one."""
+        new = self._new_rooms[user_id]
+        if now - new.since > NEW_ROOM_WINDOW_MS:
+            del self._new_rooms[user_id]
+            return
+        if room_id in new.looked_at or state.in_news_scope(room_id) or room_id in state.private_news:
+            return
+        new.looked_at.add(room_id)
+        created = (await self.api.get_room_state(room_id, [("m.room.create", "")])).get(("m.room.create", ""))
+        if created is None or created.sender != user_id or created.origin_server_ts < new.since - 1000:
+            return
+        if new.opened:
+            state.open_rooms.add(room_id)
+        if new.listed:
+            state.listed_rooms.add(room_id)
+        if new.news is not None:
+            rule, body = new.news
+            state.private_news[room_id] = rule
+            self.outbox.add([report("private_news", room_id, room_id=room_id, rule=rule)])
+
     async def user_may_create_room(self, user_id: str, room_config: dict[str, Any]) -> Literal["NOT_SPAM"] | Refusal:
         def follow_up(state: PolicyState, now: int) -> None:
             if state.is_local(user_id) and not state.is_exempt(user_id):
                 # The bot's directory guard follows the new room (scope, private news in its history).
-                self.outbox.add([report("room_created", None, user_id=user_id)])
+                self.outbox.add([report("new_room", None, user_id=user_id)])
+                self._new_rooms[user_id] = NewRoom(
+                    since=now, opened=opens(room_config), listed=room_config.get("visibility") == "public",
+                    news=new_room_news(state, user_id, room_config, now))
 
         return self._decide("user_may_create_room", ActionKind.CREATE_ROOM, user_id,
                             lambda state, now: self.judge.create_room(state, user_id, room_config, now), follow_up)
 
     async def user_may_publish_room(self, user_id: str, room_id: str) -> Literal["NOT_SPAM"] | Refusal:
+        state = self.replica.state
+        if state is not None and user_id in self._new_rooms:
+            await self._new_room(state, user_id, room_id, _now_ms())
         def follow_up(state: PolicyState, now: int) -> None:
             # The bot reads the room's listing and keeps the account's channels in step.
             self.outbox.add([report("publish", f"{user_id}:{room_id}:{now}", user_id=user_id, room_id=room_id)])

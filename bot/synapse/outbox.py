@@ -29,7 +29,8 @@ class Outbox:
         self.interval = interval
         self.pending: deque[dict[str, Any]] = deque()
         self.sent = 0
-        self.dropped = 0
+        self.dropped = 0  # over LIMIT while the bot was away
+        self.rejected = 0  # refused by the bot (400)
         self._stopped = False
         self._failing = False
 
@@ -57,13 +58,19 @@ class Outbox:
         while self.pending:
             batch = [self.pending[i] for i in range(min(BATCH, len(self.pending)))]
             status, body = await self._fetch("POST", REPORTS_PATH, body={"items": batch}, timeout=10.0)
-            if status // 100 != 2:
+            if status == 400:
+                # The bot refuses the batch as it is: sending it again can never succeed, and
+                # keeping it would hold back every report after it. Logged, counted, dropped.
+                log.error("rules module: the bot refused %d reports (%s); dropped", len(batch), body)
+                self.rejected += len(batch)
+            elif status // 100 != 2:
                 raise RuntimeError(f"reports answered {status}: {body!r:.200}")
+            else:
+                self.sent += len(batch)
             # Items may have been dropped from the front meanwhile (LIMIT): remove what was sent.
             sent = {id(item) for item in batch}
             while self.pending and id(self.pending[0]) in sent:
                 self.pending.popleft()
-            self.sent += len(batch)
             if self._failing:
                 log.info("rules module: reports reach the bot again")
                 self._failing = False

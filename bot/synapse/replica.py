@@ -125,7 +125,9 @@ class Replica:
         self.on_change()
 
     async def poll_once(self) -> None:
-        params = {"since": str(self.seq), "timeout": str(int(self.poll_timeout * 1000))}
+        # With the epoch the bot answers 410 at once after a restart, instead of numbers that mean
+        # something else now.
+        params = {"since": str(self.seq), "timeout": str(int(self.poll_timeout * 1000)), "epoch": str(self.epoch)}
         self._poll_started = self._monotonic()
         try:
             status, body = await self._fetch("GET", CHANGES_PATH, params=params, timeout=self.poll_timeout + 10.0)

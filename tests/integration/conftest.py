@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from bot.devserver import Homeserver, RegisteredUser, free_port, random_token
-from tests.integration.harness import BotProcess, Moderation, setup
+from tests.integration.harness import BotProcess, InprocessServer, Moderation, setup
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +35,43 @@ def session_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def gated(session_dir: Path) -> Iterator[GatedServer]:
+def http_gated(session_dir: Path) -> Iterator[GatedServer]:
     """A Synapse whose antispam module points at the gate port the bots under test listen on."""
     server = GatedServer(session_dir / "gated")
     server.hs.start()
     server.bot = _bot_account(server.hs)
     yield server
     server.hs.stop()
+
+
+# --- the in-process module (bot.synapse, issue 10) ---
+SHELLS = ("http", "inprocess")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test module with ``BOTH_SHELLS = True`` runs each test that uses ``gated`` twice: with the
+    HTTP gate (synapse-http-antispam) and with the in-process module (bot.synapse.RulesModule)."""
+    if getattr(metafunc.module, "BOTH_SHELLS", False) and "gated" in metafunc.fixturenames:
+        metafunc.parametrize("gated", SHELLS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def inprocess_gated(session_dir: Path) -> Iterator[InprocessServer]:
+    """A Synapse loading bot.synapse.RulesModule, pointed at the gate port the bots under test
+    listen on (the bot serves the replica there)."""
+    server = InprocessServer(session_dir / "inprocess", free_port(), random_token())
+    server.hs.start()
+    server.bot = _bot_account(server.hs)
+    yield server
+    server.hs.stop()
+
+
+@pytest.fixture(scope="session")
+def gated(request: pytest.FixtureRequest):
+    """The gated homeserver: the HTTP gate, or the in-process module in BOTH_SHELLS modules."""
+    shell = getattr(request, "param", "http")
+    return request.getfixturevalue("inprocess_gated" if shell == "inprocess" else "http_gated")
+# --- end of the in-process module ---
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +109,8 @@ def make_bot(tmp_path: Path) -> Iterator[Callable[..., BotProcess]]:
             config["gate"] = {"enabled": True, "listen": f"127.0.0.1:{gate.gate_port}", "token": gate.gate_token}
         config.update(overrides)
         process = BotProcess(config, tmp_path)
+        if isinstance(gate, InprocessServer):  # start() waits for the module's replicas
+            process.replicas = [gate, *gate.also]
         bots.append(process)
         return process
 

@@ -31,6 +31,9 @@ class BotProcess:
         self.log_path = workdir / "bot.log"
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None
+        # In-process modules (InprocessServer) served by this bot: start() returns once each has
+        # taken a snapshot from the new process, as the gate is answering once start() returns.
+        self.replicas: list[Any] = []
 
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
@@ -38,6 +41,7 @@ class BotProcess:
     def start(self, timeout: float = 30.0) -> None:
         self.write_config()
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        replica_offsets = [(replica, replica.log_size()) for replica in self.replicas]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "bot", "run", "--config", str(self.config_path)],
@@ -48,6 +52,8 @@ class BotProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"bot exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             if READY_LINE in self.log(offset):
+                for replica, since in replica_offsets:
+                    replica.wait_for_snapshot(since, max(1.0, deadline - time.monotonic()))
                 return
             time.sleep(0.05)
         raise RuntimeError(f"bot not ready within {timeout:.0f} s:\n{self.log()[-3000:]}")
@@ -274,8 +280,6 @@ async def setup(hs, account, make_bot, gate=None, **config) -> Moderation:
     process = make_bot(hs, account, gate=gate, admin_token=True, moderators=[moderator.user_id],
                        management_room=f"#{alias}:{hs.server_name}", **config)
     process.start()
-    if hasattr(gate, "wait_for_replica"):  # the in-process module: its replica must be in step first
-        await gate.wait_for_replica()
     status, room = await moderator.create_room(name="Moderators", room_alias_name=alias, invite=[account.user_id])
     assert status == 200, room
     moderation = Moderation(process, account.user_id, moderator, room["room_id"], [moderator])
@@ -307,16 +311,30 @@ class InprocessServer:
     def __init__(self, workdir: Path, gate_port: int, gate_token: str, **module_overrides: Any) -> None:
         self.gate_port = gate_port
         self.gate_token = gate_token
+        # The only change from the README's snippet: the bot's gate waits for open long polls when
+        # it stops (aiohttp's graceful shutdown), so with the default 25 s a SIGTERM takes up to
+        # 25 s, past BotProcess.stop's 20. Remove once the replica routes end their polls on shutdown.
+        module_overrides.setdefault("poll_timeout", 2)
         modules = inprocess_modules(f"http://127.0.0.1:{gate_port}", gate_token, **module_overrides)
         self.hs = Homeserver(workdir, extra_config={"modules": modules})
+        self.also: list[InprocessServer] = []  # more Synapse processes served by the same bot
 
-    def module_log(self) -> str:
-        return self.hs.log_path.read_text(encoding="utf-8", errors="replace") if self.hs.log_path.exists() else ""
+    def module_log(self, offset: int = 0) -> str:
+        if not self.hs.log_path.exists():
+            return ""
+        with open(self.hs.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
 
-    async def wait_for_replica(self, timeout: float = 15.0) -> None:
-        """Until the module has taken a snapshot since the last call (a bot just started)."""
-        offset = getattr(self, "_log_offset", 0)
-        await until(lambda: "rules replica: snapshot at" in self.module_log()[offset:], timeout,
-                    interval=0.05, what=f"a replica snapshot in {self.hs.log_path}")
-        self._log_offset = len(self.module_log())
+    def log_size(self) -> int:
+        return self.hs.log_path.stat().st_size if self.hs.log_path.exists() else 0
+
+    def wait_for_snapshot(self, offset: int, timeout: float = 15.0) -> None:
+        """Until the module logs a snapshot after ``offset`` of Synapse's log. Blocking, like
+        BotProcess.start: Synapse is another process."""
+        deadline = time.monotonic() + timeout
+        while "rules replica: snapshot at" not in self.module_log(offset):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no replica snapshot within {timeout:.0f} s; see {self.hs.log_path}")
+            time.sleep(0.05)
 # --- end of the in-process module ---

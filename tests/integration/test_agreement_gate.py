@@ -10,6 +10,8 @@ import pytest
 from tests.integration.harness import User, new_user, until
 
 pytestmark = pytest.mark.integration
+# Each test that uses `gated` runs with the HTTP gate and with the in-process module (conftest).
+BOTH_SHELLS = True
 
 SEVEN_LINES = "the authenticity of information"
 

@@ -53,8 +53,8 @@ async def first_allowed_send(user: User, room_id: str, timeout: float) -> float:
 
 async def test_one_bot_serves_two_synapse_processes(twin, make_bot):
     one, two = twin
+    one.also = [two]
     mod = await setup(one.hs, one.bot, make_bot, gate=one)
-    await two.wait_for_replica()
     users: list[User] = list(mod.users)
     try:
         # The moderator exists on both servers (exempt everywhere) and opens a room on each.
@@ -111,4 +111,35 @@ async def test_one_bot_serves_two_synapse_processes(twin, make_bot):
         # (60 s): the unit tests show it with a fake clock.
     finally:
         for user in users:
+            await user.close()
+
+
+async def test_room_creation_and_state_are_judged_inside_synapse(inprocess_gated, make_bot):
+    """What the HTTP module cannot show the gate: createRoom's body, and state sent with PUT."""
+    server = inprocess_gated
+    mod = await setup(server.hs, server.bot, make_bot, gate=server)
+    try:
+        alice = await mod.member("alice", server.hs)
+        # visibility public publishes the room: an account that may not publish cannot create it so.
+        status, body = await alice.create_room(visibility="public", name="Mine")
+        assert status == 403 and body["errcode"] == "M_FORBIDDEN", body
+        assert body["error"].startswith("The room was not published to the directory: only approved public accounts")
+        # A public room's initial topic is judged like a post in it.
+        status, body = await alice.create_room(preset="public_chat", topic="国务院 今日发布 重要通知")
+        assert status == 403 and "rule state-organs" in body["error"], body
+        assert body["error"].startswith("The room was not created")
+        # The same topic in a private room is allowed; the room then may not be opened.
+        status, room = await alice.create_room(preset="private_chat", topic="国务院 今日发布 重要通知")
+        assert status == 200, room
+        status, body = await alice.api("PUT", f"/_matrix/client/v3/rooms/{room['room_id']}/state/m.room.join_rules/",
+                                       {"join_rule": "public"})
+        assert status == 403 and "rule state-organs" in body["error"], body
+        # A topic sent later in a public room is judged too, with the translated reason.
+        status, square = await alice.create_room(preset="public_chat", name="Square")
+        assert status == 200, square
+        status, body = await alice.api("PUT", f"/_matrix/client/v3/rooms/{square['room_id']}/state/m.room.topic/",
+                                       {"topic": "国务院 今日发布"})
+        assert status == 403 and "rule state-organs" in body["error"] and "!apply news" in body["error"], body
+    finally:
+        for user in mod.users:
             await user.close()

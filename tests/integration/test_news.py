@@ -11,6 +11,8 @@ import yaml
 from tests.integration.harness import Moderation, User, refused, sent
 
 pytestmark = pytest.mark.integration
+# Each test that uses `gated` runs with the HTTP gate and with the in-process module (conftest).
+BOTH_SHELLS = True
 
 RULES = {
     "news": [{"id": "state-organs", "keywords": ["State Council", "国务院"]}],

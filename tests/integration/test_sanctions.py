@@ -12,6 +12,8 @@ import pytest
 from tests.integration.harness import User, new_user, setup, until
 
 pytestmark = pytest.mark.integration
+# Each test that uses `gated` runs with the HTTP gate and with the in-process module (conftest).
+BOTH_SHELLS = True
 
 
 def case_number(reply: dict) -> int:

@@ -377,3 +377,38 @@ async def test_outbox_keeps_reports_while_the_bot_is_down_and_sends_them_once():
     down = False
     await outbox.flush()
     assert sent == [["a", "b"]] and not outbox.pending and outbox.sent == 2
+
+
+async def test_a_batch_the_bot_refuses_is_dropped_and_does_not_hold_back_later_reports(caplog):
+    from bot.synapse.outbox import Outbox
+
+    sent: list[list[str]] = []
+
+    async def fetch(method, path, *, params=None, body=None, timeout=10.0):
+        ids = [i["id"] for i in body["items"]]
+        if "bad" in ids:
+            return 400, {"errcode": "M_INVALID_PARAM", "error": "item 0: unknown kind 'nonsense'"}
+        sent.append(ids)
+        return 200, {"applied": len(ids), "duplicates": 0}
+
+    outbox = Outbox(fetch, no_sleep, 0.01)
+    outbox.add([{"id": "bad", "kind": "nonsense"}])
+    await outbox.flush()
+    assert outbox.rejected == 1 and not outbox.pending
+    assert "the bot refused 1 reports" in caplog.text and "unknown kind 'nonsense'" in caplog.text
+    outbox.add([{"id": "good", "kind": "prompt", "user_id": NEW}])
+    await outbox.flush()
+    assert sent == [["good"]]
+
+
+def test_every_report_kind_the_module_sends_is_one_the_bot_takes():
+    """The bot's intake refuses a batch with an unknown kind: the module must send only known ones."""
+    import inspect
+    import re
+
+    from bot.replica import publisher
+    from bot.synapse import judge, module
+
+    sent = set(re.findall(r'report\("([a-z_]+)"', inspect.getsource(judge) + inspect.getsource(module)))
+    taken = set(re.findall(r'kind == "([a-z_]+)"', inspect.getsource(publisher.ReplicaPublisher._step)))
+    assert sent and sent <= taken, sent - taken
