@@ -81,7 +81,7 @@ class Judge:
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         items: list[dict[str, Any]] = []
         if decision.prompt_agreement:
-            items.append(report("prompt", f"{user}:{now // 60_000}", user_id=user))
+            items.append(report("prompt", None, user_id=user))
         elif decision.count_post:
             # Counted here too (by event ID, so the bot's own record arriving later changes
             # nothing): the replica's next fallback decision must see this post.
@@ -149,10 +149,13 @@ class Judge:
             if not published.allowed:
                 return published
         events = initial_events(room_config)
-        judged = state
+        # A shallow copy, the replica itself untouched: without the account's measures (creating
+        # the room was judged against them above, and a posting restriction does not stop room
+        # creation, nor clear a new room's name in the bot's directory guard), and with the new
+        # room as its only open room when the room will be in scope.
+        judged = copy.copy(state)
+        judged.sanctions = {}
         if opens(room_config):
-            # A shallow copy whose only open room is the new one: the replica itself is untouched.
-            judged = copy.copy(state)
             judged.open_rooms = {NEW_ROOM}
         for event in events:
             kind = event["type"]

@@ -170,7 +170,9 @@ class RulesModule:
 
     def _prompt(self, user_id: str, decision: Decision, now: int) -> None:
         if decision.prompt_agreement:
-            self.outbox.add([report("prompt", f"{user_id}:{now // 60_000}", user_id=user_id)])
+            # Each refusal asks, as the gate's do: the bot decides whether a prompt is due (a new
+            # DM after the account left its old one, for one).
+            self.outbox.add([report("prompt", None, user_id=user_id)])
 
     async def check_event_for_spam(self, event: Any) -> Literal["NOT_SPAM"] | Refusal:
         callback = "check_event_for_spam"

@@ -412,3 +412,30 @@ def test_every_report_kind_the_module_sends_is_one_the_bot_takes():
     sent = set(re.findall(r'report\("([a-z_]+)"', inspect.getsource(judge) + inspect.getsource(module)))
     taken = set(re.findall(r'kind == "([a-z_]+)"', inspect.getsource(publisher.ReplicaPublisher._step)))
     assert sent and sent <= taken, sent - taken
+
+
+def test_staleness_and_decisions_are_exported_on_synapses_registry():
+    from prometheus_client import REGISTRY
+
+    rules = module()
+    name = rules.server_name
+    assert REGISTRY.get_sample_value("rulesbot_module_replica_staleness_seconds", {"server_name": name}) == float("inf")
+    clock = Clock()
+    rules.replica._monotonic = clock
+    rules.replica.last_success = clock.t - 42
+    assert REGISTRY.get_sample_value("rulesbot_module_replica_staleness_seconds", {"server_name": name}) == 42
+    rules.replica.state, rules.replica.epoch = make_state(), "e1"
+    asyncio.run(rules.user_may_invite(NEW, AGREED, ROOM))
+    assert REGISTRY.get_sample_value("rulesbot_module_decisions_total",
+                                     {"server_name": name, "callback": "user_may_invite", "outcome": "deny"}) == 1
+
+
+def test_a_posting_restriction_does_not_stop_room_creation_but_a_suspension_does(judge):
+    state = make_state()
+    state.add_measure(AGREED, Measure(3, SanctionKind.RESTRICT, None))
+    assert judge.create_room(state, AGREED, {"name": "frank's", "preset": "public_chat"}, NOW).allowed
+    assert judge.create_room(state, AGREED, {"preset": "public_chat", "topic": "国务院"}, NOW).reason \
+        is Reason.NEWS_TIER_MISSING
+    assert AGREED in state.sanctions  # judged on a copy
+    state.add_measure(AGREED, Measure(4, SanctionKind.SUSPEND, None))
+    assert judge.create_room(state, AGREED, {"name": "x"}, NOW).reason is Reason.SUSPENDED
