@@ -47,6 +47,8 @@ class Cluster:
         subprocess.run([*self._user, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def start(self) -> None:
+        _stop_orphans(self)
+        (self.root / "owner").write_text(str(os.getpid()))
         data = self.root / "data"
         self._run(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--locale=C")
@@ -59,6 +61,14 @@ class Cluster:
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def stop_orphan(self, root: Path) -> None:
+        """Stop the cluster in ``root`` (of a test run killed before it could) and remove it."""
+        try:
+            self._run(str(self.bin / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop")
+        except subprocess.CalledProcessError:
+            pass  # not running any more
+        shutil.rmtree(root, ignore_errors=True)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@/{database}?host={self.root}"
@@ -88,3 +98,19 @@ class Cluster:
         finally:
             await conn.close()
         return self.dsn(name)
+
+
+def _stop_orphans(cluster: Cluster) -> None:
+    """A test run killed by a timeout never reaches its cleanup: its cluster would run on. Each
+    cluster records the test process that owns it; one whose owner is gone is stopped here."""
+    for root in Path(tempfile.gettempdir()).glob("pgt.*"):
+        try:
+            owner = int((root / "owner").read_text())
+        except (OSError, ValueError):
+            continue  # being set up right now, or not ours
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            cluster.stop_orphan(root)
+        except PermissionError:
+            pass  # alive, another user's
