@@ -240,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_export(args))
         if args.command == "audit":
             return asyncio.run(_audit(args))
+        if args.command == "migrate-db":  # issue 11
+            from bot.store.copy import migrate_db_command
+
+            return asyncio.run(migrate_db_command(args.source, args.target))
         if args.command == "identity":  # issue 9
             return asyncio.run(_identity_reveal(args))
         if args.command == "consent-templates":
