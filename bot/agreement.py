@@ -91,12 +91,27 @@ class AgreementService:
         return Outcome.CONFIRMED
 
     # --- consent at registration (bot.consent) ---
-    async def accept_at_registration(self, user_id: str, version: str, accepted_at: int | None) -> bool:
+    async def took_effect(self) -> int:
+        """When this document (its version and its text) took effect: the first start of the bot
+        with it, recorded in kv then. Keyed by the text's hash too, so a text changed under the
+        same version string takes effect anew."""
+        key = f"agreement.took_effect/{self.document.version}/{self.document.sha256}"
+        recorded = await self._store.get(key)
+        if recorded is not None:
+            return int(recorded)
+        now = self._clock()
+        await self._store.put(key, str(now))
+        return now
+
+    async def accept_at_registration(self, user_id: str, version: str, accepted_at: int | None) -> bool | None:
         """Synapse records that ``user_id`` accepted ``version`` (its user_consent): recorded once,
         with method ``registration`` and a key of its own in place of an event ID (there is no
-        event). True if recorded now; False if it was already (or the account is exempt)."""
-        if version != self.document.version:
-            return False
+        event). True if recorded now; False if it was already (or the account is exempt); None
+        if it does not count: another version, or no time, or a time before this document
+        took effect (Synapse's consent form stores any version string its ``v`` field sends, so
+        a version set before the bot published it is not an acceptance of it)."""
+        if version != self.document.version or accepted_at is None or accepted_at < await self.took_effect():
+            return None
         outcome = await self.accept(user_id, registration_key(user_id, version), "", "registration", accepted_at)
         return outcome is Outcome.CONFIRMED
 

@@ -34,7 +34,10 @@ MAX_REMEMBERED = 200_000  # only a guard against growth
 
 
 class AcceptRegistration(Protocol):
-    def __call__(self, user_id: str, version: str, accepted_at: int | None) -> Awaitable[bool]: ...
+    """Records the acceptance: True if recorded now, False if it was before, None if Synapse's
+    record does not count as accepting this document (see AgreementService.accept_at_registration)."""
+
+    def __call__(self, user_id: str, version: str, accepted_at: int | None) -> Awaitable[bool | None]: ...
 
 
 class UserRecords:
@@ -147,6 +150,11 @@ class RegistrationConsent:
         except Exception:  # the store failed: not recorded, so not let through on it; asked again soon
             log.exception("recording %s's acceptance at registration failed", user_id)
             self._remember_no(user_id, FAILED_FOR_MS)
+            return False
+        if recorded is None:
+            log.info("%s's consent to version %s in Synapse (at %s) predates this agreement text: not counted",
+                     user_id, version, consent_ts)
+            self._remember_no(user_id, NEGATIVE_FOR_MS)
             return False
         self._ask_again_at.pop(user_id, None)
         if recorded:

@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class Consent:
-    """What the service wires in: ``accepted`` for the gate and onboarding, ``check_versions`` once
-    at start-up, ``warnings`` for /health."""
+    """What the service wires in: ``accepted`` for the gate, onboarding, room mode and the module's
+    consent question, ``check_versions`` once at start-up, ``warnings`` for /health."""
 
     def __init__(self, settings: Settings, state: PolicyState, agreements: AgreementService,
                  management: ManagementRoom, t: Translator, clock: Callable[[], int]) -> None:
@@ -27,6 +27,10 @@ class Consent:
         self._management = management
         self._t = t
         self.warnings: list[str] = []
+        self._agreements = agreements
+        # Synapse's consent record is trusted only once check_versions has seen Synapse ask for
+        # this very version: its consent form stores whatever version string it is sent.
+        self.synapse_serves_this_version = False
         token = settings.homeserver.admin_token
         self._records: UserRecords | None = None
         self.checker: RegistrationConsent | None = None
@@ -39,13 +43,18 @@ class Consent:
                                            lambda: agreements.document.version, state.is_local, clock)
 
     async def accepted(self, user_id: str) -> bool:
-        """The account accepted the current agreement through Synapse (and it is recorded now)."""
-        return self.checker is not None and await self.checker.accepted(user_id)
+        """The account accepted the current agreement through Synapse (and it is recorded now).
+        False until check_versions has found Synapse asking for this version."""
+        return self.checker is not None and self.synapse_serves_this_version and await self.checker.accepted(user_id)
 
     async def check_versions(self) -> SynapseConsent:
         """Compare Synapse's user_consent.version with agreement.version; a mismatch is an ERROR in
         the log, a /health warning and one management-room notice per pair of versions."""
+        # First, so that a start with a new agreement records when it took effect before any
+        # registration consent is compared with that time.
+        await self._agreements.took_effect()
         found = await probe(self._url)
+        self.synapse_serves_this_version = found.version == self._version
         if found.version is None:
             log.info("the homeserver shows no user_consent policy: the agreement is asked for in chat only")
         elif found.version == self._version:

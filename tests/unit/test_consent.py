@@ -195,6 +195,9 @@ async def consent(store):
         unmuted.append(user_id)
 
     agreements = AgreementService(store, state, document, clock, on_accepted)
+    clock.now = 0
+    await agreements.took_effect()  # the bot's first start with version 3 (recorded in kv)
+    clock.now = 1_000_000
     records: dict[str, dict | None | Exception] = {}
     calls: list[str] = []
 
@@ -247,6 +250,27 @@ async def test_no_consent_or_another_version_is_not_an_acceptance_and_is_asked_a
     consent.clock.now += registration.NEGATIVE_FOR_MS
     assert await consent.accepted(USER) is True
     assert tuple(await consent.store.db.fetchone("SELECT COUNT(*) FROM agreement_acceptances")) == (1,)
+
+
+async def test_a_consent_from_before_this_version_took_effect_or_without_a_time_does_not_count(consent):
+    # Synapse's consent form stores any version its `v` field sends (with the user's link `h`), so
+    # a user can set "3" before the bot published version 3: only a time since then counts.
+    took_effect = 600_000
+    consent.agreements.document = AgreementDocument(version="3", text="terms, revised", sha256="cd" * 32)
+    consent.clock.now = took_effect
+    assert await consent.agreements.took_effect() == took_effect  # a new text under "3" takes effect anew
+    consent.clock.now = 1_000_000
+    consent.records[USER] = {"consent_version": "3", "consent_ts": took_effect - 90 * 86_400_000}
+    assert await consent.accepted(USER) is False
+    consent.records[USER] = {"consent_version": "3", "consent_ts": None}
+    consent.clock.now += registration.NEGATIVE_FOR_MS
+    assert await consent.accepted(USER) is False
+    assert not consent.state.has_agreed(USER)
+    assert tuple(await consent.store.db.fetchone("SELECT COUNT(*) FROM agreement_acceptances")) == (0,)
+    consent.records[USER] = {"consent_version": "3", "consent_ts": took_effect}
+    consent.clock.now += registration.NEGATIVE_FOR_MS
+    assert await consent.accepted(USER) is True
+    assert await consent.agreements.took_effect() == took_effect  # kept, not moved by later calls
 
 
 async def test_an_unknown_user_a_remote_user_and_a_failed_lookup_are_no(consent):
@@ -391,6 +415,27 @@ async def test_a_mismatch_is_logged_warned_and_posted_to_the_management_room_onc
         assert "version 2 (user_consent.version)" in posts[0][1] and "python -m bot consent-templates" in posts[0][1]
     finally:
         await store.close()
+
+
+async def test_synapses_record_is_trusted_only_once_synapse_is_seen_asking_for_this_version(consent):
+    from bot.config import Settings
+    from bot.consent.wiring import Consent
+    from bot.matrix.management import ManagementRoom
+
+    consent.records[USER] = {"consent_version": "3", "consent_ts": 1}
+    for synapse_version, trusted in (("2", False), ("3", True)):
+        async with _fake_synapse(terms=synapse_version) as server:
+            settings = Settings(homeserver={"url": str(server.make_url("")).rstrip("/"), "user_id": "@bot:hs.test",
+                                            "password": "pw", "admin_token": "admin"},
+                                gate={"enabled": False}, agreement={"version": "3"}, language="en")
+            wiring = Consent(settings, consent.state, consent.agreements, ManagementRoom(consent.store.effects),
+                             Translator("en"), consent.clock)
+            await wiring._records.close()
+            wiring.checker = consent
+            assert await wiring.accepted(USER) is False  # before the versions are compared
+            await wiring.check_versions()
+            assert await wiring.accepted(USER) is trusted
+    assert consent.state.has_agreed(USER)
 
 
 # -- helpers -------------------------------------------------------------------------------------
