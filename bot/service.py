@@ -114,6 +114,7 @@ class Service:
         # --- consent at registration (bot.consent): before the gate refuses or onboarding prompts ---
         self.consent = Consent(settings, state, self.agreements, self.management, self.t, self.clock)
         self.onboarding.consent = self.consent.accepted
+        self.room_mode.consent = self.consent.accepted
         if self.gate is not None:
             self.gate.consent = self.consent.accepted
         self.sanctions = Sanctions(

@@ -18,7 +18,7 @@ every member.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from bot.i18n import Translator
 from bot.matrix.client import Matrix, txn_id
@@ -77,6 +77,11 @@ class RoomMode:
         # When the sync loop saved its last batch (bot.matrix.sync.SyncLoop.saved_at): the bot has
         # been behind since then at most. None: not known.
         self.synced_at: Callable[[], int | None] = lambda: None
+        # --- consent at registration (bot.consent) ---
+        # Asked before a post is refused for want of the agreement: True if the account accepted
+        # it at registration (now recorded), so its first post is not redacted nor the account
+        # muted and told to agree. Set by the service.
+        self.consent: Callable[[str], Awaitable[bool]] | None = None
 
     def _decide(self, room_id: str, user_id: str, event_type: str = "m.room.message",
                 text: tuple[str | None, bool] = (None, False), at: int | None = None) -> Decision:
@@ -118,6 +123,9 @@ class RoomMode:
             return  # allowed and counted already: a replayed batch, or a gap read back over
         at = self.posted_at(event)
         decision = self._decide(room_id, sender, event_type, text, at)
+        if not decision.allowed and decision.prompt_agreement and self.consent is not None \
+                and await self.consent(sender):
+            decision = self._decide(room_id, sender, event_type, text, at)
         if decision.allowed:
             if decision.count_post:
                 self._state.note_post(sender, at, event.get("event_id"))

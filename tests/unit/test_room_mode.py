@@ -109,3 +109,27 @@ async def test_state_without_text_and_harmless_topics_are_left_alone(room_mode):
     await mode.on_event_and_effects(ROOM, event("$m", "m.room.member", {"membership": "join"}, "@remote:elsewhere"), "Square")
     assert matrix.redacted == [] and matrix.sent == [] and onboarding.told == []
     assert await mode._store.effects.listed() == []
+
+
+async def test_a_first_post_is_not_redacted_when_the_account_accepted_at_registration(room_mode, store):
+    # The service wires bot.consent's lookup in: asked before refusing for want of the agreement.
+    mode, matrix, onboarding = room_mode
+    asked: list[str] = []
+
+    async def consent(user_id):
+        asked.append(user_id)
+        if user_id != "@registered:hs":
+            return False
+        mode._state.record_acceptance(user_id, "1")  # what the recorded acceptance does in memory
+        return True
+
+    mode.consent = consent
+    first = {**event("$hi", "m.room.message", {"msgtype": "m.text", "body": "hi all"}), "sender": "@registered:hs"}
+    await mode.on_event_and_effects(ROOM, first, "Square")
+    assert matrix.redacted == [] and matrix.sent == [] and await store.effects.listed() == []
+    # Another newcomer, who did not accept at registration, meets room mode as before.
+    other = {**event("$yo", "m.room.message", {"msgtype": "m.text", "body": "yo"}), "sender": "@newcomer:hs"}
+    await mode.on_event_and_effects(ROOM, other, "Square")
+    assert [e for e, _ in matrix.redacted] == ["$yo"]
+    assert {e.kind for e in await store.effects.listed()} >= {"redact", "mute", "onboard"}
+    assert asked == ["@registered:hs", "@newcomer:hs"]
