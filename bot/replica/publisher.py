@@ -7,6 +7,8 @@
   item id by the gate's own follow-up code.
 - ``POST /replica/v1/ratecap``: the gate's answer to a post of an account under a rate cap,
   asked synchronously because the count is shared by every Synapse process.
+- ``POST /replica/v1/consent``: did this account accept the agreement at registration (Synapse's
+  user_consent, bot.consent)? Asked synchronously before a module refuses it for not having agreed.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class ReplicaPublisher(Collector):
         self.reports_applied = 0
         self.reports_duplicate = 0
         self.ratecap_questions = 0
+        self.consent_questions = 0  # consent at registration (bot.consent)
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -87,6 +90,7 @@ class ReplicaPublisher(Collector):
         app.router.add_get("/replica/v1/changes", self._changes)
         app.router.add_post("/replica/v1/reports", self._reports)
         app.router.add_post("/replica/v1/ratecap", self._ratecap)
+        app.router.add_post("/replica/v1/consent", self._consent)  # consent at registration (bot.consent)
 
     def _wake(self) -> None:
         # Called on every change, inside the mutation: only a flag when nobody waits.
@@ -289,6 +293,24 @@ class ReplicaPublisher(Collector):
             state.note_post(user, at, event_id)
         return web.json_response({})
 
+    # --- consent at registration (bot.consent) ---
+    async def _consent(self, request: web.Request) -> web.Response:
+        """200 {"accepted": true, "version": v} if ``user_id`` accepted the current agreement at
+        registration (recorded now, so the change reaches every replica too), else
+        {"accepted": false}: the gate's own cached, time-limited lookup."""
+        body = await self._authorised_json(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            user = _text(body, "user_id", 0)
+        except ItemError as exc:
+            return _error(400, "M_INVALID_PARAM", str(exc).removeprefix("item 0: "))
+        self.consent_questions += 1
+        ask = self._gate.consent
+        if ask is None or not await ask(user):
+            return web.json_response({"accepted": False})
+        return web.json_response({"accepted": True, "version": self._gate.state.agreement_version})
+
     # -- /metrics ------------------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
@@ -311,6 +333,8 @@ class ReplicaPublisher(Collector):
             ("rulesbot_replica_reports_applied", self.reports_applied, "Report items from modules applied"),
             ("rulesbot_replica_reports_duplicate", self.reports_duplicate, "Report items seen before, not applied again"),
             ("rulesbot_replica_ratecap_questions", self.ratecap_questions, "Rate-cap questions answered"),
+            ("rulesbot_replica_consent_questions", self.consent_questions,
+             "Questions from modules about an agreement accepted at registration"),
         ):
             counter = CounterMetricFamily(name, text)
             counter.add_metric([], value)

@@ -44,6 +44,7 @@ DEFAULT_FAIL = {
 KNOWN_KEYS = frozenset({
     "bot_url", "token", "language", "poll_timeout", "max_staleness", "fail", "stale_after",
     "ratecap_timeout", "report_interval", "snapshot_retry_max",
+    "consent_timeout",
 })
 
 
@@ -64,6 +65,9 @@ class ModuleConfig:
     ratecap_timeout: float = 0.5  # s to wait for the bot's rate-cap answer before deciding alone
     report_interval: float = 0.2  # s between batches of reports to the bot
     snapshot_retry_max: float = 2.0  # s: the longest wait between snapshot attempts
+    # s to wait for the bot's answer whether an account accepted the agreement at registration,
+    # before refusing it for not having agreed (the bot's own admin-API lookup waits up to 2 s)
+    consent_timeout: float = 3.0
 
     def fails_open(self, callback: str) -> bool:
         return self.fail[callback] == "open"
@@ -123,4 +127,5 @@ def parse_config(raw: Any) -> ModuleConfig:
         ratecap_timeout=_seconds(raw.get("ratecap_timeout", 0.5), "ratecap_timeout", minimum=0.01),
         report_interval=_seconds(raw.get("report_interval", 0.2), "report_interval", minimum=0.01),
         snapshot_retry_max=_seconds(raw.get("snapshot_retry_max", 2.0), "snapshot_retry_max", minimum=0.1),
+        consent_timeout=_seconds(raw.get("consent_timeout", 3.0), "consent_timeout", minimum=0.01),
     )

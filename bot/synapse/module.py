@@ -4,7 +4,9 @@ Load it in homeserver.yaml (config/synapse-module-inprocess.yaml). Every Synapse
 modules (the main process, each worker) holds its own replica (bot.synapse.replica), decides each
 callback with the core's ``decide()`` exactly as the gate does (bot.synapse.judge), and sends what
 the bot must know in batches (bot.synapse.outbox). Only a post of an account under a rate cap asks
-the bot while Synapse waits: the count of recent posts must be shared exactly by every process.
+the bot while Synapse waits: the count of recent posts must be shared exactly by every process; and,
+before a local account is refused for not having agreed, whether it accepted the agreement at
+registration (Synapse's user_consent, which only the bot reads, with its admin token).
 
 Import closure: the policy core, bot.replica.protocol, bot.i18n, and what Synapse ships (Twisted,
 treq, prometheus_client). No aiohttp, nio, aiosqlite or pydantic-settings
@@ -38,6 +40,11 @@ from bot.synapse.replica import Replica
 log = logging.getLogger(__name__)
 
 RATECAP_PATH = "/replica/v1/ratecap"
+CONSENT_PATH = "/replica/v1/consent"
+# An account the bot said had not accepted at registration (or that it could not answer about) is
+# asked about again after this long: it may agree on Synapse's consent page meanwhile.
+CONSENT_ASK_AGAIN_S = 60.0
+CONSENT_REMEMBERED = 100_000  # only a guard against growth
 # How long after createRoom an opening is looked at as possibly the new room's (ms).
 NEW_ROOM_WINDOW_MS = 60_000
 # Bodies larger than this are parsed in a thread: a snapshot of 100,000 accounts is megabytes.
@@ -53,6 +60,10 @@ DECISIONS = Counter("rulesbot_module_decisions_total",
                     "fail_closed while the replica cannot decide", ["server_name", "callback", "outcome"])
 RATECAP = Counter("rulesbot_module_ratecap_total",
                   "Rate-cap questions to the bot: answered, or decided from the replica (fallback)",
+                  ["server_name", "outcome"])
+CONSENT = Counter("rulesbot_module_consent_total",
+                  "Questions to the bot whether an account accepted the agreement at registration: "
+                  "accepted, not_accepted, or fallback (no answer: refused as not agreed)",
                   ["server_name", "outcome"])
 
 Refusal = tuple[Codes, dict[str, str]]
@@ -93,6 +104,9 @@ class RulesModule:
         # about, and none of its initial events reach check_event_for_spam: the account's next
         # events in a room the replica has no scope for find it (see _new_room).
         self._new_rooms: dict[str, NewRoom] = {}
+        # consent at registration: user -> when (monotonic s) it may be asked about again
+        self._consent_ask_again: dict[str, float] = {}
+        self.consent_clock: Callable[[], float] = time.monotonic
         STALENESS.labels(self.server_name).set_function(self.replica.staleness)
         SEQ.labels(self.server_name).set_function(lambda: self.replica.seq)
         PENDING.labels(self.server_name).set_function(lambda: len(self.outbox.pending))
@@ -185,6 +199,8 @@ class RulesModule:
         if self._new_rooms and event.sender in self._new_rooms:
             await self._new_room(state, event.sender, event.room_id, now)
         action, decision = self.judge.event(state, content, now)
+        if await self._accepted_at_registration(state, action.user_id, decision):
+            action, decision = self.judge.event(state, content, now)
         counted_by_bot = False
         refused_by_bot: str | None = None
         if is_rate_decision(decision) and has_rate_cap(state, action.user_id, now):
@@ -226,33 +242,73 @@ class RulesModule:
         log.warning("rules module: the bot answered the rate-cap question with %s; deciding from the replica", status)
         return None
 
-    def _decide(self, callback: str, kind: ActionKind, user_id: str,
-                judge: Callable[[PolicyState, int], Decision],
-                follow_up: Callable[[PolicyState, int], None] | None = None) -> Literal["NOT_SPAM"] | Refusal:
+    # --- consent at registration (bot.consent) ---
+    async def _accepted_at_registration(self, state: PolicyState, user_id: str, decision: Decision) -> bool:
+        """Before refusing ``user_id`` for not having agreed: ask the bot (synchronously, within
+        ``consent_timeout``) whether it accepted the agreement at registration. True: the bot has
+        recorded it, and the replica takes it at once (the change follows from the bot). A "no",
+        or no answer (fallback: refused as not agreed, as before), is kept for
+        CONSENT_ASK_AGAIN_S, so a refused account does not cost a question per event."""
+        if decision.allowed or not decision.prompt_agreement or not state.is_local(user_id):
+            return False
+        clock = self.consent_clock
+        if clock() < self._consent_ask_again.get(user_id, 0.0):
+            return False
+        if len(self._consent_ask_again) >= CONSENT_REMEMBERED:
+            self._consent_ask_again.clear()
+        self._consent_ask_again[user_id] = clock() + CONSENT_ASK_AGAIN_S
+        try:
+            status, body = await self._fetch("POST", CONSENT_PATH, body={"user_id": user_id},
+                                             timeout=self.config.consent_timeout)
+        except Exception as exc:
+            CONSENT.labels(self.server_name, "fallback").inc()
+            log.warning("rules module: no answer from the bot whether %s accepted the agreement at registration (%s);"
+                        " refused as not agreed", user_id, type(exc).__name__)
+            return False
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("accepted"), bool):
+            CONSENT.labels(self.server_name, "fallback").inc()
+            log.warning("rules module: the bot answered the consent question with %s; refused as not agreed", status)
+            return False
+        if not body["accepted"]:
+            CONSENT.labels(self.server_name, "not_accepted").inc()
+            return False
+        CONSENT.labels(self.server_name, "accepted").inc()
+        del self._consent_ask_again[user_id]
+        version = body.get("version")
+        state.record_acceptance(user_id, version if isinstance(version, str) else state.agreement_version)
+        return True
+
+    async def _decide(self, callback: str, kind: ActionKind, user_id: str,
+                      judge: Callable[[PolicyState, int], Decision],
+                      follow_up: Callable[[PolicyState, int], None] | None = None) -> Literal["NOT_SPAM"] | Refusal:
         """One callback other than check_event_for_spam: the replica's decision (or ``fail``),
-        the agreement prompt it asks for, and ``follow_up`` when it allows."""
+        asked again after the bot's answer about consent at registration, the agreement prompt it
+        asks for, and ``follow_up`` when it allows."""
         state = self._state(callback)
         if state is None:
             return self._cannot_decide(callback, kind)
         now = _now_ms()
         decision = judge(state, now)
+        if await self._accepted_at_registration(state, user_id, decision):
+            decision = judge(state, now)
         self._prompt(user_id, decision, now)
         if decision.allowed and follow_up is not None:
             follow_up(state, now)
         return self._answer(callback, decision)
 
     async def user_may_invite(self, inviter: str, invitee: str, room_id: str) -> Literal["NOT_SPAM"] | Refusal:
-        return self._decide("user_may_invite", ActionKind.INVITE, inviter,
-                            lambda state, now: self.judge.invite(state, inviter, invitee, room_id, now))
+        return await self._decide("user_may_invite", ActionKind.INVITE, inviter,
+                                  lambda state, now: self.judge.invite(state, inviter, invitee, room_id, now))
 
     async def user_may_send_3pid_invite(self, inviter: str, medium: str, address: str,
                                         room_id: str) -> Literal["NOT_SPAM"] | Refusal:
-        return self._decide("user_may_send_3pid_invite", ActionKind.INVITE, inviter,
-                            lambda state, now: self.judge.threepid_invite(state, inviter, medium, address, room_id, now))
+        return await self._decide("user_may_send_3pid_invite", ActionKind.INVITE, inviter,
+                                  lambda state, now: self.judge.threepid_invite(state, inviter, medium, address,
+                                                                                room_id, now))
 
     async def user_may_join_room(self, user: str, room_id: str, is_invited: bool) -> Literal["NOT_SPAM"] | Refusal:
-        return self._decide("user_may_join_room", ActionKind.JOIN_ROOM, user,
-                            lambda state, now: self.judge.join(state, user, room_id, is_invited, now))
+        return await self._decide("user_may_join_room", ActionKind.JOIN_ROOM, user,
+                                  lambda state, now: self.judge.join(state, user, room_id, is_invited, now))
 
     async def _new_room(self, state: PolicyState, user_id: str, room_id: str, now: int) -> None:
         """``user_id`` acts in ``room_id`` soon after creating a room: if ``room_id`` is that room
@@ -289,8 +345,9 @@ class RulesModule:
                     since=now, opened=opens(room_config), listed=room_config.get("visibility") == "public",
                     news=new_room_news(state, user_id, room_config, now))
 
-        return self._decide("user_may_create_room", ActionKind.CREATE_ROOM, user_id,
-                            lambda state, now: self.judge.create_room(state, user_id, room_config, now), follow_up)
+        return await self._decide("user_may_create_room", ActionKind.CREATE_ROOM, user_id,
+                                  lambda state, now: self.judge.create_room(state, user_id, room_config, now),
+                                  follow_up)
 
     async def user_may_publish_room(self, user_id: str, room_id: str) -> Literal["NOT_SPAM"] | Refusal:
         state = self.replica.state
@@ -300,8 +357,8 @@ class RulesModule:
             # The bot reads the room's listing and keeps the account's channels in step.
             self.outbox.add([report("publish", f"{user_id}:{room_id}:{now}", user_id=user_id, room_id=room_id)])
 
-        return self._decide("user_may_publish_room", ActionKind.PUBLISH_ROOM, user_id,
-                            lambda state, now: self.judge.publish(state, user_id, room_id, now), follow_up)
+        return await self._decide("user_may_publish_room", ActionKind.PUBLISH_ROOM, user_id,
+                                  lambda state, now: self.judge.publish(state, user_id, room_id, now), follow_up)
 
     async def check_login_for_spam(self, user_id: str, device_id: str | None, initial_display_name: str | None,
                                    request_info: Collection[tuple[str | None, str]],

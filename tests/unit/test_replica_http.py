@@ -65,7 +65,7 @@ async def snapshot_and_follow(client) -> PolicyState:
 
 @pytest.mark.parametrize("method, path", [
     ("GET", "/replica/v1/snapshot"), ("GET", "/replica/v1/changes?since=0"),
-    ("POST", "/replica/v1/reports"), ("POST", "/replica/v1/ratecap"),
+    ("POST", "/replica/v1/reports"), ("POST", "/replica/v1/ratecap"), ("POST", "/replica/v1/consent"),
 ])
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}], ids=["none", "wrong"])
 async def test_every_route_needs_the_gate_token(replica, method, path, headers) -> None:
@@ -204,6 +204,29 @@ async def test_the_rate_cap_question_gets_the_gates_answer_and_counts_once(repli
     assert "1/1h" in data["error"]  # the gate's own rate-cap refusal
     bad = await replica.post("/replica/v1/ratecap", json={"user_id": CAPPED}, headers=AUTH)
     assert bad.status == 400 and (await bad.json())["error"] == "'ts' must be a non-negative integer (ms)"
+
+
+async def test_the_consent_question_gets_the_gates_registration_lookup(replica) -> None:
+    asked: list[str] = []
+
+    async def consent(user_id):  # bot.consent's lookup, as the service sets it on the gate
+        asked.append(user_id)
+        if user_id != NEW:
+            return False
+        replica.state.record_acceptance(user_id, "1")
+        return True
+
+    no_lookup = await replica.post("/replica/v1/consent", json={"user_id": NEW}, headers=AUTH)
+    assert no_lookup.status == 200 and await no_lookup.json() == {"accepted": False}  # no admin token: no lookup
+    replica.publisher._gate.consent = consent
+    yes = await replica.post("/replica/v1/consent", json={"user_id": NEW}, headers=AUTH)
+    assert yes.status == 200 and await yes.json() == {"accepted": True, "version": "1"}
+    no = await replica.post("/replica/v1/consent", json={"user_id": "@other:hs.test"}, headers=AUTH)
+    assert no.status == 200 and await no.json() == {"accepted": False}
+    assert asked == [NEW, "@other:hs.test"]
+    bad = await replica.post("/replica/v1/consent", json={"user": NEW}, headers=AUTH)
+    assert bad.status == 400 and (await bad.json())["error"] == "'user_id' must be a non-empty string"
+    assert replica.publisher.consent_questions == 3
 
 
 async def test_metrics_show_subscribers_changes_and_the_snapshot(replica) -> None:

@@ -341,6 +341,60 @@ async def test_a_rate_capped_post_asks_the_bot_and_takes_its_refusal():
     assert len(asked) == 1
 
 
+async def test_before_refusing_a_newcomer_the_module_asks_the_bot_about_consent_at_registration():
+    from synapse.module_api import NOT_SPAM
+
+    from bot.synapse.module import CONSENT_ASK_AGAIN_S, CONSENT_PATH
+
+    rules = module()
+    rules.replica.state, rules.replica.epoch, rules.replica.last_success = make_state(), "e1", 0.0
+    clock = Clock()
+    rules.consent_clock = clock
+    asked = []
+    registered = {"@registered:hs.test"}
+
+    async def fetch(method, path, *, params=None, body=None, timeout=10.0):
+        asked.append((path, body, timeout))
+        if body["user_id"] in registered:
+            return 200, {"accepted": True, "version": "2"}
+        return 200, {"accepted": False}
+
+    rules._fetch = fetch
+    # Accepted at registration: the first message goes through, no prompt, the replica knows.
+    assert await rules.check_event_for_spam(FakeEvent(message_event("@registered:hs.test", "hi"))) == NOT_SPAM
+    assert asked == [(CONSENT_PATH, {"user_id": "@registered:hs.test"}, 3.0)]
+    assert rules.replica.state.has_agreed("@registered:hs.test") and list(rules.outbox.pending) == []
+    # Not accepted: refused as before, and not asked again for every event.
+    for event_id in ("$n1", "$n2"):
+        _, fields = await rules.check_event_for_spam(FakeEvent(message_event(NEW, "hi", event_id=event_id)))
+        assert "not accepted the service agreement (version 2)" in fields["error"] and "!agree" in fields["error"]
+    assert [body["user_id"] for _, body, _ in asked] == ["@registered:hs.test", NEW]
+    # It may agree on Synapse's consent page meanwhile: asked again later, by another callback too.
+    clock.t += CONSENT_ASK_AGAIN_S
+    registered.add(NEW)
+    assert await rules.user_may_invite(NEW, AGREED, ROOM) == NOT_SPAM
+    assert [body["user_id"] for _, body, _ in asked] == ["@registered:hs.test", NEW, NEW]
+    # Remote accounts are never asked about (Synapse's consent is this homeserver's).
+    await rules.check_event_for_spam(FakeEvent(message_event("@far:remote.test", "hi", event_id="$r")))
+    assert len(asked) == 3
+
+
+async def test_without_the_bots_consent_answer_the_newcomer_is_refused_as_not_agreed(caplog):
+    rules = module(consent_timeout=0.25)
+    rules.replica.state, rules.replica.epoch, rules.replica.last_success = make_state(), "e1", 0.0
+    asked = []
+
+    async def fetch(method, path, *, params=None, body=None, timeout=10.0):
+        asked.append(timeout)
+        raise TimeoutError
+
+    rules._fetch = fetch
+    _, fields = await rules.check_event_for_spam(FakeEvent(message_event(NEW, "hi")))
+    assert "not accepted the service agreement (version 2)" in fields["error"]
+    assert asked == [0.25] and [i["kind"] for i in rules.outbox.pending] == ["prompt"]
+    assert "no answer from the bot whether @new:hs.test accepted the agreement at registration" in caplog.text
+
+
 async def test_without_the_bots_answer_the_replica_counts_and_reports_the_post():
     from synapse.module_api import NOT_SPAM
 

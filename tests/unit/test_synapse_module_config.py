@@ -44,6 +44,7 @@ def test_fail_and_max_staleness_are_per_callback():
     ({**MINIMAL, "max_staleness": {"user_may_invite": True}}, "max_staleness.user_may_invite must be a number"),
     ({**MINIMAL, "poll_timeout": 0.5}, "poll_timeout must be a number of seconds >= 1"),
     ({**MINIMAL, "ratecap_timeout": "fast"}, "ratecap_timeout must be a number"),
+    ({**MINIMAL, "consent_timeout": 0}, "consent_timeout must be a number of seconds >= 0.01"),
     ("bot_url: x", "must be a mapping"),
 ])
 def test_bad_config_is_refused_naming_the_key(raw, names):
