@@ -74,6 +74,9 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # nio logs every 429 and sync at INFO; keep the bot's own lines readable.
     logging.getLogger("nio").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters at DEBUG: blind indexes, encrypted
+    # attributes and message texts would reach the log with log_level DEBUG (review 9 #19).
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
 
 async def _audit(args: argparse.Namespace) -> int:
@@ -185,20 +188,19 @@ def _consent_templates(args: argparse.Namespace) -> int:
 
 async def _identity_reveal(args: argparse.Namespace) -> int:  # issue 9
     """`identity reveal`: the audit record is committed by reveal() before anything is printed."""
-    import getpass
     import json
     import time
 
     from bot.export import iso
     from bot.identity.keys import AttributesUnreadable, IdentityKeys
-    from bot.identity.reveal import RevealError, reveal
+    from bot.identity.reveal import RevealError, os_actor, reveal
     from bot.store import Store
 
     settings = load_config(args.config)
     keys = IdentityKeys.load(settings.identity_key_path())
     store = await Store.open(settings.database.location(), settings.records.audit_head_file)
     try:
-        found = await reveal(store, keys, user_id=args.user, reason=args.reason, actor=f"cli:{getpass.getuser()}",
+        found = await reveal(store, keys, user_id=args.user, reason=args.reason, actor=os_actor(),
                              now_ms=int(time.time() * 1000))
     except (RevealError, AttributesUnreadable) as exc:
         print(f"error: {exc} (this attempt is in the audit log)", file=sys.stderr)
@@ -213,8 +215,11 @@ async def _identity_reveal(args: argparse.Namespace) -> int:  # issue 9
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "identity" and not args.reason.strip():  # issue 9: a blank reason is no reason
-        _parser().error("identity reveal: --reason must say why the attributes are read")
+    if args.command == "identity":  # issue 9: a blank (or invisible) reason is no reason
+        from bot.identity.reveal import has_visible_text
+
+        if not has_visible_text(args.reason):
+            _parser().error("identity reveal: --reason must say why the attributes are read, in visible characters")
     try:
         if args.command == "check-config":
             settings = load_config(args.config)

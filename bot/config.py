@@ -7,6 +7,7 @@ knows what to fix. Secrets are ``SecretStr`` and never appear in logs or reprs.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit  # issue 11: database.url
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -339,7 +340,7 @@ class PublicAccountsConfig(_Section):
         for key in self.categories:
             for language in LANGUAGES:
                 name = self.category_name(key, language)
-                taken = owner.setdefault(name.casefold(), key)
+                taken = owner.setdefault(_category_form(name), key)
                 if taken != key:
                     raise ValueError(f"category_names: {name!r} names both {taken!r} and {key!r}")
         return self
@@ -353,11 +354,17 @@ class PublicAccountsConfig(_Section):
 
     def category_key(self, word: str) -> str | None:
         """The category a typed word means (its key, or its name in either language); None if none."""
-        folded = word.casefold()
+        folded = _category_form(word)
         for key in self.categories:
-            if folded in {key, *(self.category_name(key, language).casefold() for language in LANGUAGES)}:
+            if folded in {key, *(_category_form(self.category_name(key, language)) for language in LANGUAGES)}:
                 return key
         return None
+
+
+def _category_form(word: str) -> str:
+    """The form category words are compared in: a Chinese input method in full-width mode types
+    ``ｎｅｗｓ``, which must be ``news`` (NFKC), in any letter case (review 9 #16)."""
+    return unicodedata.normalize("NFKC", word).casefold()
 
 
 def _check_category(value: str) -> str:

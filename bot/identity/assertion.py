@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from bot.config import Settings
-from bot.identity.keys import read_secret
+from bot.identity.keys import canonical_subject, read_secret
 from bot.identity.service import Identity
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,7 @@ class AssertionEndpoint:
     async def _handle(self, request: web.Request) -> tuple[int, dict[str, Any]]:
         if self._secret is None:
             raise _fail(403, "M_FORBIDDEN", "signed assertions are not enabled: identity.assertion_secret_file is not set")
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise _fail(413, "M_TOO_LARGE", "request body is larger than 64 KiB")
-        raw = await request.read()
-        if len(raw) > MAX_BODY:
-            raise _fail(413, "M_TOO_LARGE", "request body is larger than 64 KiB")
+        raw = await _read_body(request)
         now = self._clock()
         signature, timestamp_ms = self._authenticate(request, raw)
         if abs(now - timestamp_ms) > WINDOW_MS:
@@ -116,6 +112,20 @@ class AssertionEndpoint:
         return expected, int(timestamp) * 1000
 
 
+async def _read_body(request: web.Request) -> bytes:
+    """The body, read no further than MAX_BODY + 1 bytes: a chunked body (no Content-Length) of a
+    MiB is refused after 64 KiB, not buffered whole, and never meets aiohttp's own plain-text 413
+    (client_max_size), which has no errcode the identity service could read."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise _fail(413, "M_TOO_LARGE", "request body is larger than 64 KiB")
+    raw = bytearray()
+    while chunk := await request.content.read(MAX_BODY + 1 - len(raw)):
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise _fail(413, "M_TOO_LARGE", "request body is larger than 64 KiB")
+    return bytes(raw)
+
+
 _REFUSALS = {
     "blacklisted": "verification refused: this identity is on the server's blacklist",
     "too_many_accounts": "verification refused: this identity already has the most verified accounts allowed",
@@ -141,9 +151,12 @@ def _parse(raw: bytes, now: int) -> dict[str, Any]:
         value = body[name]
         if not isinstance(value, str) or not value.strip() or len(value) > limit:
             raise _fail(400, "M_INVALID_PARAM", f"{name} must be a non-empty string of at most {limit} characters")
+    if not canonical_subject(body["subject"]):  # only invisible characters, spaces or dashes
+        raise _fail(400, "M_INVALID_PARAM", "subject has no letters or digits")
     verified_at = _time_ms(body["verified_at"])
     if verified_at is None:
-        raise _fail(400, "M_INVALID_PARAM", "verified_at must be ms since the epoch or an ISO 8601 time")
+        raise _fail(400, "M_INVALID_PARAM",
+                    "verified_at must be ms since the epoch or an ISO 8601 time, not before 2000-01-01")
     if verified_at > now + WINDOW_MS:
         raise _fail(400, "M_INVALID_PARAM", "verified_at is in the future")
     attributes = body.get("attributes")
@@ -164,20 +177,28 @@ def _parse(raw: bytes, now: int) -> dict[str, Any]:
     return checked
 
 
+# No real-name verification predates 2000: an earlier time (year 1, 1900, a negative count) is a
+# broken or forged clock, and would sort the record before every other.
+EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+
+
 def _time_ms(value: Any) -> int | None:
+    """``value`` as ms since the epoch, or None when it is no time or one before EARLIEST_MS."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str):
+        ms = value
+    elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             return None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
-        return int(moment.timestamp() * 1000)
-    return None
+        ms = int(moment.timestamp() * 1000)
+    else:
+        return None
+    return ms if ms >= EARLIEST_MS else None
 
 
 def identity_endpoint(identity: Identity, settings: Settings, clock: Callable[[], int]) -> Callable[

@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 import stat
+import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ KEY_BYTES = 32
 NONCE_BYTES = 12  # 96 bits, the size AES-GCM is made for
 _INDEX_INFO = b"rulesbot identity blind-index v1"
 _CIPHER_INFO = b"rulesbot identity attributes v1"
+# What the database keeps to recognise its key: derived, so it reveals nothing of the key itself.
+_FINGERPRINT_INFO = b"rulesbot identity key fingerprint v1"
 
 
 class KeyFileError(Exception):
@@ -40,10 +43,31 @@ class AttributesUnreadable(Exception):
     """A ciphertext that does not decrypt under this key and user (tampered, moved or another key)."""
 
 
-def canonical_subject(subject: str) -> str:
-    """The form a subject is indexed in: the same person typed with a trailing space, full-width
-    digits or another letter case must give the same index."""
-    return unicodedata.normalize("NFKC", subject.strip()).casefold()
+# Characters that change a subject's spelling, not the person: every format character (category
+# Cf: zero-width space, soft hyphen, word joiner, BOM), whitespace, and dashes (Pd, and the minus
+# sign, which NFKC keeps). An identity service that forwards an ID number as typed would otherwise
+# give the same person a new index, dodging the blacklist and the accounts-per-person limit.
+_MINUS_SIGNS = frozenset("\u2212\u2796")
+
+
+def _spelling_only(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category in ("Cf", "Pd") or char.isspace() or char in _MINUS_SIGNS
+
+
+def canonical_subject(subject: str, *, fold_case: bool = True) -> str:
+    """The form a person-typed subject (an ID number) is indexed in: the same person typed with
+    full-width or Arabic-Indic digits, spaces or dashes inside, invisible characters, or another
+    letter case gives the same index. ``fold_case=False`` for a subject whose case is part of it
+    (an OIDC ``sub`` is case-sensitive: 'AbC' and 'abc' are two people)."""
+    kept = []
+    for char in unicodedata.normalize("NFKC", subject):
+        if _spelling_only(char):
+            continue
+        # NFKC leaves non-ASCII decimal digits (Arabic-Indic, Devanagari...) as they are.
+        kept.append(str(unicodedata.decimal(char)) if unicodedata.category(char) == "Nd" else char)
+    text = "".join(kept)
+    return text.casefold() if fold_case else text
 
 
 def _derive(master: bytes, info: bytes) -> bytes:
@@ -56,6 +80,7 @@ class IdentityKeys:
             raise KeyFileError(f"an identity key is {KEY_BYTES} bytes, not {len(master)}")
         self._index_key = _derive(master, _INDEX_INFO)
         self._cipher = AESGCM(_derive(master, _CIPHER_INFO))
+        self.fingerprint = _derive(master, _FINGERPRINT_INFO)[:16].hex()
 
     @classmethod
     def load_or_create(cls, path: Path) -> "IdentityKeys":
@@ -63,19 +88,37 @@ class IdentityKeys:
 
         A file that others can read, or of the wrong size, is refused rather than used or
         replaced: a readable key voids the blind index, and a new key would orphan every index
-        and ciphertext already recorded.
+        and ciphertext already recorded. Whether a new key may be made at all (nothing recorded
+        under an old one) is for the caller to decide: Identity.open checks the database first.
         """
         path = Path(path)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+        if path.exists():
             return cls(_read_private(path))
+        return cls.create(path)
+
+    @classmethod
+    def create(cls, path: Path) -> "IdentityKeys":
+        """A new key written to ``path`` whole or not at all, or the key another process put there
+        first. The bytes go to a private temporary file, are synced, and are then hard-linked into
+        place: a second starter never reads a half-written (empty) file, and a crash mid-write
+        leaves only a temporary file, never an empty key that blocks every later start."""
+        path = Path(path)
+        master = os.urandom(KEY_BYTES)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         try:
-            master = os.urandom(KEY_BYTES)
             os.write(fd, master)
             os.fsync(fd)
-        finally:
             os.close(fd)
+            fd = -1
+            try:
+                os.link(temporary, path)  # fails, unlike rename, when another process won the race
+            except FileExistsError:
+                return cls(_read_private(path))
+            _sync_directory(path.parent)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            os.unlink(temporary)
         return cls(master)
 
     @classmethod
@@ -86,9 +129,13 @@ class IdentityKeys:
             raise KeyFileError(f"{path} does not exist: no identity key to read the records with (identity.key_file)")
         return cls(_read_private(path))
 
-    def blind_index(self, subject: str) -> str:
-        """HMAC-SHA256 of the subject's canonical form, hex: equal for the same person, opaque."""
-        return hmac.new(self._index_key, canonical_subject(subject).encode("utf-8"), hashlib.sha256).hexdigest()
+    def blind_index(self, subject: str, *, exact: bool = False) -> str:
+        """HMAC-SHA256 of the subject's canonical form, hex: equal for the same person, opaque.
+
+        ``exact``: a machine-issued subject (SSO's provider:external_id), indexed as it is, since
+        dropping its case or dashes could merge two people's IDs."""
+        text = subject if exact else canonical_subject(subject)
+        return hmac.new(self._index_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def encrypt(self, user_id: str, attributes: dict[str, Any]) -> bytes:
         """nonce || AES-GCM(canonical JSON of ``attributes``), bound to ``user_id``."""
@@ -105,6 +152,15 @@ class IdentityKeys:
                 " or written under another key file"
             ) from None
         return json.loads(plain)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a new directory entry (the key's link) survive a power loss."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_private(path: Path) -> bytes:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from bot.config import Settings
 from bot.i18n import Translator
-from bot.identity.keys import IdentityKeys
+from bot.identity.keys import IdentityKeys, KeyFileError
 from bot.policy import PolicyState
 from bot.store import Store
-from bot.store.identity import IdentityRecord
+from bot.store.identity import KEY_FINGERPRINT, IdentityRecord
 
 if TYPE_CHECKING:
     from bot.matrix.admin import AdminApi
@@ -85,7 +85,7 @@ class Identity:
     async def open(cls, settings: Settings, store: Store, state: PolicyState, clock: Callable[[], int]) -> "Identity":
         """The key (created on first start; KeyFileError if unusable) and the verified accounts
         into memory: one scan of the table, then dictionary updates."""
-        keys = await asyncio.to_thread(IdentityKeys.load_or_create, settings.identity_key_path())
+        keys = await _key_of_the_records(settings, store)  # review 9 #2: never a new key for old records
         identity = cls(store, state, keys, settings, clock)
         state.verified.update(await store.identity.verified_levels())
         state.identity_required_for = frozenset(settings.identity.required_for)
@@ -111,7 +111,8 @@ class Identity:
             raise ValueError(f"a {verifier} verification needs a subject")
         if not self._state.is_local(user_id):
             return VerifyOutcome(False, "unknown_user")
-        index = None if subject is None else self._keys.blind_index(subject)
+        # SSO subjects are machine-issued and case-sensitive: indexed exactly (review 9 #5).
+        index = None if subject is None else self._keys.blind_index(subject, exact=verifier == "sso")
         kept = {name: value for name, value in (attributes or {}).items() if name in self._keep}
         now = self._clock()
         async with self._store.db.transaction():
@@ -119,6 +120,13 @@ class Identity:
             # room for one more account.
             refusal = None if index is None else await self._subject_refusal(index, user_id)
             if refusal is not None:
+                # review 9 #10: a refused assertion is spent too, in the refusal's transaction, so
+                # a replay (say, once a slot has freed) neither verifies nor writes another record.
+                if assertion_key is not None:
+                    assert assertion_expires_at is not None
+                    if not await self._repo.spend_assertion(assertion_key, now_ms=now,
+                                                            expires_at=assertion_expires_at):
+                        return VerifyOutcome(False, "replayed")
                 await self._refused(user_id, verifier, method, refusal, actor, now, verified_at_ms)
                 return VerifyOutcome(False, refusal[0])
             record_id = await self._repo.record_verification(
@@ -217,7 +225,7 @@ class Identity:
         provider, external_id = external[0]
         # The provider is part of the subject: the same ID string at two providers is two people.
         subject = f"{provider}:{external_id}"
-        if current is not None and current.subject_index == self._keys.blind_index(subject):
+        if current is not None and current.subject_index == self._keys.blind_index(subject, exact=True):
             return None
         return await self.verify(user_id=user_id, verifier="sso", method=provider, level=self._config.sso_level,
                                  subject=subject, verified_at_ms=self._clock(), actor="sso")
@@ -277,3 +285,27 @@ def _provider_ids(record: dict[str, Any] | None, providers: list[str]) -> list[t
         if isinstance(entry, dict) and isinstance(entry.get("external_id"), str):
             found.setdefault(entry.get("auth_provider"), entry["external_id"])
     return [(provider, found[provider]) for provider in providers if provider in found]
+
+
+# --- review 9 #2: the key must be the one the database's records were written under ---------------
+
+async def _key_of_the_records(settings: Settings, store: Store) -> IdentityKeys:
+    """The identity key, created only while nothing was ever recorded under one; KeyFileError when
+    the file is missing or another key than the database's (its fingerprint is kept in kv)."""
+    path = settings.identity_key_path()
+    recorded = await store.get(KEY_FINGERPRINT)
+    if not path.exists() and (recorded is not None or await store.identity.has_keyed_records()):
+        raise KeyFileError(
+            f"{path} does not exist, but this database holds identity records written under a key:"
+            " restore that key file (from a backup, or copy it from the other bot process) or point"
+            " identity.key_file at it. A new key would let blacklisted people verify again, lift the"
+            " accounts-per-person limit and make every kept attribute unreadable"
+        )
+    keys = await asyncio.to_thread(IdentityKeys.load_or_create, path)
+    if await store.identity.key_fingerprint(keys.fingerprint) != keys.fingerprint:
+        raise KeyFileError(
+            f"{path} is not the identity key this database's records were written under (its"
+            " fingerprint differs): restore the original key file or point identity.key_file at it."
+            " This key would let blacklisted people verify again and read no kept attribute"
+        )
+    return keys

@@ -55,12 +55,7 @@ class IdentityRepo:
         async with self._db.transaction() as conn:
             if assertion_key is not None:
                 assert assertion_expires_at is not None
-                await conn.execute("DELETE FROM identity_assertions WHERE expires_at < ?", (recorded_at,))
-                cur = await conn.execute(
-                    "INSERT OR IGNORE INTO identity_assertions (assertion_key, expires_at) VALUES (?, ?)",
-                    (assertion_key, assertion_expires_at),
-                )
-                if cur.rowcount == 0:
+                if not await self.spend_assertion(assertion_key, now_ms=recorded_at, expires_at=assertion_expires_at):
                     return None
             cur = await conn.execute(
                 "INSERT INTO identity_records (user_id, kind, verifier, method, level, verified_at, recorded_at,"
@@ -158,3 +153,36 @@ class IdentityRepo:
     async def _store_record(self, now_ms: int, actor: str, action: str, target: str, details: dict[str, object]) -> None:
         async with self._db.transaction() as conn:
             await audit.append(conn, now_ms=now_ms, actor=actor, action=action, target=target, details=details)
+
+    # --- review 9 #2 and #10 (key fingerprint, spent assertions) ---------------------------------
+
+    async def has_keyed_records(self) -> bool:
+        """Whether anything was recorded under an identity key: a subject's index, kept attributes
+        or a blacklist entry. A new key would read none of them."""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM identity_records WHERE subject_index IS NOT NULL OR attributes IS NOT NULL"
+            " UNION ALL SELECT 1 FROM identity_blacklist LIMIT 1"
+        )
+        return row is not None
+
+    async def key_fingerprint(self, fingerprint: str) -> str:
+        """The fingerprint of the key this database's records are written under: ``fingerprint``
+        when none was recorded yet (the first start wins a race between two starters)."""
+        async with self._db.transaction() as conn:
+            await conn.execute("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)", (KEY_FINGERPRINT, fingerprint))
+            async with conn.execute("SELECT value FROM kv WHERE key = ?", (KEY_FINGERPRINT,)) as cur:
+                row = await cur.fetchone()
+        return row[0]
+
+    async def spend_assertion(self, assertion_key: str, *, now_ms: int, expires_at: int) -> bool:
+        """Mark an assertion used (joins the caller's transaction); False when it already was."""
+        async with self._db.transaction() as conn:
+            await conn.execute("DELETE FROM identity_assertions WHERE expires_at < ?", (now_ms,))
+            cur = await conn.execute(
+                "INSERT OR IGNORE INTO identity_assertions (assertion_key, expires_at) VALUES (?, ?)",
+                (assertion_key, expires_at),
+            )
+            return cur.rowcount != 0
+
+
+KEY_FINGERPRINT = "identity.key_fingerprint"

@@ -414,7 +414,8 @@ async def test_an_external_id_of_a_configured_provider_verifies_and_its_removal_
     assert (current.verifier, current.method, current.level) == ("sso", "gov", "sso-high")
     row = await store.db.fetchone("SELECT subject_index FROM identity_records")
     # The provider is part of the subject: the same ID at another provider is another person.
-    assert row[0] == identity._keys.blind_index("gov:G-77") != identity._keys.blind_index("corp:G-77")
+    assert row[0] == identity._keys.blind_index("gov:G-77", exact=True)
+    assert row[0] != identity._keys.blind_index("corp:G-77", exact=True)
     assert await identity.check_sso(ALICE) is None  # unchanged: nothing recorded again
     assert await identity.check_sso(BOB) is None and not identity.is_verified(BOB)  # not a configured provider
     admin.records[ALICE] = {"external_ids": []}

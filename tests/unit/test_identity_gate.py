@@ -194,9 +194,9 @@ async def test_refused_by_policy_is_403_with_the_reason_and_no_verification(gate
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN") and "most verified accounts" in body["error"]
     assert not gate.identity.is_verified("@bob:hs.test")
     assert await gate.store.identity.history("@bob:hs.test") == []
-    # The refused assertion is not spent (only the first one is marked used): a refusal records
-    # no verification, only the audit record of the attempt.
-    assert (await snapshot(gate.store))["identity_assertions"] == 1
+    # The refused assertion is spent as well (review 9 #10): a refusal records no verification,
+    # only the audit record of the attempt, and cannot be replayed into either.
+    assert (await snapshot(gate.store))["identity_assertions"] == 2
     await gate.identity.blacklist(ALICE, case_id=9, actor="@mod:hs.test")
     await gate.identity.unverify(user_id=ALICE, actor="@mod:hs.test", reason="closed")
     status, body = await post(gate, *signed(assertion(user_id="@bob:hs.test"), timestamp=NOW_S - 2))
