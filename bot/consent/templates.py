@@ -14,6 +14,7 @@ the one accepted with ``!agree`` are one document under one version.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 import re
@@ -89,6 +90,11 @@ def _skeleton(name: str) -> string.Template:
     return string.Template(resources.files("bot.consent").joinpath(name).read_text(encoding="utf-8"))
 
 
+def text_sha256(text: str) -> str:
+    """An agreement text's hash, as AgreementDocument.load computes it (the text is stripped)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def render_policy(version: str, texts: list[AgreementText]) -> str:
     """The policy page Synapse shows at /_matrix/consent and links from the m.login.terms stage."""
     first = Translator(texts[0].language)
@@ -104,6 +110,7 @@ def render_policy(version: str, texts: list[AgreementText]) -> str:
     both = [Translator(item.language) for item in texts]
     return _skeleton("page.html").substitute(
         lang=texts[0].language,
+        sha256s=" ".join(text_sha256(item.text) for item in texts),
         title=_escaped(first("consent.page.heading", version=version)),
         sections="\n".join(sections),
         already=_escaped(" / ".join(t("consent.page.already") for t in both)),

@@ -48,15 +48,29 @@ class Consent:
         return self.checker is not None and self.synapse_serves_this_version and await self.checker.accepted(user_id)
 
     async def check_versions(self) -> SynapseConsent:
-        """Compare Synapse's user_consent.version with agreement.version; a mismatch is an ERROR in
-        the log, a /health warning and one management-room notice per pair of versions."""
+        """Compare Synapse's user_consent.version with agreement.version, and its policy page's texts
+        with the bot's; a mismatch is an ERROR in the log, a /health warning and one management-room
+        notice per pair of versions (per text). Synapse's consent record is trusted only when both
+        match."""
         # First, so that a start with a new agreement records when it took effect before any
         # registration consent is compared with that time.
         await self._agreements.took_effect()
         found = await probe(self._url)
-        self.synapse_serves_this_version = found.version == self._version
+        sha256 = self._agreements.document.sha256
+        self.synapse_serves_this_version = found.version == self._version and sha256 in found.text_sha256s
         if found.version is None:
             log.info("the homeserver shows no user_consent policy: the agreement is asked for in chat only")
+        elif found.version == self._version and not self.synapse_serves_this_version:
+            # The same version string over another text (an older or hand-written policy page):
+            # a consent given there is not to the bot's agreement.
+            log.error("the homeserver asks for agreement version %r, but its policy page /_matrix/consent does not"
+                      " show the bot's agreement text (sha256 %s; the page names %s): accounts that accept at"
+                      " registration will still be asked in chat. Regenerate the policy pages"
+                      " (python -m bot consent-templates)", found.version, sha256,
+                      " ".join(sorted(found.text_sha256s)) or "no text written by consent-templates")
+            self.warnings.append(f"Synapse's policy page for version {found.version!r} is not the bot's agreement text")
+            await self._management.post(self._t("consent.text_mismatch", version=self._version),
+                                        f"consent-text-mismatch/{self._version}/{sha256}")
         elif found.version == self._version:
             log.info("the homeserver asks for agreement version %s (%s), as the bot does%s", found.version,
                      found.source, "" if self.checker is not None else ", but without the admin token it cannot be read")

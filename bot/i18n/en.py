@@ -374,10 +374,17 @@ MESSAGES: dict[str, str] = {
         "in chat. Regenerate the policy pages (python -m bot consent-templates) and set user_consent.version "
         "to {version}."
     ),
+    "consent.text_mismatch": (
+        "The homeserver asks new accounts to accept agreement version {version}, but its policy page "
+        "(/_matrix/consent) does not show the bot's agreement text: accounts that accept at registration are "
+        "still asked in chat. Regenerate the policy pages (python -m bot consent-templates)."
+    ),
     # --- identity (issue 9) ---
     "deny.not_verified": "{what}: this needs a verified real identity, and this account is not verified. {how}",
     "action.public_account": "Your public-account application was not accepted",
     "action.news": "Your news-tier application was not accepted",
+    # issue 9 review: a channel of a public account whose owner is no longer verified
+    "action.channel": "This room cannot become your channel",
     "identity.how.intro": "How to verify your real identity on this server (your display name stays your own choice):",
     "identity.how.sso": "- log in with {providers}: the account is verified by that sign-in;",
     "identity.how.service": "- verify with the operator's identity service{url}; the server learns only that you were verified;",

@@ -311,10 +311,16 @@ MESSAGES: dict[str, str] = {
         "注册时已同意的账号仍会在聊天中被要求同意。请重新生成协议页面（python -m bot consent-templates），"
         "并将 user_consent.version 设为 {version}。"
     ),
+    "consent.text_mismatch": (
+        "主服务器要求新账号在注册时同意协议版本 {version}，但其协议页面（/_matrix/consent）显示的不是机器人的协议文本："
+        "注册时已同意的账号仍会在聊天中被要求同意。请重新生成协议页面（python -m bot consent-templates）。"
+    ),
     # --- identity (issue 9) ---
     "deny.not_verified": "{what}：此操作需要实名认证，您的账号尚未认证。{how}",
     "action.public_account": "您的公众账号申请未被受理",
     "action.news": "您的时政新闻资质申请未被受理",
+    # issue 9 review: a channel of a public account whose owner is no longer verified
+    "action.channel": "该房间不能成为您的频道",
     "identity.how.intro": "在本服务器进行实名认证的方式（显示名称仍由您自行决定）：",
     "identity.how.sso": "- 通过 {providers} 登录：账号即由该登录方式完成认证；",
     "identity.how.service": "- 通过运营者的身份认证服务认证{url}，服务器只获知您已通过认证；",

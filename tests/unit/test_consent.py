@@ -18,7 +18,7 @@ from bot.agreement import AgreementDocument, AgreementService, registration_key
 from bot.config import SHIPPED_CONFIG_DIR
 from bot.consent import registration
 from bot.consent.registration import LookupFailed, RegistrationConsent
-from bot.consent.synapse import page_version, probe, terms_version
+from bot.consent.synapse import page_text_sha256s, page_version, probe, terms_version
 from bot.consent.templates import AgreementText, TemplateError, texts_for, write_templates
 from bot.gate.server import Gate
 from bot.i18n import Translator
@@ -53,6 +53,9 @@ def test_the_page_holds_both_shipped_texts_in_en_named_by_version(tmp_path):
     assert page.index('<section lang="zh-CN">') < page.index('<section lang="en">')
     assert "服务协议（版本 2026-11）" in page and "Service agreement, version 2026-11" in page
     assert page_version(page) == "2026-11"
+    # Each text's hash, as the bot hashes its agreement: Synapse's "2026-11" is then this document.
+    shipped = [SHIPPED_CONFIG_DIR / f"agreement.{lang}.md" for lang in ("zh-CN", "en")]
+    assert page_text_sha256s(page) == {AgreementDocument.load(path, "2026-11").sha256 for path in shipped}
     assert "<form" not in page  # the public page (no user) offers nothing to submit
 
 
@@ -382,7 +385,11 @@ async def test_probe_reads_the_terms_stage_then_the_policy_page_then_gives_up():
     page = '<meta name="rulesbot-agreement-version" content="5">'
     async with _fake_synapse(register_status=403, page=page) as server:
         found = await probe(str(server.make_url("")))
-        assert (found.version, found.at_registration) == ("5", False)
+        assert (found.version, found.at_registration, found.text_sha256s) == ("5", False, frozenset())
+    hashed = page + '<meta name="rulesbot-agreement-sha256" content="ab cd">'
+    async with _fake_synapse(terms="5", page=hashed) as server:
+        found = await probe(str(server.make_url("")))
+        assert (found.version, found.at_registration, found.text_sha256s) == ("5", True, {"ab", "cd"})
     async with _fake_synapse(terms=None) as server:
         assert (await probe(str(server.make_url("")))).version is None
     assert (await probe("http://127.0.0.1:9", timeout_s=1)).version is None  # nobody there: no crash
@@ -423,8 +430,16 @@ async def test_synapses_record_is_trusted_only_once_synapse_is_seen_asking_for_t
     from bot.matrix.management import ManagementRoom
 
     consent.records[USER] = {"consent_version": "3", "consent_ts": 1}
-    for synapse_version, trusted in (("2", False), ("3", True)):
-        async with _fake_synapse(terms=synapse_version) as server:
+    warned: list[str] = []
+    ours = consent.agreements.document.sha256
+    page_of = '<meta name="rulesbot-agreement-version" content="3"><meta name="rulesbot-agreement-sha256" content="{}">'
+    for synapse_version, page, trusted in (
+        ("2", page_of.format(ours), False),  # another version
+        ("3", None, False),  # no policy page to show which text "3" is
+        ("3", page_of.format("cd" * 32), False),  # "3" over another text (an older policy page)
+        ("3", page_of.format(f"{'ef' * 32} {ours}"), True),
+    ):
+        async with _fake_synapse(terms=synapse_version, page=page) as server:
             settings = Settings(homeserver={"url": str(server.make_url("")).rstrip("/"), "user_id": "@bot:hs.test",
                                             "password": "pw", "admin_token": "admin"},
                                 gate={"enabled": False}, agreement={"version": "3"}, language="en")
@@ -434,8 +449,13 @@ async def test_synapses_record_is_trusted_only_once_synapse_is_seen_asking_for_t
             wiring.checker = consent
             assert await wiring.accepted(USER) is False  # before the versions are compared
             await wiring.check_versions()
+            warned.extend(wiring.warnings)
             assert await wiring.accepted(USER) is trusted
     assert consent.state.has_agreed(USER)
+    assert wiring.warnings == []
+    assert "Synapse's policy page for version '3' is not the bot's agreement text" in warned
+    posts = [row[0] for row in await consent.store.db.fetchall("SELECT payload FROM effects")]
+    assert sum("does not show the bot's agreement text" in post for post in posts) == 1  # once per text
 
 
 # -- helpers -------------------------------------------------------------------------------------
