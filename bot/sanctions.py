@@ -252,6 +252,7 @@ class Sanctions:
                 await self._effect("admin", case.target, {"op": "unsuspend", "case": case.id}, f"{cause}/unsuspend")
             if case.kind == "close":
                 await self._room_mode.unban_everywhere(case.target, cause)
+                await self._lift_blacklist(case, actor, reason)
             await self._room_mode.apply(case.target, cause)
             key = "sanction.ended_expired" if how == "expired" else "sanction.ended_lifted"
             await self._tell(case.target, self._t(key, case=case.id, kind=self._t(f"kind.{case.kind}"), reason=reason),
@@ -261,6 +262,19 @@ class Sanctions:
                         how=self._t(f"how.{how}"), actor=actor, reason=reason),
                 f"end-{case.id}",
             )
+
+    # --- review 9 #12: a closure's identity blacklist entries end with it --------------------------
+
+    async def _lift_blacklist(self, case: Case, actor: str, reason: str) -> None:
+        """In the ending's unit: the entries `!close --blacklist` made are lifted (audited), so a
+        person whose closure was lifted (an upheld appeal) can verify again; the moderators are told."""
+        accounts = await self._store.identity.lift_blacklist(case_id=case.id, actor=actor, reason=reason,
+                                                             now_ms=self._clock())
+        if accounts:
+            await self._management.post(self._t("sanction.blacklist_lifted", case=case.id, users=", ".join(accounts)),
+                                        f"end-{case.id}/blacklist")
+
+    # --- end review 9 #12 ----------------------------------------------------------------------------
 
     async def _effect(self, kind: str, target: str, payload: dict[str, Any], key: str) -> None:
         await self._store.effects.add(kind, target, payload, key, now_ms=self._clock())

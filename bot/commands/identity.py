@@ -12,6 +12,9 @@ Nothing here shows a subject or its index: only verifier, method, level and date
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 from bot.commands.context import Context, would
 from bot.commands.registry import Command, Param, ParamKind, moderator_command
 from bot.i18n import Refusal
@@ -47,7 +50,7 @@ def _sso_result(ctx: Context, outcome: VerifyOutcome | None, current: Verificati
         return ctx.t("identity.sso_verified", method=current.method, level=current.level)
     if not outcome.recorded and outcome.refusal is None:  # the external ID is gone: check_sso revoked
         return ctx.t("identity.sso_revoked")
-    if outcome.refusal in ("blacklisted", "too_many_accounts"):
+    if outcome.refusal in ("blacklisted", "too_many_accounts", "held"):
         return ctx.t(f"identity.self_refused.{outcome.refusal}")
     return None  # nothing else reaches an account's own check (it is local and asks once)
 
@@ -72,50 +75,123 @@ async def _verify_self(ctx: Context) -> str:
 
 # -- !verify <user> <method> <note…>: moderators ----------------------------------------------------
 
+# review 9 #15: what a moderator types is kept in clear (the audit log, exports, !history). A run of
+# six digits or more (any script's digits), or fifteen across spaces, dashes, dots or slashes, is
+# an ID card, passport or phone number far more often than anything a check needs to say;
+# invisible characters between the digits do not hide it.
+_DIGIT_RUN = re.compile(r"\d{6,}")
+_SEPARATED_DIGITS = re.compile(r"\d(?:[\s\-./]*\d){14,}")
+
+
+def holds_a_number(text: str) -> bool:
+    """Whether ``text`` holds an ID-like run of digits."""
+    visible = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return bool(_DIGIT_RUN.search(visible) or _SEPARATED_DIGITS.search(visible))
+
+
+def _no_numbers(ctx: Context, **fields: str) -> None:
+    """Refuse (naming the field) before anything is recorded when one holds an ID-like number."""
+    for field, text in fields.items():
+        if holds_a_number(text):
+            raise Refusal("identity.holds_a_number", field=ctx.t(f"identity.field.{field}"))
+
+
 def _manual(ctx: Context) -> tuple[str, str, str, str]:
     """The user, method, level and note of a manual verification; its usage if one is missing."""
     args = ctx.args
     if "method" not in args or not args.get("note", "").strip():
         raise Refusal("identity.verify_usage")
-    return args["user"], args["method"], args.get("level") or MANUAL_LEVEL, args["note"].strip()
+    level, note = args.get("level") or MANUAL_LEVEL, args["note"].strip()
+    _no_numbers(ctx, method=args["method"], level=level, note=note)
+    return args["user"], args["method"], level, note
 
 
-async def _verifiable(ctx: Context, user: str) -> None:
-    """The refusals a manual verification meets before anything is recorded, in their order."""
-    identity = service(ctx)
+async def _known(ctx: Context, user: str) -> None:
+    """Refused unless ``user`` is an account of this homeserver that exists."""
     try:
-        known = await identity.known_user(user)
+        known = await service(ctx).known_user(user)
     except MatrixError:
         raise Refusal("identity.admin_unavailable", user=user) from None
     if not known:
         raise Refusal("identity.unknown_user", user=user)
-    current = await identity.current(user)
+
+
+def _already_verified(ctx: Context, user: str, current: Verification) -> Refusal:
+    return Refusal("identity.already_verified", user=user, verifier=ctx.t(f"identity.verifier.{current.verifier}"),
+                   method=current.method, level=current.level,
+                   time=ctx.t.time(current.verified_at or current.recorded_at))
+
+
+async def _verifiable(ctx: Context, user: str) -> None:
+    """The refusals a manual verification meets before anything is recorded, in their order."""
+    await _known(ctx, user)
+    current = await service(ctx).current(user)
     if current is not None:
-        raise Refusal("identity.already_verified", user=user, verifier=ctx.t(f"identity.verifier.{current.verifier}"),
-                      method=current.method, level=current.level,
-                      time=ctx.t.time(current.verified_at or current.recorded_at))
+        raise _already_verified(ctx, user, current)
+
+
+def _not_recorded(ctx: Context, user: str, outcome: VerifyOutcome) -> str:
+    """Returned, not raised: a refusal the service audited (and told the moderators of) stays."""
+    code = outcome.refusal or "unknown"
+    if code in ("blacklisted", "too_many_accounts", "unknown_user"):
+        return ctx.t(f"identity.refused.{code}", user=user)
+    return ctx.t("identity.refused.other", user=user, code=code)
 
 
 async def verify(ctx: Context) -> str:
     if "user" not in ctx.args:
         return await _verify_self(ctx)
+    if "method" not in ctx.args:
+        return await _recheck(ctx, ctx.args["user"])
     user, method, level, note = _manual(ctx)
     await _verifiable(ctx, user)
     now = ctx.services.clock()
     outcome = await service(ctx).verify(user_id=user, verifier="manual", method=method, level=level, subject=None,
                                         verified_at_ms=now, actor=ctx.sender, note=note)
     if not outcome.recorded:
-        # Returned, not raised: a refusal the service audited (and told the moderators of) stays.
-        code = outcome.refusal or "unknown"
-        if code in ("blacklisted", "too_many_accounts", "unknown_user"):
-            return ctx.t(f"identity.refused.{code}", user=user)
-        return ctx.t("identity.refused.other", user=user, code=code)
+        return _not_recorded(ctx, user, outcome)
     return ctx.t("identity.verified", user=user, method=method, level=level, time=ctx.t.time(now))
+
+
+# -- !verify <user>: a moderator asks single sign-on again (review 9 #9) -------------------------------
+
+async def _recheckable(ctx: Context, user: str) -> None:
+    """The refusals a moderator's re-check meets before the homeserver is asked, in their order."""
+    await _known(ctx, user)
+    if not service(ctx).verifies_by_sso:
+        raise Refusal("identity.recheck_no_sso", user=user)
+    current = await service(ctx).current(user)
+    if current is not None and current.verifier != "sso":
+        raise _already_verified(ctx, user, current)
+
+
+async def _recheck(ctx: Context, user: str) -> str:
+    """Single sign-on asked again for ``user``, past a moderator's revocation, which a
+    verification it records ends (the moderator is its actor)."""
+    await _recheckable(ctx, user)
+    identity = service(ctx)
+    try:
+        outcome = await identity.check_sso(user, moderator=ctx.sender)
+    except MatrixError:
+        raise Refusal("identity.admin_unavailable", user=user) from None
+    current = await identity.current(user)
+    if outcome is None:
+        if current is not None:  # verified by this very sign-in already: nothing changed
+            raise _already_verified(ctx, user, current)
+        return ctx.t("identity.recheck_nothing", user=user)
+    if outcome.recorded and current is not None:
+        return ctx.t("identity.recheck_verified", user=user, method=current.method, level=current.level)
+    if outcome.refusal is None:
+        return ctx.t("identity.recheck_ended", user=user)
+    return _not_recorded(ctx, user, outcome)
 
 
 async def preview_verify(ctx: Context) -> str:
     if "user" not in ctx.args:
         return would(ctx, ctx.t("dry.verify_self"))
+    if "method" not in ctx.args:
+        await _recheckable(ctx, ctx.args["user"])
+        return would(ctx, ctx.t("dry.verify_recheck", user=ctx.args["user"]))
     user, method, level, note = _manual(ctx)
     await _verifiable(ctx, user)
     return would(ctx, ctx.t("dry.verify", user=user, method=method, level=level, note=note))
@@ -133,14 +209,19 @@ async def _revocable(ctx: Context) -> Verification:
 
 async def unverify(ctx: Context) -> str:
     user, reason = ctx.args["user"], ctx.args["reason"]
+    _no_numbers(ctx, reason=reason)
     current = await _revocable(ctx)
     if not await service(ctx).unverify(user_id=user, actor=ctx.sender, reason=reason):
         raise Refusal("identity.not_verified", user=user)
-    return ctx.t("identity.unverified", user=user, verifier=ctx.t(f"identity.verifier.{current.verifier}"),
-                 reason=reason)
+    answer = ctx.t("identity.unverified", user=user, verifier=ctx.t(f"identity.verifier.{current.verifier}"),
+                   reason=reason)
+    if current.verifier == "sso":  # review 9 #9: say that it sticks, and how it ends
+        answer += " " + ctx.t("identity.unverified_held", user=user)
+    return answer
 
 
 async def preview_unverify(ctx: Context) -> str:
+    _no_numbers(ctx, reason=ctx.args["reason"])
     current = await _revocable(ctx)
     return would(ctx, ctx.t("dry.unverify", user=ctx.args["user"], reason=ctx.args["reason"],
                             verifier=ctx.t(f"identity.verifier.{current.verifier}")))

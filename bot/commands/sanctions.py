@@ -159,7 +159,10 @@ async def confirm(ctx: Context) -> str:
     if closure.blacklist:
         # In the closure's own unit: the case and the blacklist entry commit together or not at all.
         listed = await service(ctx).blacklist(case.target, case_id=case.id, actor=ctx.sender)
-        answer += "\n" + ctx.t("sanction.blacklisted" if listed else "sanction.blacklist_none", user=case.target)
+        answer += "\n" + ctx.t("sanction.blacklisted" if listed.identities else "sanction.blacklist_none",
+                               user=case.target)
+        if listed.revoked:  # review 9 #3: the same person's other accounts lost their verification
+            answer += "\n" + ctx.t("sanction.blacklist_siblings", users=", ".join(listed.revoked))
     return answer
 
 

@@ -400,7 +400,7 @@ MESSAGES: dict[str, str] = {
     "identity.verifier.assertion": "identity service",
     "identity.verifier.sso": "single sign-on",
     "identity.verifier.manual": "manual check",
-    "identity.verify_usage": "Usage: !verify alone says how to verify; moderators record a manual check with !verify <user> <method> <note…> [--level LEVEL].",
+    "identity.verify_usage": "Usage: !verify alone says how to verify; moderators record a manual check with !verify <user> <method> <note…> [--level LEVEL] (say what was checked, never the person's ID number), and !verify <user> asks single sign-on again after a revocation.",
     "cmd.forbidden_args": "{command} with arguments is for moderators only; {command} alone is open to everyone.",
     "identity.you_are_verified": "Your real identity is verified ({verifier}, method {method}, level {level}, since {time}). Other users never see it; your display name stays your own.",
     "identity.you_are_not_verified": "Your real identity is not verified yet.",
@@ -439,6 +439,23 @@ MESSAGES: dict[str, str] = {
     "dry.blacklist_nothing": "blacklist nobody: {user} has no verification that names an identity (manual or none); the closure goes ahead",
     "account.approve_unverified": "Application #{application} cannot be approved: {user} has no verified real identity, which this server requires (identity.required_for: {purpose}). Nothing was recorded; they can learn how with !verify.",
     # --- end identity in chat ---
+    # --- review 9 (identity fixes #3, #9, #12, #15) ---
+    "identity.blacklist_revoked": "identity blacklisted with the closure of case #{case}",
+    "sanction.blacklist_siblings": "The same identity also verified {users}: their verifications were revoked (a moderator's !verify <user> re-checks one later).",
+    "sanction.blacklist_lifted": "Case #{case} was lifted, and with it the identity blacklist entries it made for {users}: those identities may verify accounts again. Accounts whose verification the blacklist revoked stay unverified until a moderator re-checks them with !verify <user>.",
+    "identity.self_refused.held": "Your sign-in does not verify this account again: a moderator revoked its verification. Ask a moderator in your direct chat with the bot to review it.",
+    "identity.unverified_held": "Its single sign-on will not verify it again until a moderator sends !verify {user}.",
+    "identity.recheck_verified": "{user} is verified again by single sign-on (method {method}, level {level}); the earlier revocation no longer holds.",
+    "identity.recheck_nothing": "{user} has no sign-in with a configured provider (identity.sso_providers) that could verify it; nothing was recorded. Record a manual check with !verify <user> <method> <note…>.",
+    "identity.recheck_no_sso": "This server does not verify by single sign-on (identity.sso_providers, or no admin token), so there is nothing to ask again for {user}. Record a manual check with !verify <user> <method> <note…>.",
+    "identity.recheck_ended": "{user}'s single sign-on verification has ended: the account is no longer linked to that sign-in.",
+    "identity.holds_a_number": "Nothing was recorded: the {field} holds a run of digits that looks like an ID, passport or phone number. Never type a person's identity into chat: the note is kept in clear in the history, the audit log and every export. Describe what you checked instead (e.g. \"ID card seen in person\"), and write dates with separators (2026-11-29).",
+    "identity.field.note": "note",
+    "identity.field.method": "method",
+    "identity.field.level": "level",
+    "identity.field.reason": "reason",
+    "dry.verify_recheck": "ask the homeserver whether {user}'s single sign-on verifies it, even after a moderator's revocation, and record what changed",
+    # --- end review 9 identity fixes ---
     # -- bot.synapse (the in-process module) --
     "synapse.unavailable": (
         "{what}: the rules service of this server cannot decide right now (it has not heard from "

@@ -336,7 +336,7 @@ MESSAGES: dict[str, str] = {
     "identity.verifier.assertion": "身份认证服务",
     "identity.verifier.sso": "单点登录",
     "identity.verifier.manual": "人工核验",
-    "identity.verify_usage": "用法：单独发送 !实名认证 了解认证方式；管理员用 !实名认证 <用户> <方式> <备注…> [--level 等级] 记录人工核验。",
+    "identity.verify_usage": "用法：单独发送 !实名认证 了解认证方式；管理员用 !实名认证 <用户> <方式> <备注…> [--level 等级] 记录人工核验（写明核验了什么，切勿写入证件号码），用 !实名认证 <用户> 在撤销后重新查询单点登录。",
     "cmd.forbidden_args": "带参数的 {command} 仅限管理员使用；单独发送 {command} 所有人均可使用。",
     "identity.you_are_verified": "您已完成实名认证（{verifier}，方式 {method}，等级 {level}，自 {time} 起）。其他用户看不到您的身份，昵称仍由您自己决定。",
     "identity.you_are_not_verified": "您尚未完成实名认证。",
@@ -375,6 +375,23 @@ MESSAGES: dict[str, str] = {
     "dry.blacklist_nothing": "不列入黑名单：{user} 没有带身份的认证（人工核验或未认证）；关闭照常进行",
     "account.approve_unverified": "申请 #{application} 无法通过：{user} 未完成实名认证，而本服务器要求认证（identity.required_for：{purpose}）。未作任何记录；对方可发送 !实名认证 了解方式。",
     # --- end identity in chat ---
+    # --- review 9 (identity fixes #3, #9, #12, #15) ---
+    "identity.blacklist_revoked": "该身份随案件 #{case} 的关闭列入黑名单",
+    "sanction.blacklist_siblings": "同一身份还认证了 {users}：其认证已撤销（之后可由管理员发送 !实名认证 <用户> 重新核查）。",
+    "sanction.blacklist_lifted": "案件 #{case} 已解除，该案件为 {users} 设置的身份黑名单条目随之解除：这些身份可以再次认证账号。因黑名单被撤销认证的账号仍未认证，直至管理员以 !实名认证 <用户> 重新核查。",
+    "identity.self_refused.held": "您的登录不会再次认证本账号：管理员已撤销其认证。请在与机器人的私聊中请管理员复核。",
+    "identity.unverified_held": "在管理员发送 !实名认证 {user} 之前，其单点登录不会再次认证该账号。",
+    "identity.recheck_verified": "{user} 已通过单点登录重新认证（方式 {method}，等级 {level}）；此前的撤销不再有效。",
+    "identity.recheck_nothing": "{user} 没有可用于认证的已配置登录方式（identity.sso_providers），未作任何记录。可用 !实名认证 <用户> <方式> <备注…> 记录人工核验。",
+    "identity.recheck_no_sso": "本服务器未启用单点登录认证（identity.sso_providers，或没有管理令牌），无法为 {user} 重新查询。可用 !实名认证 <用户> <方式> <备注…> 记录人工核验。",
+    "identity.recheck_ended": "{user} 的单点登录认证已失效：该账号已不再关联该登录方式。",
+    "identity.holds_a_number": "未作任何记录：{field}中有一串数字，看起来像身份证、护照或电话号码。切勿在聊天中输入他人的身份信息：备注会以明文保存在历史记录、审计日志和所有导出中。请改为描述核验了什么（例如“当面查看身份证”），日期请用分隔符书写（2026-11-29）。",
+    "identity.field.note": "备注",
+    "identity.field.method": "方式",
+    "identity.field.level": "等级",
+    "identity.field.reason": "理由",
+    "dry.verify_recheck": "向主服务器查询 {user} 的单点登录是否可认证该账号（即使此前被管理员撤销），并记录变化",
+    # --- end review 9 identity fixes ---
     # -- bot.synapse（进程内模块）--
     "synapse.unavailable": "{what}：本服务器的规则服务暂时无法判断（与规则机器人失去联系过久）。请几分钟后再试。",
 }

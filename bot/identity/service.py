@@ -22,7 +22,7 @@ from bot.i18n import Translator
 from bot.identity.keys import IdentityKeys, KeyFileError
 from bot.policy import PolicyState
 from bot.store import Store
-from bot.store.identity import KEY_FINGERPRINT, IdentityRecord
+from bot.store.identity import KEY_FINGERPRINT, BlacklistEntry, IdentityRecord
 
 if TYPE_CHECKING:
     from bot.matrix.admin import AdminApi
@@ -40,10 +40,20 @@ SSO_SWEEP_PAUSE_S = 0.1
 @dataclass(frozen=True)
 class VerifyOutcome:
     """``recorded``: the verification is committed. Otherwise ``refusal`` says why:
-    'blacklisted', 'too_many_accounts', 'unknown_user' (not a local account) or 'replayed'."""
+    'blacklisted', 'too_many_accounts', 'unknown_user' (not a local account), 'replayed', or
+    'held' (single sign-on would verify, but a moderator revoked the account's verification)."""
 
     recorded: bool
     refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Blacklisted:
+    """What ``Identity.blacklist`` did: how many identities it listed (0: the account named none)
+    and the other accounts verified with them, whose verifications it revoked."""
+
+    identities: int
+    revoked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,16 +175,27 @@ class Identity:
     async def history(self, user_id: str) -> list[Verification]:
         return [Verification.of(record) for record in await self._repo.history(user_id)]
 
-    async def blacklist(self, user_id: str, *, case_id: int | None, actor: str) -> bool:
-        """Put the subject of the account's newest subject-bearing verification on the blacklist
-        (even one revoked since: closing an account often comes after); False when it has none."""
-        records = await self._repo.history(user_id)
-        index = next((r.subject_index for r in reversed(records) if r.kind == "verified" and r.subject_index), None)
-        if index is None:
-            return False
-        await self._repo.add_to_blacklist(subject_index=index, user_id=user_id, case_id=case_id, actor=actor,
-                                          now_ms=self._clock())
-        return True
+    async def blacklist(self, user_id: str, *, case_id: int | None, actor: str) -> Blacklisted:
+        """Put every subject the account was ever verified with on the blacklist (even one revoked
+        since: closing an account often comes after; an eID stays the person's after an SSO
+        re-verification), and revoke the verification of every other account verified now with
+        one of them: the same person's spare accounts (review 9 #1, #3). The account itself keeps
+        its records as they are, so lifting its closure leaves it as it was. One transaction (the
+        caller's, if open)."""
+        indexes = await self._repo.subject_indexes(user_id)
+        if not indexes:
+            return Blacklisted(0)
+        reason = Translator(self._settings.language)("identity.blacklist_revoked", case="?" if case_id is None else case_id)
+        async with self._store.db.transaction():
+            await self._repo.add_to_blacklist(subject_indexes=indexes, user_id=user_id, case_id=case_id, actor=actor,
+                                              now_ms=self._clock())
+            siblings: set[str] = set()
+            for index in indexes:
+                siblings |= await self._repo.accounts_with_subject(index)
+            siblings.discard(user_id)
+            for sibling in sorted(siblings):
+                await self.unverify(user_id=sibling, actor=actor, reason=reason)
+        return Blacklisted(len(indexes), tuple(sorted(siblings)))
 
     def how_to_verify(self, language: str) -> str:
         """``identity.instructions`` for ``language``, or a text naming the methods enabled."""
@@ -209,9 +230,14 @@ class Identity:
 
     # -- single sign-on ----------------------------------------------------------------------------
 
-    async def check_sso(self, user_id: str) -> VerifyOutcome | None:
+    async def check_sso(self, user_id: str, *, moderator: str | None = None) -> VerifyOutcome | None:
         """Verify ``user_id`` by its external ID of a configured provider, or revoke an SSO
-        verification whose external ID is gone. None when nothing changed (or nothing to check)."""
+        verification whose external ID is gone. None when nothing changed (or nothing to check).
+
+        A verification by another verifier (an eID assertion, a moderator's check) is left alone:
+        replacing it would drop its level and free its subject's slot (review 9 #4). A moderator's
+        revocation holds: refusal 'held', nothing recorded, until a moderator asks again
+        (``moderator``: their user ID, recorded as the actor) (review 9 #9)."""
         if self.admin is None or not self._config.sso_providers or not self._state.is_local(user_id):
             return None
         record = await self.admin.user_record(user_id)
@@ -222,13 +248,22 @@ class Identity:
                 await self.unverify(user_id=user_id, actor="sso", reason="external ID removed", verifier="sso")
                 return VerifyOutcome(False)
             return None
+        if current is not None and current.verifier != "sso":
+            return None
+        if current is None and moderator is None and await self._repo.held_by_moderator(user_id):
+            return VerifyOutcome(False, "held")
         provider, external_id = external[0]
         # The provider is part of the subject: the same ID string at two providers is two people.
         subject = f"{provider}:{external_id}"
         if current is not None and current.subject_index == self._keys.blind_index(subject, exact=True):
             return None
         return await self.verify(user_id=user_id, verifier="sso", method=provider, level=self._config.sso_level,
-                                 subject=subject, verified_at_ms=self._clock(), actor="sso")
+                                 subject=subject, verified_at_ms=self._clock(), actor=moderator or "sso")
+
+    @property
+    def verifies_by_sso(self) -> bool:
+        """Whether single sign-on verifies here: providers configured and the admin API to ask."""
+        return self.admin is not None and bool(self._config.sso_providers)
 
     async def sweep_sso(self) -> None:
         """Check every account the bot knows of (and every SSO-verified one) against the admin API."""
@@ -246,25 +281,32 @@ class Identity:
 
     # -- refusals ----------------------------------------------------------------------------------
 
-    async def _subject_refusal(self, index: str, user_id: str) -> tuple[str, int | None] | None:
-        """Why this subject may not verify ``user_id`` (and the blacklisting case), or None."""
+    async def _subject_refusal(self, index: str, user_id: str) -> tuple[str, BlacklistEntry | None] | None:
+        """Why this subject may not verify ``user_id`` (and the blacklist entry), or None."""
         entry = await self._repo.blacklisted(index)
         if entry is not None:
-            return "blacklisted", entry.case_id
+            return "blacklisted", entry
         others = await self._repo.accounts_with_subject(index) - {user_id}
         return ("too_many_accounts", None) if len(others) >= self._config.accounts_per_subject else None
 
-    async def _refused(self, user_id: str, verifier: str, method: str, refusal: tuple[str, int | None], actor: str,
-                       now: int, verified_at: int) -> None:
+    async def _refused(self, user_id: str, verifier: str, method: str, refusal: tuple[str, BlacklistEntry | None],
+                       actor: str, now: int, verified_at: int) -> None:
         """Audit the refused attempt; a blacklisted identity is also told to the moderators (with
-        the case that blacklisted it, never the index)."""
-        why, case_id = refusal
-        await self._repo.record_refusal(user_id=user_id, verifier=verifier, reason=why, actor=actor, now_ms=now)
-        if why == "blacklisted":
+        the case that blacklisted it, never the index), once per account and blacklist entry:
+        every `!verify` and hourly sweep of a blacklisted SSO account asks again (review 9 #11)."""
+        why, entry = refusal
+        if entry is not None:
+            if await self._repo.refused_by_entry(user_id, entry.id):
+                log.info("verification of %s refused again: blacklisted (entry told already)", user_id)
+                return
+            await self._repo.record_refusal(user_id=user_id, verifier=verifier, reason=why, actor=actor, now_ms=now,
+                                            blacklist_entry=entry.id)
             text = Translator(self._settings.language)(
                 "identity.blacklisted_notice", user=user_id, verifier=verifier, method=method,
-                case="?" if case_id is None else case_id)
-            await self._management().post(text, f"identity/blacklisted/{user_id}/{verifier}/{verified_at}")
+                case="?" if entry.case_id is None else entry.case_id)
+            await self._management().post(text, f"identity/blacklisted/{user_id}/{entry.id}")
+        else:
+            await self._repo.record_refusal(user_id=user_id, verifier=verifier, reason=why, actor=actor, now_ms=now)
         log.warning("verification of %s refused: %s", user_id, why)
 
     def _management(self) -> "ManagementRoom":

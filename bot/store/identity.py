@@ -38,6 +38,7 @@ class BlacklistEntry:
     case_id: int | None
     actor: str
     created_at: int
+    id: int = 0  # review 9 #11: a refused account is told and audited once per entry
 
 
 class IdentityRepo:
@@ -115,36 +116,99 @@ class IdentityRepo:
         return current
 
     async def accounts_with_subject(self, subject_index: str) -> set[str]:
-        """The accounts verified now with this subject."""
+        """The accounts verified now with this subject: any verification of the account's current
+        chain (since its last revocation) counts, not only the newest. An eID verification
+        followed by an SSO one still holds the eID's slot (review 9 #4)."""
         rows = await self._db.fetchall(
-            "SELECT r.user_id FROM identity_records r WHERE r.subject_index = ? AND r.kind = 'verified'"
-            " AND r.id = (SELECT MAX(id) FROM identity_records WHERE user_id = r.user_id)",
+            "SELECT DISTINCT r.user_id FROM identity_records r WHERE r.subject_index = ? AND r.kind = 'verified'"
+            " AND NOT EXISTS (SELECT 1 FROM identity_records later WHERE later.user_id = r.user_id"
+            " AND later.kind = 'revoked' AND later.id > r.id)",
             (subject_index,),
         )
         return {row[0] for row in rows}
 
     async def blacklisted(self, subject_index: str) -> BlacklistEntry | None:
+        """The oldest blacklist entry in force (not lifted) for this subject."""
         row = await self._db.fetchone(
-            "SELECT subject_index, user_id, case_id, actor, created_at FROM identity_blacklist"
-            " WHERE subject_index = ? ORDER BY id LIMIT 1",
+            "SELECT subject_index, user_id, case_id, actor, created_at, id FROM identity_blacklist"
+            " WHERE subject_index = ? AND lifted_at IS NULL ORDER BY id LIMIT 1",
             (subject_index,),
         )
         return None if row is None else BlacklistEntry(*row)
 
-    async def add_to_blacklist(self, *, subject_index: str, user_id: str, case_id: int | None, actor: str,
+    async def add_to_blacklist(self, *, subject_indexes: list[str], user_id: str, case_id: int | None, actor: str,
                                now_ms: int) -> None:
+        """One entry per subject the account was verified with, one audit record for them all."""
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO identity_blacklist (subject_index, user_id, case_id, actor, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (subject_index, user_id, case_id, actor, now_ms),
-            )
+            for subject_index in subject_indexes:
+                await conn.execute(
+                    "INSERT INTO identity_blacklist (subject_index, user_id, case_id, actor, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (subject_index, user_id, case_id, actor, now_ms),
+                )
             await audit.append(conn, now_ms=now_ms, actor=actor, action="identity.blacklist", target=user_id,
-                               details={"case": case_id})
+                               details={"case": case_id, "identities": len(subject_indexes)})
 
-    async def record_refusal(self, *, user_id: str, verifier: str, reason: str, actor: str, now_ms: int) -> None:
-        """A verification refused by policy (blacklist, too many accounts): the attempt is audited."""
-        await self._store_record(now_ms, actor, "identity.refused", user_id, {"verifier": verifier, "reason": reason})
+    # --- review 9 #1, #9, #11, #12: every subject of an account, moderators' holds, lifting -----------
+
+    async def subject_indexes(self, user_id: str) -> list[str]:
+        """Every subject index the account was ever verified with, oldest first (revoked ones too:
+        a closure often comes after a revocation, and a person's eID stays theirs after an SSO)."""
+        rows = await self._db.fetchall(
+            "SELECT subject_index FROM identity_records WHERE user_id = ? AND kind = 'verified'"
+            " AND subject_index IS NOT NULL ORDER BY id",
+            (user_id,),
+        )
+        return list(dict.fromkeys(row[0] for row in rows))
+
+    async def held_by_moderator(self, user_id: str) -> bool:
+        """Whether the account's newest row is a moderator's revocation (verifier 'manual'): single
+        sign-on must not undo it; only a moderator's own verification ends it."""
+        row = await self._db.fetchone(
+            "SELECT kind, verifier FROM identity_records WHERE user_id = ? ORDER BY id DESC LIMIT 1", (user_id,)
+        )
+        return row is not None and (row[0], row[1]) == ("revoked", "manual")
+
+    async def refused_by_entry(self, user_id: str, entry_id: int) -> bool:
+        """Whether a refusal of ``user_id`` by this blacklist entry is audited already."""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM audit_log WHERE target = ? AND action = 'identity.refused'"
+            " AND CAST(json_extract(details, '$.blacklist') AS INTEGER) = ? LIMIT 1",
+            (user_id, entry_id),
+        )
+        return row is not None
+
+    async def lift_blacklist(self, *, case_id: int, actor: str, reason: str, now_ms: int) -> list[str]:
+        """End the blacklist entries of a closure case (kept, marked lifted), each account's with an
+        audit record; the accounts whose identities may verify again."""
+        async with self._db.transaction() as conn:
+            async with conn.execute(
+                "SELECT user_id, COUNT(*) FROM identity_blacklist WHERE case_id = ? AND lifted_at IS NULL"
+                " GROUP BY user_id ORDER BY user_id",
+                (case_id,),
+            ) as cur:
+                lifted = [(row[0], row[1]) for row in await cur.fetchall()]
+            if not lifted:
+                return []
+            await conn.execute(
+                "UPDATE identity_blacklist SET lifted_at = ?, lifted_by = ? WHERE case_id = ? AND lifted_at IS NULL",
+                (now_ms, actor, case_id),
+            )
+            for user_id, entries in lifted:
+                await audit.append(conn, now_ms=now_ms, actor=actor, action="identity.blacklist_lift", target=user_id,
+                                   details={"case": case_id, "identities": entries, "reason": reason})
+        return [user_id for user_id, _ in lifted]
+
+    # --- end review 9 #1, #9, #11, #12 ---------------------------------------------------------------
+
+    async def record_refusal(self, *, user_id: str, verifier: str, reason: str, actor: str, now_ms: int,
+                             blacklist_entry: int | None = None) -> None:
+        """A verification refused by policy (blacklist, too many accounts): the attempt is audited,
+        a blacklisted one with the entry that refused it (``refused_by_entry`` finds it again)."""
+        details: dict[str, object] = {"verifier": verifier, "reason": reason}
+        if blacklist_entry is not None:
+            details["blacklist"] = blacklist_entry
+        await self._store_record(now_ms, actor, "identity.refused", user_id, details)
 
     async def record_reveal(self, *, user_id: str, actor: str, reason: str, now_ms: int) -> None:
         """``identity reveal`` is an audit record, committed before anything is shown."""

@@ -319,6 +319,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     # --- end consent at registration ------------------------------------------------------------------
+    # --- identity blacklist lifted with its closure (review 9 #12) --------------------------------------
+    Migration(
+        9,
+        "an identity blacklist entry can be lifted (with the closure case that made it), kept as a record",
+        """
+        ALTER TABLE identity_blacklist ADD COLUMN lifted_at INTEGER;
+        ALTER TABLE identity_blacklist ADD COLUMN lifted_by TEXT;
+        """,
+    ),
+    # --- end identity blacklist lifted --------------------------------------------------------------------
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -154,7 +154,7 @@ async def test_a_manual_verification_has_no_subject_and_nothing_to_blacklist(ide
     assert outcome.recorded
     row = await store.db.fetchone("SELECT verifier, subject_index, note FROM identity_records")
     assert tuple(row) == ("manual", None, "passport seen at the desk")
-    assert await identity.blacklist(ALICE, case_id=3, actor="@mod:hs.test") is False
+    assert (await identity.blacklist(ALICE, case_id=3, actor="@mod:hs.test")).identities == 0
     assert await count(store, "identity_blacklist") == 0
 
 
@@ -174,7 +174,7 @@ async def test_one_more_account_than_accounts_per_subject_is_refused(identity, s
 
 async def test_a_blacklisted_subject_is_refused_and_the_moderators_are_told(identity, store):
     assert (await verify(identity, ALICE)).recorded
-    assert await identity.blacklist(ALICE, case_id=42, actor="@mod:hs.test") is True
+    assert (await identity.blacklist(ALICE, case_id=42, actor="@mod:hs.test")).identities == 1
     outcome = await verify(identity, DAVE, SUBJECT.lower() + " ")
     assert (outcome.recorded, outcome.refusal) == (False, "blacklisted")
     assert not identity.is_verified(DAVE)
@@ -197,7 +197,7 @@ async def test_unverify_revokes_with_an_append_only_row(identity, store):
     assert [(h.kind, h.actor, h.note) for h in history] == [
         ("verified", "assertion", None), ("revoked", "@mod:hs.test", "fraud suspected")]
     # The blacklist still finds the subject of a verification revoked since (closure comes after).
-    assert await identity.blacklist(ALICE, case_id=1, actor="@mod:hs.test")
+    assert (await identity.blacklist(ALICE, case_id=1, actor="@mod:hs.test")).identities == 1
 
 
 async def test_memory_follows_the_store_when_the_callers_transaction_rolls_back(identity, store):

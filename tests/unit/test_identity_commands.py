@@ -126,7 +126,8 @@ async def test_a_moderator_verifies_and_unverifies_with_audit_records(store, tmp
      "@someone:elsewhere is not an account of this homeserver that I know of, so it cannot be verified here."),
     (f"!verify {NEWBIE} id-card", MOD,
      "Usage: !verify alone says how to verify; moderators record a manual check with !verify <user> <method> "
-     "<note…> [--level LEVEL]."),
+     "<note…> [--level LEVEL] (say what was checked, never the person's ID number), and !verify <user> asks single "
+     "sign-on again after a revocation."),
     (f"!unverify {NEWBIE} nothing there", MOD, "@newbie:hs is not verified: there is nothing to revoke."),
     ("!verify nobody id-card seen", MOD,
      "Usage: !verify [user] [method] [note…] [--level LEVEL] [--dry-run]"),
