@@ -27,6 +27,9 @@ bench: $(STAMP)
 	$(PY) bench/restart.py
 	$(PY) bench/inprocess.py
 	$(PY) bench/store.py
+	$(PY) bench/replica.py
+	$(PY) bench/failover.py
+	$(PY) bench/identity.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
