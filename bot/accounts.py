@@ -4,6 +4,10 @@ A user applies for a public account in a category, then (optionally) for a news 
 Moderators approve, giving a filing number, or reject; the applicant is told either way. Only an
 approved public account may publish a room to the directory; the rooms it publishes become its
 channels. Revoking ends every filing of the account at once.
+
+Channels follow the account's privileges as they stand, not the bare register: where
+``identity.required_for`` lists ``public_account``, an owner who is not verified (any more) may
+not add a channel, as it may not publish (``bot.policy.decide.public_account``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from bot.matrix.client import Matrix, MatrixError
 from bot.matrix.management import ManagementRoom
 from bot.matrix.onboarding import Onboarding
 from bot.policy import PolicyState
-from bot.policy.decide import identity_refusal
+from bot.policy.decide import identity_refusal, public_account
 from bot.policy.state import PublicAccount
 from bot.store import AlreadyPending, Application, Filing, Store
 
@@ -107,11 +111,17 @@ class PublicAccounts:
     def verification_refusal(self, user: str, kind: str) -> Refusal | None:
         """identity.required_for (issue 9) for an application of ``kind`` (public or news): the
         refusal the applicant reads, saying how to verify here; None if nothing stands in the way."""
-        decision = identity_refusal(self._state, user, "public_account" if kind == "public" else "news")
+        return self._unverified(user, "public_account" if kind == "public" else "news")
+
+    def _unverified(self, user: str, what: str) -> Refusal | None:
+        """The refusal saying how to verify, headed by ``action.<what>``, when ``user`` must be
+        verified for ``public_account`` (channels too) or ``news`` and is not; else None."""
+        decision = identity_refusal(self._state, user, "news" if what == "news" else "public_account")
         if decision is None or decision.message_key is None:
             return None
         params = dict(decision.params)
-        return Refusal(decision.message_key, what=self._t(f"action.{params.pop('action')}"), **params)
+        params.pop("action")
+        return Refusal(decision.message_key, what=self._t(f"action.{what}"), **params)
 
     def _check_verified(self, user: str, kind: str) -> None:
         refusal = self.verification_refusal(user, kind)
@@ -234,8 +244,9 @@ class PublicAccounts:
         runs (a member with the power to set state), that the bot is in, and that is nobody
         else's: not another account's channel, the management room or a protected room.
         """
-        if owner not in self._state.public_accounts:
-            raise Refusal("account.not_public", user=owner)
+        refusal = self.owner_refusal(owner)
+        if refusal is not None:
+            raise refusal
         try:
             room_id = await self._matrix.resolve(room)
         except MatrixError:
@@ -327,8 +338,9 @@ class PublicAccounts:
         """Why ``room_id`` may not become ``owner``'s channel, from what the bot knows without asking
         the room (``check_room`` asks it); None if nothing here stands in the way. One rule for
         ``!channel add``, its dry run and a publication, so they cannot drift apart."""
-        if owner not in self._state.public_accounts:
-            return Refusal("account.not_public", user=owner)  # e.g. a moderator publishing a room
+        refusal = self.owner_refusal(owner)
+        if refusal is not None:
+            return refusal
         if room_id == self._management.room_id:
             return Refusal("channel.management", room=shown)
         if room_id in self.protected():
@@ -336,6 +348,15 @@ class PublicAccounts:
         holder = self._state.channels.get(room_id)
         if holder is not None and holder != owner:
             return Refusal("channel.taken", room=shown)
+        return None
+
+    def owner_refusal(self, owner: str) -> Refusal | None:
+        """Why ``owner`` may not hold channels: no approved public account (e.g. a moderator
+        publishing a room), or one whose owner must be verified and is not; None otherwise."""
+        if owner not in self._state.public_accounts:
+            return Refusal("account.not_public", user=owner)
+        if public_account(self._state, owner) is None:
+            return self._unverified(owner, "channel")
         return None
 
     # -- reading -------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ state key that starts with ``@`` unless it is the sender's own ID, so the bare u
 used; the content repeats ``user_id``. Removing a label empties the state event (state
 cannot be deleted in Matrix) and takes the tag off the topics. Each change is recorded, with its
 state changes as journaled effects (``bot.effects`` re-reads a topic before it retags it).
+
+The label shows the account as its privileges stand (``bot.policy.decide.public_account``): where
+``identity.required_for`` lists ``public_account`` or ``news``, an owner who is not verified (any
+more) shows no tier, so a verification recorded or revoked refreshes the label too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from bot.i18n import Translator
 from bot.matrix.client import Matrix
 from bot.matrix.management import ManagementRoom
 from bot.policy import PolicyState
+from bot.policy.decide import public_account
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,9 +49,17 @@ class Labels:
     def _channels(self, user_id: str) -> list[str]:
         return sorted(room for room, owner in self._state.channels.items() if owner == user_id)
 
-    async def refresh(self, user_id: str) -> None:
-        """Make the label match the register: shown with the current tier, or removed."""
-        account = self._state.public_accounts.get(user_id)
+    async def on_verification(self, user_id: str, verified: bool) -> None:
+        """A verification of ``user_id`` is being recorded (``verified``) or revoked, in the open
+        transaction: refresh the label with it if that changes what the account may do. Memory
+        says ``verified`` only after the commit, hence the argument."""
+        if public_account(self._state, user_id, verified=verified) != public_account(self._state, user_id):
+            await self.refresh(user_id, verified=verified)
+
+    async def refresh(self, user_id: str, *, verified: bool | None = None) -> None:
+        """Make the label match the register and the owner's verification: shown with the tier
+        the account holds now, or removed."""
+        account = public_account(self._state, user_id, verified=verified)
         tier = None if account is None else account.tier
         content: dict[str, Any] = {}
         if account is not None and tier is not None:
@@ -54,7 +67,9 @@ class Labels:
                        "public_account_filing_number": account.filing_number, "since": self._clock()}
         channels = self._channels(user_id)
         rooms = sorted({*channels, *self._protected()})
-        cause = f"label-{user_id}-{self._clock()}"
+        # The tier is in the key: a label set and taken off within one millisecond (a verification
+        # and its revocation) are two changes, not one the journal would drop as a repeat.
+        cause = f"label-{user_id}-{self._clock()}-{tier if content else 'none'}"
         # The record and the state changes it implies commit together, as journaled effects; one
         # that fails for good is told to the management room by the executor.
         async with self._store.unit():

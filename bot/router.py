@@ -22,6 +22,7 @@ from bot.gate.callbacks import scope_setting
 from bot.matrix.client import Matrix, MatrixError, txn_id
 from bot.matrix.management import ManagementRoom
 from bot.matrix.roommode import RoomMode
+from bot.policy.decide import public_account
 from bot.store.db import store_unavailable
 
 log = logging.getLogger(__name__)
@@ -170,10 +171,12 @@ class Router:
         inviter = invite_sender(invite_state, self._state.bot_user_id)
         wanted = (room_id in self._room_mode.protected or room_id == self._management.room_id
                   or room_id in self._room_mode.joining)
-        # Moderators bring the bot into rooms; public accounts into their channels (for labels).
-        # Only local ones: their invites are made by our own server, never relayed.
+        # Moderators bring the bot into rooms; public accounts into their channels (for labels),
+        # while they may hold channels (public_account: not one whose owner must be verified and
+        # is not). Only local ones: their invites are made by our own server, never relayed.
         local = inviter is not None and inviter.endswith(":" + self._state.server_name)
-        if wanted or (local and (inviter in self._state.moderators or inviter in self._state.public_accounts)):
+        if wanted or (local and inviter is not None and (
+                inviter in self._state.moderators or public_account(self._state, inviter) is not None)):
             log.info("accepting the invite of %s to %s", inviter, room_id)
             await self._matrix.join(room_id)
             if self.on_joined is not None:

@@ -141,6 +141,7 @@ class Service:
         self.labels = Labels(store, state, matrix, self.management, self.t, settings, self.clock,
                              lambda: set(self.room_mode.protected))
         self.accounts.on_changed = self.labels.refresh
+        self.identity.on_changed = self.labels.on_verification  # review 9 #13: a revocation ends the label
         self.accounts.protected = lambda: set(self.room_mode.protected)
         registry = Registry([
             *agreement_commands.COMMANDS, *account_commands.COMMANDS, *sanction_commands.COMMANDS,

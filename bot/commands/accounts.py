@@ -164,8 +164,9 @@ async def preview_channel(ctx: Context) -> str:
     action, room, owner = ctx.args["action"], ctx.args["room"], ctx.sender
     services = ctx.services
     adding = action in ("add", "添加")
-    if adding and owner not in services.state.public_accounts:
-        raise Refusal("account.not_public", user=owner)
+    owner_refusal = services.accounts.owner_refusal(owner) if adding else None
+    if owner_refusal is not None:
+        raise owner_refusal
     try:
         room_id = await services.matrix.resolve(room)
     except MatrixError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal
 
 from bot.config import Settings
 from bot.i18n import Translator
@@ -90,6 +90,10 @@ class Identity:
         # SSO verifier and for telling known accounts from unknown ones.
         self.admin: "AdminApi | None" = None
         self.management: "ManagementRoom | None" = None
+        # --- labels (review 9 #13): told of each verification recorded (True) or revoked (False),
+        # inside its transaction, before memory follows; the service points it at Labels.
+        self.on_changed: Callable[[str, bool], Awaitable[None]] | None = None
+        # --- end labels ---
 
     @classmethod
     async def open(cls, settings: Settings, store: Store, state: PolicyState, clock: Callable[[], int]) -> "Identity":
@@ -147,6 +151,7 @@ class Identity:
             )
             if record_id is None:
                 return VerifyOutcome(False, "replayed")
+            await self._changed(user_id, True)  # labels (review 9 #13)
             self._store.db.after_commit(lambda: self._state.verified.__setitem__(user_id, level))
         log.info("%s verified (%s, %s, level %s) by %s", user_id, verifier, method, level, actor)
         return VerifyOutcome(True)
@@ -158,9 +163,16 @@ class Identity:
                 return False
             await self._repo.record_revocation(user_id=user_id, verifier=verifier, actor=actor, reason=reason,
                                                now_ms=self._clock())
+            await self._changed(user_id, False)  # labels (review 9 #13)
             self._store.db.after_commit(lambda: self._state.verified.pop(user_id, None))
         log.info("%s no longer verified (%s by %s)", user_id, verifier, actor)
         return True
+
+    # --- labels (review 9 #13) ---
+    async def _changed(self, user_id: str, verified: bool) -> None:
+        if self.on_changed is not None:
+            await self.on_changed(user_id, verified)
+    # --- end labels ---
 
     async def assertion_used(self, assertion_key: str) -> bool:
         return await self._repo.is_assertion_used(assertion_key)

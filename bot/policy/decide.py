@@ -31,8 +31,14 @@ news rules and every other measure to have their say.
     verified may not post, invite or create rooms where those are listed (its clean DM with the
     bot and its own reason-less redactions stay open); where ``public_account`` or ``news`` is
     listed, an approved public account that is not verified (any more) has no publication or news
-    tier: every rule above reads the account through ``_public_account``, so there is no path
-    around it. ``identity_refusal`` is the same rule for applications and approvals.
+    tier: every rule above reads the account through ``public_account``, so there is no path
+    around it, and so do its labels, channels and invites outside decide() (bot.labels,
+    bot.accounts, bot.router). ``identity_refusal`` is the same rule for applications and
+    approvals. Remote accounts are other providers' users: ``required_for`` applies to local
+    accounts only, in room mode as well as at the gate. A remote sender is held to the
+    agreement, the measures and the news rules like anyone, but not to a verification it could
+    not make here (``Identity.verify`` refuses a remote account as ``unknown_user``); whoever
+    must be verified to post needs an account of this server.
 
 A redaction is spared by the measures short of closure only when it carries no free-text
 ``reason``: clients show the reason in place of the deleted message, so a redaction with one is
@@ -91,7 +97,7 @@ def _rules(action: Action, state: PolicyState, now: int) -> Decision:
             unverified = _identity(action, state)
             if unverified is not None:
                 return unverified
-        if kind is ActionKind.PUBLISH_ROOM and _public_account(state, user) is None:
+        if kind is ActionKind.PUBLISH_ROOM and public_account(state, user) is None:
             return Decision(
                 allowed=False, reason=Reason.NOT_PUBLIC_ACCOUNT,
                 params={"action": kind.value, "bot": state.bot_user_id},
@@ -186,7 +192,7 @@ def _encryption(action: Action, state: PolicyState) -> Decision:
     ``publisher`` (whose posts the rules allow whatever they say) may encrypt: turning encryption
     on, or posting encrypted events in a room that was encrypted before it became public. A
     ``reposter`` may not: telling its reposts from originals needs the text."""
-    account = _public_account(state, action.user_id)
+    account = public_account(state, action.user_id)
     if account is not None and account.tier == "publisher":
         return ALLOW
     return Decision(allowed=False, reason=Reason.ENCRYPTION_IN_SCOPE,
@@ -205,7 +211,7 @@ def _news(action: Action, state: PolicyState, now: int) -> Decision:
     match = state.news_rules.classify(action.body, quotes_a_reply=action.quotes_reply)
     if match is None:
         return ALLOW
-    account = _public_account(state, action.user_id)
+    account = public_account(state, action.user_id)
     tier = None if account is None else account.tier
     # Hashing the text to look for an identical earlier post costs something on the gate's hot
     # path: only do it when the answer can change the verdict.
@@ -231,7 +237,7 @@ def _identity(action: Action, state: PolicyState) -> Decision | None:
     if purpose is None or purpose not in state.identity_required_for or user in state.verified:
         return None
     if not state.is_local(user):
-        return None  # a remote account is verified by its own homeserver, if at all
+        return None  # another provider's user, which cannot verify here: required_for is for local accounts
     if action.kind is ActionKind.SEND_EVENT and (
         state.in_clean_dm(action.room_id, user) or (action.event_type in _CORRECTIVE_EVENTS and not action.body)
     ):
@@ -239,11 +245,15 @@ def _identity(action: Action, state: PolicyState) -> Decision | None:
     return _not_verified(action.kind.value, state)
 
 
-def _public_account(state: PolicyState, user_id: str) -> PublicAccount | None:
+def public_account(state: PolicyState, user_id: str, *, verified: bool | None = None) -> PublicAccount | None:
     """The public account as its privileges stand: none while ``public_account`` needs a
-    verification the owner lacks, no news tier while ``news`` does."""
+    verification the owner lacks, no news tier while ``news`` does. Exempt accounts (the bot,
+    moderators) need none, as in ``identity_refusal``. ``verified`` stands for memory while a
+    verification or revocation is being recorded (memory follows only after its commit)."""
     account = state.public_accounts.get(user_id)
-    if account is None or not state.identity_required_for or user_id in state.verified:
+    if verified is None:
+        verified = user_id in state.verified
+    if account is None or not state.identity_required_for or verified or state.is_exempt(user_id):
         return account
     if "public_account" in state.identity_required_for:
         return None
