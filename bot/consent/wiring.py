@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Callable
 
 from bot.agreement import AgreementService
 from bot.config import Settings
-from bot.consent.registration import RegistrationConsent, UserRecords
+from bot.consent.registration import LOOKUP_TIMEOUT_S, RegistrationConsent, UserRecords
 from bot.consent.synapse import SynapseConsent, probe
 from bot.i18n import Translator
 from bot.matrix.management import ManagementRoom
@@ -31,6 +32,10 @@ class Consent:
         # Synapse's consent record is trusted only once check_versions has seen Synapse ask for
         # this very version: its consent form stores whatever version string it is sent.
         self.synapse_serves_this_version = False
+        # Set once check_versions has answered: a question asked at start-up, before that, waits
+        # for it (up to the lookup's own timeout) instead of refusing a newcomer who did accept.
+        self._versions_checked = asyncio.Event()
+        self.versions_wait_s = LOOKUP_TIMEOUT_S
         token = settings.homeserver.admin_token
         self._records: UserRecords | None = None
         self.checker: RegistrationConsent | None = None
@@ -44,8 +49,15 @@ class Consent:
 
     async def accepted(self, user_id: str) -> bool:
         """The account accepted the current agreement through Synapse (and it is recorded now).
-        False until check_versions has found Synapse asking for this version."""
-        return self.checker is not None and self.synapse_serves_this_version and await self.checker.accepted(user_id)
+        False until check_versions has found Synapse asking for this version, with this text."""
+        if self.checker is None:
+            return False
+        if not self._versions_checked.is_set():
+            try:
+                await asyncio.wait_for(self._versions_checked.wait(), self.versions_wait_s)
+            except asyncio.TimeoutError:
+                return False
+        return self.synapse_serves_this_version and await self.checker.accepted(user_id)
 
     async def check_versions(self) -> SynapseConsent:
         """Compare Synapse's user_consent.version with agreement.version, and its policy page's texts
@@ -58,6 +70,7 @@ class Consent:
         found = await probe(self._url)
         sha256 = self._agreements.document.sha256
         self.synapse_serves_this_version = found.version == self._version and sha256 in found.text_sha256s
+        self._versions_checked.set()
         if found.version is None:
             log.info("the homeserver shows no user_consent policy: the agreement is asked for in chat only")
         elif found.version == self._version and not self.synapse_serves_this_version:

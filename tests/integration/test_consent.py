@@ -22,7 +22,8 @@ from bot.consent.synapse import page_version
 from bot.consent.templates import texts_for, write_templates
 from bot.devserver import Homeserver, RegisteredUser, free_port, random_token
 from bot.export import iso
-from tests.integration.harness import REPO, User, new_user, sent, setup, until
+from tests.integration.harness import (REPO, InprocessServer, User, inprocess_modules, new_user, sent, setup,
+                                      until)
 
 pytestmark = pytest.mark.integration
 
@@ -37,30 +38,49 @@ class ConsentServer:
         self.gate_port = free_port()
         self.gate_token = random_token()
         port = free_port()
-        templates = workdir / "consent-templates"
-        write_templates(templates, SYNAPSE_VERSION, texts_for(None))
         self.hs = Homeserver(workdir / "hs", port=port, gate=(f"http://127.0.0.1:{self.gate_port}/antispam", self.gate_token),
-                             extra_config={
-                                 # The README's snippet: the consent resource on the client listener.
-                                 "listeners": [{"port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                                                "x_forwarded": False,
-                                                "resources": [{"names": ["client", "consent"], "compress": False}]}],
-                                 "public_baseurl": f"http://127.0.0.1:{port}/",
-                                 "enable_registration": True,
-                                 "enable_registration_without_verification": True,
-                                 "user_consent": {"template_dir": str(templates), "version": SYNAPSE_VERSION,
-                                                  "require_at_registration": True, "policy_name": "Service agreement"},
-                             })
+                             extra_config=consent_config(workdir, port))
         self.bot: RegisteredUser | None = None
 
 
-@pytest.fixture(scope="module")
-def consent_server(tmp_path_factory) -> Iterator[ConsentServer]:
-    server = ConsentServer(tmp_path_factory.mktemp("consent"))
+def consent_config(workdir: Path, port: int) -> dict[str, Any]:
+    templates = workdir / "consent-templates"
+    write_templates(templates, SYNAPSE_VERSION, texts_for(None))
+    return {
+        # The README's snippet: the consent resource on the client listener.
+        "listeners": [{"port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
+                       "x_forwarded": False, "resources": [{"names": ["client", "consent"], "compress": False}]}],
+        "public_baseurl": f"http://127.0.0.1:{port}/",
+        "enable_registration": True,
+        "enable_registration_without_verification": True,
+        "user_consent": {"template_dir": str(templates), "version": SYNAPSE_VERSION,
+                         "require_at_registration": True, "policy_name": "Service agreement"},
+    }
+
+
+class InprocessConsentServer(InprocessServer):
+    """The same user_consent, with the rules decided inside Synapse (bot.synapse.RulesModule)."""
+
+    def __init__(self, workdir: Path) -> None:
+        # Not InprocessServer.__init__: its Homeserver has no user_consent; the rest is the same.
+        self.gate_port, self.gate_token, self.also = free_port(), random_token(), []
+        port = free_port()
+        modules = inprocess_modules(f"http://127.0.0.1:{self.gate_port}", self.gate_token, poll_timeout=1)
+        self.hs = Homeserver(workdir / "hs", port=port, extra_config={**consent_config(workdir, port),
+                                                                      "modules": modules})
+        self.bot: RegisteredUser | None = None
+
+
+def running(server: ConsentServer | InprocessConsentServer) -> Iterator[Any]:
     server.hs.start()
     server.bot = asyncio.run(server.hs.register("rulesbot", "rulesbot-password", admin=True))
     yield server
     server.hs.stop()
+
+
+@pytest.fixture(scope="module")
+def consent_server(tmp_path_factory) -> Iterator[ConsentServer]:
+    yield from running(ConsentServer(tmp_path_factory.mktemp("consent")))
 
 
 async def register_with_terms(hs: Homeserver, name: str) -> tuple[User, dict[str, Any]]:
@@ -218,3 +238,31 @@ async def test_a_version_mismatch_is_reported_and_consent_to_the_other_version_d
         await user.close()
         for member in moderation.users:
             await member.close()
+
+
+# --- the in-process module (review 9, break 7): it asks the bot before refusing as not agreed ---
+
+@pytest.fixture(scope="module")
+def inprocess_consent_server(tmp_path_factory) -> Iterator[InprocessConsentServer]:
+    yield from running(InprocessConsentServer(tmp_path_factory.mktemp("consent-inprocess")))
+
+
+async def test_with_the_in_process_module_an_account_that_agreed_at_registration_posts_at_once(
+        inprocess_consent_server, make_bot):
+    server = inprocess_consent_server
+    hs, bot = server.hs, server.bot
+    process = make_bot(hs, bot, gate=server, admin_token=True)
+    process.start()  # waits for the module's snapshot
+    user, _ = await register_with_terms(hs, "inproc")
+    newcomer = await new_user(hs, "inproc-secretmade")  # no terms stage: still refused
+    try:
+        status, room = await user.create_room(name="Mine")
+        assert status == 200, room
+        sent(await user.say(room["room_id"], "hello, right after registering"))
+        assert f"{user.user_id} accepted agreement version 1 at registration" in process.log()
+        status, refused = await newcomer.create_room(name="Refused")
+        assert status == 403 and "not accepted the service agreement (version 1)" in refused["error"], refused
+        await no_invite_from(user, bot.user_id, NO_PROMPT_WAIT_S)
+    finally:
+        await user.close()
+        await newcomer.close()

@@ -447,8 +447,14 @@ async def test_synapses_record_is_trusted_only_once_synapse_is_seen_asking_for_t
                              Translator("en"), consent.clock)
             await wiring._records.close()
             wiring.checker = consent
-            assert await wiring.accepted(USER) is False  # before the versions are compared
+            wiring.versions_wait_s = 0.05
+            assert await wiring.accepted(USER) is False  # the versions not compared within the wait
+            wiring.versions_wait_s = 5
+            asking = asyncio.ensure_future(wiring.accepted(USER))  # a question at start-up waits for them
+            await asyncio.sleep(0.01)
+            assert not asking.done()
             await wiring.check_versions()
+            assert await asking is trusted
             warned.extend(wiring.warnings)
             assert await wiring.accepted(USER) is trusted
     assert consent.state.has_agreed(USER)
