@@ -158,7 +158,7 @@ async def _preview_decision(ctx: Context, granted: bool) -> str:
     steps: list[str] = []
     case = await ctx.services.store.cases.get(appeal.case_id)
     if granted and case is not None and case.in_force(ctx.services.clock()):
-        steps += lift_steps(ctx, await liftable(ctx, case.id), reason)
+        steps += await lift_steps(ctx, await liftable(ctx, case.id), reason)
     decision = ctx.t("dry.decision_granted" if granted else "dry.decision_denied")
     steps += [ctx.t("dry.appeal_decide", appeal=appeal.id, case=appeal.case_id, decision=decision, reason=reason),
               ctx.t("dry.tell", user=appeal.appellant)]

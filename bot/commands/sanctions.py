@@ -213,20 +213,23 @@ async def liftable(ctx: Context, case_id: int) -> Case:
     return case
 
 
-def lift_steps(ctx: Context, case: Case, reason: str) -> list[str]:
+async def lift_steps(ctx: Context, case: Case, reason: str) -> list[str]:
     """What ending ``case`` early would record and undo."""
     t, user = ctx.t, case.target
-    return [
+    steps = [
         t("dry.case_end", case=case.id, kind=t(f"kind.{case.kind}"), user=user, reason=reason),
         t(f"dry.end_{case.kind}", user=user),
-        t("dry.tell", user=user),
-        t("dry.announce_end"),
     ]
+    # review 9 #12: a closure's identity blacklist entries are lifted with it
+    listed = await ctx.services.store.identity.blacklisted_by_case(case.id) if case.kind == "close" else []
+    if listed:
+        steps.append(t("dry.blacklist_lift", case=case.id, users=", ".join(listed)))
+    return [*steps, t("dry.tell", user=user), t("dry.announce_end")]
 
 
 async def preview_lift(ctx: Context) -> str:
     case = await liftable(ctx, ctx.args["case"])
-    return would(ctx, *lift_steps(ctx, case, ctx.args["reason"]))
+    return would(ctx, *await lift_steps(ctx, case, ctx.args["reason"]))
 
 
 async def show_case(ctx: Context) -> str:

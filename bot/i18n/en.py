@@ -455,6 +455,7 @@ MESSAGES: dict[str, str] = {
     "identity.field.level": "level",
     "identity.field.reason": "reason",
     "dry.verify_recheck": "ask the homeserver whether {user}'s single sign-on verifies it, even after a moderator's revocation, and record what changed",
+    "dry.blacklist_lift": "lift the identity blacklist entries case #{case} made for {users} (audited): those identities may verify again",
     # --- end review 9 identity fixes ---
     # -- bot.synapse (the in-process module) --
     "synapse.unavailable": (

@@ -391,6 +391,7 @@ MESSAGES: dict[str, str] = {
     "identity.field.level": "等级",
     "identity.field.reason": "理由",
     "dry.verify_recheck": "向主服务器查询 {user} 的单点登录是否可认证该账号（即使此前被管理员撤销），并记录变化",
+    "dry.blacklist_lift": "解除案件 #{case} 为 {users} 设置的身份黑名单条目（记入审计）：这些身份可以再次认证",
     # --- end review 9 identity fixes ---
     # -- bot.synapse（进程内模块）--
     "synapse.unavailable": "{what}：本服务器的规则服务暂时无法判断（与规则机器人失去联系过久）。请几分钟后再试。",

@@ -178,6 +178,14 @@ class IdentityRepo:
         )
         return row is not None
 
+    async def blacklisted_by_case(self, case_id: int) -> list[str]:
+        """The accounts whose identities this case's blacklist entries in force list."""
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT user_id FROM identity_blacklist WHERE case_id = ? AND lifted_at IS NULL ORDER BY user_id",
+            (case_id,),
+        )
+        return [row[0] for row in rows]
+
     async def lift_blacklist(self, *, case_id: int, actor: str, reason: str, now_ms: int) -> list[str]:
         """End the blacklist entries of a closure case (kept, marked lifted), each account's with an
         audit record; the accounts whose identities may verify again."""

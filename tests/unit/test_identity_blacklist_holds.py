@@ -196,6 +196,10 @@ async def test_lifting_a_blacklisting_closure_lifts_its_blacklist_entries(store,
                                           subject=SUBJECT, verified_at_ms=world.now, actor="@idp:hs")
     assert refused.refusal == "blacklisted"
     world.now += 60_000
+    before = world.everything()
+    assert ("• lift the identity blacklist entries case #1 made for @bob:hs (audited): those identities may verify "
+            "again") in await world.send("!lift 1 appeal upheld --dry-run")
+    assert world.everything(answered=[world.last_event]) == before
     await world.send("!lift 1 appeal upheld")
     (entry,) = rows(world, "identity_blacklist")
     assert entry[-2:] == (world.now, MOD)  # kept, marked lifted
