@@ -74,6 +74,49 @@ class HomeserverConfig(_Section):
         return self.user_id.split(":", 1)[1]
 
 
+# --- PostgreSQL URL check (issue 11 review, break 9) ---------------------------------------------
+# What libpq/asyncpg accept for sslmode; anything else fails only at connect time, on the server.
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# A password's characters that end its part of a URL unless percent-encoded (# starts a fragment,
+# ? the query, / the path, @ the host): the usual reason a URL's port or host reads as nonsense.
+_ENCODE_HINT = ("if the password holds # ? / or @, percent-encode them (%23 %3F %2F %40)")
+
+
+def database_url_problem(text: str) -> str | None:
+    """What is wrong with a database URL, in words that never repeat any part of it (it may hold
+    a password), or None. ``database.url`` and ``migrate-db --from/--to`` both check with this, so
+    a URL that passes here is one asyncpg can parse."""
+    parsed = urlsplit(text)
+    if parsed.scheme == "sqlite":
+        if not text[len("sqlite://"):].strip("/"):
+            return "names no file: sqlite:///var/lib/rulesbot/bot.db"
+        return None
+    if parsed.scheme not in ("postgresql", "postgres"):
+        # The URL may hold a password: name the scheme only.
+        return f"must start with postgresql:// or sqlite:///, not {parsed.scheme or '(none)'}://"
+    if "#" in text:
+        return f"holds a '#', which ends a URL: {_ENCODE_HINT}"
+    try:
+        parsed.port  # noqa: B018 -- urlsplit checks the port only when asked
+    except ValueError:
+        return f"has a port that is not a number from 1 to 65535 ({_ENCODE_HINT})"
+    if not parsed.hostname and "host=" not in parsed.query:
+        return "names no host: postgresql://user@host:5432/database"
+    if not parsed.path.strip("/"):
+        return f"names no database: postgresql://user@host:5432/database ({_ENCODE_HINT})"
+    from urllib.parse import parse_qs
+
+    query = parse_qs(parsed.query)
+    for mode in query.get("sslmode", []):
+        if mode not in _SSLMODES:
+            return f"has an unknown sslmode (one of {', '.join(_SSLMODES)})"
+    for timeout in query.get("connect_timeout", []):
+        if not timeout.isdigit():
+            return "has a connect_timeout that is not a whole number of seconds"
+    return None
+# --- end PostgreSQL URL check --------------------------------------------------------------------
+
+
 class DatabaseConfig(_Section):
     path: Path = Path("bot.db")
     # --- PostgreSQL (issue 11) -------------------------------------------------------------------
@@ -90,23 +133,9 @@ class DatabaseConfig(_Section):
     def _url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return value
-        text = value.get_secret_value()
-        parsed = urlsplit(text)
-        if parsed.scheme in ("postgresql", "postgres"):
-            try:
-                parsed.port  # noqa: B018 -- urlsplit checks the port only when asked
-            except ValueError:
-                raise ValueError("the port of database.url is not a number from 1 to 65535") from None
-            if not parsed.hostname and "host=" not in parsed.query:
-                raise ValueError("database.url names no host: postgresql://user@host:5432/database")
-            if not parsed.path.strip("/"):
-                raise ValueError("database.url names no database: postgresql://user@host:5432/database")
-        elif parsed.scheme == "sqlite":
-            if not text[len("sqlite://"):].strip("/"):
-                raise ValueError("database.url names no file: sqlite:///var/lib/rulesbot/bot.db")
-        else:
-            # The URL may hold a password: name the scheme only.
-            raise ValueError(f"database.url must start with postgresql:// or sqlite:///, not {parsed.scheme or '(none)'}://")
+        problem = database_url_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(f"database.url {problem}")
         return value
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ interleave two histories, and emptying one is not a side effect a copy tool shou
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -178,21 +179,50 @@ def shown(url: str) -> str:
     return urlunsplit(parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)))
 
 
+def _masked(message: str, *urls: str) -> str:
+    """``message`` with every password of ``urls`` (and each piece of one, cut at a URL's
+    delimiters as a parser may have cut it) replaced by ***."""
+    from urllib.parse import unquote, urlsplit
+
+    secrets: set[str] = set()
+    for url in urls:
+        if not is_postgres_url(url):
+            continue
+        userinfo = url.split("://", 1)[1].rpartition("@")[0]
+        password = userinfo.partition(":")[2]
+        for text in (password, unquote(password)):
+            secrets.add(text)
+            secrets.update(piece for piece in re.split(r"[#?/@:]", text) if len(piece) >= 3)
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
+
+
 async def migrate_db_command(source: str, target: str) -> int:
     """``python -m bot migrate-db --from … --to …``: copy, verify, print a summary; 1 if refused."""
     import sys
 
+    from bot.config import database_url_problem
     from bot.store.db import store_unavailable
 
+    for option, url in (("--from", source), ("--to", target)):
+        # The check database.url gets: a URL asyncpg would choke on (a '#' in the password cut
+        # the port short, and its int() error quoted the password) is refused before any connect.
+        if is_postgres_url(url) and (problem := database_url_problem(url)) is not None:
+            print(f"error: {option} {problem}", file=sys.stderr)
+            return 1
     try:
         summary = await copy_database(source, target)
     except CopyRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # asyncpg's parse of a URL the check above let through
+        print(f"error: a database URL was refused: {_masked(str(exc), source, target)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a database that cannot be reached: say which, without its password
         if not store_unavailable(exc):  # type: ignore[arg-type]
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_masked(str(exc), source, target)}", file=sys.stderr)
         return 1
     width = max(map(len, summary.rows), default=0)
     print(f"copied {len(summary.rows)} tables from {shown(source)} to {shown(target)}:")

@@ -36,7 +36,13 @@ def test_url_and_path_both_set_is_an_error_naming_both(tmp_path):
 
 @pytest.mark.parametrize("url, problem", [
     ("mysql://bot:hunter2@db/rulesbot", "must start with postgresql:// or sqlite:///, not mysql://"),
-    ("postgresql://bot:hunter2@db:99999/rulesbot", "port of database.url is not a number"),
+    ("postgresql://bot:hunter2@db:99999/rulesbot", "has a port that is not a number"),
+    # review 11, break 9: a '#' or '?' in the password cuts the URL short; say how to write it.
+    ("postgresql://bot:hunter2#PW@db/rulesbot", "holds a '#', which ends a URL: if the password holds # ? / or @,"
+                                                " percent-encode them (%23 %3F %2F %40)"),
+    ("postgresql://bot:hunter2?PW@db/rulesbot", "not a number from 1 to 65535 (if the password holds # ? / or @"),
+    ("postgresql://bot:hunter2@db/rulesbot?sslmode=bogus", "unknown sslmode (one of disable, allow, prefer, require,"),
+    ("postgresql://bot:hunter2@db/rulesbot?connect_timeout=x", "connect_timeout that is not a whole number"),
     ("postgresql://bot:hunter2@db:5432/", "names no database"),
     ("postgresql:///rulesbot", "names no host"),
     ("sqlite:///", "names no file"),

@@ -120,3 +120,15 @@ def test_audit_verify_and_export_run_against_postgresql_through_database_url(pg_
     out = tmp_path / "cases.csv"
     assert main(["export", "--config", str(config), "--kind", "cases", "--format", "csv", "--output", str(out)]) == 0
     assert "@t:hs" in out.read_text(encoding="utf-8")
+
+
+def test_a_url_with_an_unencoded_password_is_refused_without_showing_the_password(tmp_path, capsys):
+    # Review 11, break 9: asyncpg read "S3cret" as the port and its int() error printed it.
+    asyncio.run(_records(tmp_path / "bot.db"))
+    for url, problem in [("postgresql://bot:S3cret#PW@localhost/db", "--to database.url holds a '#'"),
+                         ("postgresql://bot:S3cret@/db?host=/nonexistent&sslmode=bogus", "--to has an unknown sslmode"),
+                         ("postgresql://bot:S3cret@localhost:99999/db", "--to has a port that is not a number")]:
+        assert main(["migrate-db", "--from", f"sqlite:///{tmp_path / 'bot.db'}", "--to", url]) == 1
+        err = capsys.readouterr().err
+        assert problem.replace("database.url ", "") in err
+        assert "S3cret" not in err and "Traceback" not in err
