@@ -311,10 +311,6 @@ class InprocessServer:
     def __init__(self, workdir: Path, gate_port: int, gate_token: str, **module_overrides: Any) -> None:
         self.gate_port = gate_port
         self.gate_token = gate_token
-        # The only change from the README's snippet: the bot's gate waits for open long polls when
-        # it stops (aiohttp's graceful shutdown), so with the default 25 s a SIGTERM takes up to
-        # 25 s, past BotProcess.stop's 20. Remove once the replica routes end their polls on shutdown.
-        module_overrides.setdefault("poll_timeout", 1)
         modules = inprocess_modules(f"http://127.0.0.1:{gate_port}", gate_token, **module_overrides)
         self.hs = Homeserver(workdir, extra_config={"modules": modules})
         self.also: list[InprocessServer] = []  # more Synapse processes served by the same bot

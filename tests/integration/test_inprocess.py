@@ -140,6 +140,19 @@ async def test_room_creation_and_state_are_judged_inside_synapse(inprocess_gated
         status, body = await alice.api("PUT", f"/_matrix/client/v3/rooms/{square['room_id']}/state/m.room.topic/",
                                        {"topic": "国务院 今日发布"})
         assert status == 403 and "rule state-organs" in body["error"] and "!apply news" in body["error"], body
+
+        # A restart with the module's long poll open (the shipped 25 s): the old bot answers the
+        # poll as it stops instead of waiting for it, so SIGTERM -> exit is short (the HTTP gate's
+        # sites refuse every post meanwhile), and start() returns once the module has the new
+        # process's snapshot. The replica still decides from it: alice's topic is refused again.
+        stopping = time.monotonic()
+        mod.bot.stop()
+        stopped_in = time.monotonic() - stopping
+        assert stopped_in < 5, f"SIGTERM -> exit took {stopped_in:.1f} s"
+        mod.bot.start()
+        status, body = await alice.api("PUT", f"/_matrix/client/v3/rooms/{square['room_id']}/state/m.room.topic/",
+                                       {"topic": "国务院 今日发布"})
+        assert status == 403 and "rule state-organs" in body["error"], body
     finally:
         for user in mod.users:
             await user.close()
