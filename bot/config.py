@@ -231,7 +231,7 @@ class HaConfig(_Section):
 
 class AgreementConfig(_Section):
     version: str = "1"
-    # None: the shipped text for the configured language (config/agreement.<language>.md).
+    # None: the shipped text for the configured language (bot/shipped/agreement.<language>.md).
     file: Path | None = None
 
     @field_validator("version")
@@ -323,7 +323,7 @@ class PublicAccountsConfig(_Section):
     # language (`enterprise: {zh-CN: 企业, en: Enterprise}`); the key stays what is stored and
     # exported. The default categories have Chinese names unless the operator gives others.
     category_names: dict[str, str | dict[Literal["zh-CN", "en"], str]] = Field(default_factory=dict)
-    # The news rules; None: the shipped config/rules.yaml.
+    # The news rules; None: the shipped bot/shipped/rules.yaml.
     rules_file: Path | None = None
     # The tag a news account's channels' topics begin with; None: the language's default
     # (「时政新闻发布」 / [News publisher], 「时政新闻转载」 / [News reposter]).
@@ -496,7 +496,7 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     def rules_path(self) -> Path:
-        return self.public_accounts.rules_file or SHIPPED_CONFIG_DIR / "rules.yaml"
+        return self.public_accounts.rules_file or SHIPPED_DIR / "rules.yaml"
 
     def identity_key_path(self) -> Path:  # issue 9
         return self.identity.key_file or self.database.path.parent / "identity.key"
@@ -504,10 +504,17 @@ class Settings(BaseSettings):
     def agreement_path(self) -> Path:
         if self.agreement.file is not None:
             return self.agreement.file
-        return SHIPPED_CONFIG_DIR / f"agreement.{self.language}.md"
+        return shipped_agreement(self.language)
 
 
-SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+# The default agreement texts and news rules, inside the package (package data in pyproject.toml):
+# `pip install` copies only the package, so a file beside it (config/) is missing once installed.
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+
+
+def shipped_agreement(language: str) -> Path:
+    """The agreement text the bot ships for `language` (the default when agreement.file is unset)."""
+    return SHIPPED_DIR / f"agreement.{language}.md"
 
 
 def _describe(error: ValidationError) -> str:

@@ -278,7 +278,7 @@ MESSAGES: dict[str, str] = {
     ),
     "rules.reloaded": "Rules reloaded: {news} news rule(s), {sources} repost source(s).",
     "rules.invalid": "The rules file was not loaded, and the previous rules stay in force: {error}",
-    "cmd.reload.summary": "re-read the news rules file (config/rules.yaml)",
+    "cmd.reload.summary": "re-read the news rules file (public_accounts.rules_file)",
     "account.unknown_category": "Unknown category {category}. Choose one of: {categories}.",
     "account.apply_usage": "Apply with !apply public <category> <name…> or !apply news publisher|reposter <licence number>.",
     "account.already_public": "You already have a public account ({name}, filing {filing}).",

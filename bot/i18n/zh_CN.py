@@ -232,7 +232,7 @@ MESSAGES: dict[str, str] = {
     "deny.encryption_in_scope": "{what}：这是公开房间（或公众账号频道、受保护房间），适用时政新闻规则，而加密消息无法审查，因此只有具备时政新闻发布资质的账号可以在此使用加密。请在此以不加密方式发言，或在私密房间、私聊中使用加密；公众账号可在与 {bot} 的私聊中发送 !申请 news publisher <许可证号> 申请资质。",
     "rules.reloaded": "规则已重新加载：{news} 条新闻规则，{sources} 个转载来源。",
     "rules.invalid": "规则文件未能加载，原有规则继续生效：{error}",
-    "cmd.reload.summary": "重新读取新闻规则文件（config/rules.yaml）",
+    "cmd.reload.summary": "重新读取新闻规则文件（public_accounts.rules_file）",
     "account.unknown_category": "未知类别 {category}。请从以下类别中选择：{categories}。",
     "account.apply_usage": "申请方式：!申请 public <类别> <名称…>，或 !申请 news publisher|reposter <许可证号>。",
     "account.already_public": "您已有公众账号（{name}，备案号 {filing}）。",

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.agreement import AgreementDocument, AgreementService, registration_key
-from bot.config import SHIPPED_CONFIG_DIR
+from bot.config import SHIPPED_DIR
 from bot.consent import registration
 from bot.consent.registration import LookupFailed, RegistrationConsent
 from bot.consent.synapse import page_text_sha256s, page_version, probe, terms_version
@@ -45,8 +45,8 @@ def test_the_page_holds_both_shipped_texts_in_en_named_by_version(tmp_path):
     assert sorted(p.path.relative_to(tmp_path).as_posix() for p in written) == ["en/2026-11.html", "en/success.html"]
     page = synapse_render(tmp_path, "2026-11.html", version="2026-11", public_version=True, user="", userhmac=None,
                           has_consented=False)
-    zh = (SHIPPED_CONFIG_DIR / "agreement.zh-CN.md").read_text(encoding="utf-8").strip()
-    en = (SHIPPED_CONFIG_DIR / "agreement.en.md").read_text(encoding="utf-8").strip()
+    zh = (SHIPPED_DIR / "agreement.zh-CN.md").read_text(encoding="utf-8").strip()
+    en = (SHIPPED_DIR / "agreement.en.md").read_text(encoding="utf-8").strip()
     # Every line of each text, HTML-escaped as it must be, zh-CN (the default language) first.
     for line in zh.splitlines() + en.splitlines():
         assert line.replace('"', "&quot;").replace("'", "&#x27;") in page
@@ -54,7 +54,7 @@ def test_the_page_holds_both_shipped_texts_in_en_named_by_version(tmp_path):
     assert "服务协议（版本 2026-11）" in page and "Service agreement, version 2026-11" in page
     assert page_version(page) == "2026-11"
     # Each text's hash, as the bot hashes its agreement: Synapse's "2026-11" is then this document.
-    shipped = [SHIPPED_CONFIG_DIR / f"agreement.{lang}.md" for lang in ("zh-CN", "en")]
+    shipped = [SHIPPED_DIR / f"agreement.{lang}.md" for lang in ("zh-CN", "en")]
     assert page_text_sha256s(page) == {AgreementDocument.load(path, "2026-11").sha256 for path in shipped}
     assert "<form" not in page  # the public page (no user) offers nothing to submit
 
