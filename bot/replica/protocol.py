@@ -14,6 +14,35 @@ here; ``LOCAL_ONLY`` names the fields that deliberately stay in the bot. A chang
 
 A value is always the whole value at that key after the change, never a delta, so applying the
 records in ``seq`` order to the snapshot taken at ``seq`` N gives the bot's state at each later seq.
+
+This docstring is the protocol's reference. On the wire (bot.replica.publisher serves it on the
+gate's port; every route needs ``Authorization: Bearer <gate token>``, else 401 M_UNKNOWN_TOKEN):
+
+- ``GET /replica/v1/snapshot``: 200, the snapshot above, streamed (no Content-Length). Send
+  ``X-Replica-Id: <server>/<worker>`` here and on changes: the bot counts replicas by address and id.
+- ``GET /replica/v1/changes?since=N[&epoch=E][&timeout=ms]``: 200 ``{"epoch", "seq", "changes"}``,
+  the records after N (at most 10,000: ask again from the last one; ``seq`` is the bot's newest), at
+  once if there are any, else after ``timeout`` ms (default 25,000, at most 30,000) with none, or as
+  soon as the bot stops (its answer then is the same: take it as a success and ask again at once;
+  the next process answers 410). 410 M_REPLICA_GONE: N is older than the bot keeps, ahead of its
+  numbering, or ``epoch`` is not the bot's (it restarted): take a new snapshot; so too when an
+  answer's epoch is not yours. 400 M_INVALID_PARAM: ``since`` or ``timeout`` is not a non-negative
+  integer.
+- ``POST /replica/v1/reports`` ``{"items": [{"id", "kind", ...}]}``: what a module's decisions
+  leave for the bot, each applied by the gate's handler for the same thing, once per ``id`` (the
+  last 100,000 are remembered, so a retried batch is safe). Kinds: ``prompt {user_id}`` (refused for
+  the agreement, or logged in: the bot DMs it), ``post {user_id, event_id?, ts}`` (an allowed post
+  under a rate cap), ``text {user_id, body, ts}`` (an allowed text in news scope),
+  ``private_news {room_id, rule}`` (news posted out of scope), ``scope {room_id, event}`` (an
+  allowed join-rules or history-visibility event), ``publish {user_id, room_id}`` (a room
+  published), ``new_room {user_id}`` (an allowed room creation). 200 ``{"applied", "duplicates"}``;
+  400 M_INVALID_PARAM names the first bad item and applies nothing of the batch; 503 with
+  ``applied`` and ``duplicates``: some items failed on the bot's side, send the batch again.
+- ``POST /replica/v1/ratecap`` ``{user_id, event_id, ts}``: the gate's own answer for a post of an
+  account under a rate cap (200 ``{}``, counted once per event_id, or 403 with its refusal), asked
+  synchronously because the count is shared by every Synapse process.
+- ``POST /replica/v1/consent`` ``{user_id}``: 200 ``{"accepted": true, "version"}`` if the account
+  accepted the current agreement at registration, else ``{"accepted": false}``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def make_state() -> PolicyState:
 
 
 class FakeBot:
-    """The bot's replica routes, as the doc (replica-protocol.md) describes them."""
+    """The bot's replica routes, as bot.replica.protocol's docstring describes them."""
 
     def __init__(self, state: PolicyState, epoch: str = "e1") -> None:
         self.state, self.epoch, self.seq = state, epoch, 5
