@@ -318,6 +318,10 @@ class Identity:
                 case="?" if entry.case_id is None else entry.case_id)
             await self._management().post(text, f"identity/blacklisted/{user_id}/{entry.id}")
         else:
+            if verifier == "sso" and await self._repo.sso_refusal_audited(user_id, why):
+                # The hourly sweep asks again: the same refusal of the same account says nothing new.
+                log.info("verification of %s refused again: %s (audited already)", user_id, why)
+                return
             await self._repo.record_refusal(user_id=user_id, verifier=verifier, reason=why, actor=actor, now_ms=now)
         log.warning("verification of %s refused: %s", user_id, why)
 

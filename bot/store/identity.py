@@ -186,6 +186,18 @@ class IdentityRepo:
         )
         return [row[0] for row in rows]
 
+    async def sso_refusal_audited(self, user_id: str, reason: str) -> bool:
+        """Whether single sign-on's refusal of ``user_id`` for ``reason`` is audited already since
+        the account's last verification or revocation."""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM audit_log WHERE target = ? AND action = 'identity.refused'"
+            " AND json_extract(details, '$.verifier') = 'sso' AND json_extract(details, '$.reason') = ?"
+            " AND id > COALESCE((SELECT MAX(id) FROM audit_log WHERE target = ?"
+            " AND action IN ('identity.verify', 'identity.unverify')), 0) LIMIT 1",
+            (user_id, reason, user_id),
+        )
+        return row is not None
+
     async def lift_blacklist(self, *, case_id: int, actor: str, reason: str, now_ms: int) -> list[str]:
         """End the blacklist entries of a closure case (kept, marked lifted), each account's with an
         audit record; the accounts whose identities may verify again."""

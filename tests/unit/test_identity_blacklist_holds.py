@@ -244,3 +244,38 @@ async def test_the_method_and_an_unverify_reason_are_checked_too_and_dates_pass(
     assert (await world.send(f"!unverify {NEWBIE} card {SUBJECT} was forged")).startswith(
         "Nothing was recorded: the reason holds a run of digits")
     assert world.state.verified == {NEWBIE: "manual"}
+
+
+async def test_an_upheld_appeal_of_a_blacklisting_closure_lifts_its_blacklist_entries(store, tmp_path):
+    world = World(store, tmp_path)
+    await world.identity.verify(user_id="@bob:hs", verifier="assertion", method="eid", level="high", subject=SUBJECT,
+                                verified_at_ms=world.now, actor="@idp:hs")
+    await close_with_blacklist(world, "@bob:hs")
+    await world.send("!appeal 1 it was not me", sender="@bob:hs")
+    assert "• lift the identity blacklist entries case #1 made for @bob:hs" in await world.send(
+        "!grant 1 upheld --dry-run")
+    await world.send("!grant 1 upheld")
+    assert [r[-1] for r in rows(world, "identity_blacklist")] == [MOD]
+    outcome = await world.identity.verify(user_id="@bob2:hs", verifier="assertion", method="eid", level="high",
+                                          subject=SUBJECT, verified_at_ms=world.now, actor="@idp:hs")
+    assert outcome.recorded
+
+
+@pytest.mark.both_backends
+async def test_the_sweep_audits_an_sso_refusal_for_too_many_accounts_once(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("bot.identity.service.SSO_SWEEP_PAUSE_S", 0)
+    identity = await open_identity(store, tmp_path, accounts_per_subject=1, sso_providers=["gov"])
+    identity.admin = RecordsOf({ALICE: sso("gov", "G-1"), BOB: sso("gov", "G-1")})
+    identity._state.record_acceptance(BOB, "1")
+    assert (await identity.check_sso(ALICE)).recorded
+    for _ in range(5):  # five hourly sweeps
+        await identity.sweep_sso()
+    refused = "SELECT COUNT(*) FROM audit_log WHERE action = 'identity.refused'"
+    assert (await store.db.fetchone(refused))[0] == 1
+    # A verification of BOB and its revocation (by the SSO verifier: no moderator's hold) are news: the
+    # next refusal is audited again.
+    assert (await verify(identity, BOB, None, actor="@mod:hs.test")).recorded
+    await identity.unverify(user_id=BOB, actor="@mod:hs.test", reason="duplicate", verifier="sso")
+    await identity.sweep_sso()
+    await identity.sweep_sso()
+    assert (await store.db.fetchone(refused))[0] == 2
