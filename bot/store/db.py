@@ -89,7 +89,7 @@ class Database:
         path = sqlite_path(path)
         secure_database_file(path)
         head_file = audit.HeadFile(audit_head_file or audit.default_head_file(path))
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn = await aiosqlite.connect(path, isolation_level=None, factory=_NulRefusingConnection)
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
@@ -301,6 +301,40 @@ class Database:
     async def fetchone(self, sql: str, params: tuple = ()) -> aiosqlite.Row | None:
         async with self.conn.execute(sql, params) as cur:
             return await cur.fetchone()
+
+
+# --- U+0000 in text (issue 11 review, break 5) ---------------------------------------------------
+class TextHoldsNul(sqlite3.DataError):
+    """A text parameter holds U+0000. PostgreSQL's text cannot hold it; SQLite could, but then a
+    record would exist that ``migrate-db`` cannot carry over and the two backends would answer the
+    same call differently, so both refuse it, with this error, before anything is written."""
+
+    def __init__(self) -> None:
+        super().__init__("text holding U+0000 (NUL) cannot be stored")
+
+
+def refuse_nul(params: object) -> None:
+    """Raise TextHoldsNul if any text among ``params`` (a sequence, or a dict of named ones) holds U+0000."""
+    values = params.values() if isinstance(params, dict) else params
+    if isinstance(values, (list, tuple)) or isinstance(params, dict):
+        for value in values:  # type: ignore[union-attr]
+            if isinstance(value, str) and "\x00" in value:
+                raise TextHoldsNul()
+
+
+class _NulRefusingConnection(sqlite3.Connection):
+    """sqlite3's connection, refusing text with U+0000 as the PostgreSQL backend does."""
+
+    def execute(self, sql, parameters=(), /):  # type: ignore[override]
+        refuse_nul(parameters)
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters, /):  # type: ignore[override]
+        rows = [tuple(row) if not isinstance(row, dict) else row for row in seq_of_parameters]
+        for row in rows:
+            refuse_nul(row)
+        return super().executemany(sql, rows)
+# --- end U+0000 ----------------------------------------------------------------------------------
 
 
 # SQLite's words for a store that cannot commit now but may later (another process holds it, the

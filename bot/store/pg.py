@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 import asyncpg
 
 from bot.store import audit
-from bot.store.db import Database, _split_sql
+from bot.store.db import Database, _split_sql, refuse_nul
 from bot.store.migrations import Migration
 from bot.store.sqlpg import Schema, Translator, translate_ddl
 
@@ -88,6 +88,10 @@ class PgCursor:
         return row
 
     async def close(self) -> None:
+class PgDataError(sqlite3.DataError):
+    """A value the column cannot hold (SQLSTATE class 22): what SQLite raises as DataError."""
+
+
         self._rows = []
 
     async def __aenter__(self) -> "PgCursor":
@@ -254,6 +258,10 @@ class PgConnection:
     async def _columns(self, sql: str) -> list[str]:
         async with self._lock:
             if self._raw.is_closed() and not self._open:
+        except asyncpg.DataError as exc:
+            # Class 22 (a value the column cannot hold): SQLite's DataError, a bad value not an
+            # outage (review 11, break 5).
+            raise PgDataError(f"{type(exc).__name__}: {exc}") from exc
                 await self._reconnect()
             with self._sqlite_errors():
                 statement = await self._prepare(self.translator.translate(sql).sql)
@@ -284,6 +292,7 @@ class PgConnection:
 
     async def _reconnect(self) -> None:
         log.warning("reconnecting to PostgreSQL")
+        refuse_nul(params)  # as the SQLite backend does (bot/store/db.py), before the server says 22021
         self._prepared.clear()
         try:
             self._raw = await _connect(self._dsn)

@@ -10,7 +10,7 @@ copies. What it rewrites:
   or, for a table with other unique keys too, SQLite's own semantics: a DELETE of every row that
   conflicts on any key, then the INSERT;
 - an ``INSERT`` into a table with an identity ``id`` → ``… RETURNING id`` (``cursor.lastrowid``);
-- ``json_extract(col, '$.a.b')`` → ``(col)::jsonb #>> '{a,b}'``; ``json_group_array(x)`` →
+- ``json_extract(col, '$.a.b')`` → ``(replace(col, '\\u0000', '\\ufffd'))::jsonb #>> '{a,b}'``; ``json_group_array(x)`` →
   ``COALESCE(json_agg(x), '[]'::json)`` (SQLite gives ``[]`` for no rows, json_agg NULL);
   ``json_object(…)`` → ``json_build_object(…)``.
 
@@ -146,7 +146,10 @@ def _json_extract(args: str) -> str:
     if match is None:
         raise ValueError(f"json_extract({args}) is not json_extract(<expr>, '$.<key>[.<key>…]')")
     keys = ",".join(match["path"].split("."))
-    return f"(({match['arg']})::jsonb #>> '{{{keys}}}')"
+    # PostgreSQL refuses to parse a document holding the escape \u0000 anywhere (a Matrix text
+    # quoted into a payload may hold one): the escape is read as U+FFFD, for this extraction only
+    # (the stored text keeps it). A literal backslash followed by "u0000" would read as "\ufffd".
+    return f"((replace(({match['arg']}), '\\u0000', '\\ufffd'))::jsonb #>> '{{{keys}}}')"
 
 
 _INSERT = re.compile(r"^\s*INSERT\s+(?:OR\s+(?P<or>IGNORE|REPLACE)\s+)?INTO\s+(?P<table>\w+)\s*(?:\((?P<cols>[^)]*)\))?",

@@ -1,6 +1,7 @@
 """The PostgreSQL backend's own parts: the SQL translator, a lost connection, one writer across processes."""
 
 import asyncio
+import json
 import sqlite3
 
 import asyncpg
@@ -73,7 +74,7 @@ def test_an_insert_into_an_identity_table_returns_its_id_and_is_cached():
 def test_json_functions_are_postgresql_s():
     translator = Translator(SCHEMA)
     assert translator.translate("SELECT 1 FROM effects WHERE json_extract(payload, '$.room') = ?").sql == \
-        "SELECT 1 FROM effects WHERE ((payload)::jsonb #>> '{room}') = $1"
+        "SELECT 1 FROM effects WHERE ((replace((payload), '\\u0000', '\\ufffd'))::jsonb #>> '{room}') = $1"
     assert translator.translate("SELECT json_group_array(json_object('a', a, 'b', f(b))) FROM t").sql == \
         "SELECT COALESCE(json_agg(json_build_object('a', a, 'b', f(b))), '[]'::json) FROM t"
     with pytest.raises(ValueError, match="json_extract"):
@@ -306,5 +307,38 @@ async def test_a_migration_may_give_postgresql_its_own_form_and_bodies_are_not_c
             async with store.db.transaction() as conn:
                 await conn.execute("UPDATE cases SET reason = 'rewritten' WHERE id = ?", (case.id,))
         assert (await store.cases.get(case.id)).reason == "spam"
+    finally:
+        await store.close()
+
+
+# --- U+0000 (review 11, break 5) ------------------------------------------------------------------
+
+async def test_text_holding_nul_is_refused_the_same_way_on_both_backends_and_nothing_is_written(store):
+    """PostgreSQL's text cannot hold U+0000; SQLite could, but then the backends would differ and
+    migrate-db could not carry the record: both refuse it before writing, with sqlite3's DataError."""
+    with pytest.raises(sqlite3.DataError, match=r"text holding U\+0000 \(NUL\) cannot be stored"):
+        await store.reports.add(event_id="$e1", room_id="!r:hs", sender="@s:hs", snapshot={"body": "x"},
+                                reporter="@r:hs", reason="spam\x00", now=1, source="command")
+    assert (await store.db.fetchone("SELECT COUNT(*) FROM reports"))[0] == 0
+    assert (await verify(store.db.conn)).rows_checked == 0, "no audit row of a refused report"
+
+
+async def test_a_payload_quoting_nul_is_kept_and_does_not_poison_the_effect_queries(store):
+    """JSON writes U+0000 as the escape \\u0000, which text holds: the payload is stored on both
+    backends, and reading a key of it works (the cast to jsonb refused the whole document)."""
+    await store.effects.add("unlist", "!r:hs", {"room": "!r:hs", "note": "a\x00b"}, "k1")
+    assert await store.effects.pending_for("unlist", "!r:hs", "!r:hs")
+    assert not await store.effects.pending_for("unlist", "!r:hs", "!other:hs")
+    await store.reports.add(event_id="$e2", room_id="!r:hs", sender="@s:hs", snapshot={"body": "a\x00b"},
+                            reporter="@r:hs", reason="spam", now=1, source="command")
+    assert json.loads((await store.db.fetchone("SELECT snapshot FROM reports"))[0]) == {"body": "a\x00b"}
+
+
+async def test_a_value_postgresql_cannot_hold_is_sqlite_s_data_error_not_an_outage(pg_dsn, tmp_path):
+    store = await Store.open(pg_dsn, tmp_path / "head")
+    try:
+        with pytest.raises(sqlite3.DataError, match="InvalidTextRepresentationError") as raised:
+            await store.db.fetchone("SELECT CAST(CAST(? AS TEXT) AS BIGINT)", ("twelve",))
+        assert not isinstance(raised.value, sqlite3.OperationalError), "a bad value is no reason to retry"
     finally:
         await store.close()
