@@ -232,10 +232,12 @@ class RulesModule:
             log.warning("rules module: no rate-cap answer from the bot for %s (%s); deciding from the replica",
                         user_id, type(exc).__name__)
             return None
-        if status == 200 and isinstance(body, dict) and body.get("allowed") is True:
+        # The bot answers as its gate does (bot.replica.publisher._ratecap): 200 {} allowed and
+        # counted, 403 {"errcode", "error"} refused with the text to show.
+        if status == 200:
             RATECAP.labels(self.server_name, "answered").inc()
             return True
-        if status == 200 and isinstance(body, dict) and body.get("allowed") is False and isinstance(body.get("error"), str):
+        if status == 403 and isinstance(body, dict) and isinstance(body.get("error"), str):
             RATECAP.labels(self.server_name, "answered").inc()
             return body["error"]
         RATECAP.labels(self.server_name, "fallback").inc()

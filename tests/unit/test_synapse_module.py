@@ -330,7 +330,7 @@ async def test_a_rate_capped_post_asks_the_bot_and_takes_its_refusal():
 
     async def fetch(method, path, *, params=None, body=None, timeout=10.0):
         asked.append((path, body, timeout))
-        return 200, {"allowed": False, "errcode": "M_FORBIDDEN", "error": "refused by the bot's count"}
+        return 403, {"errcode": "M_FORBIDDEN", "error": "refused by the bot's count"}
 
     rules._fetch = fetch
     _, fields = await rules.check_event_for_spam(FakeEvent(message_event(AGREED, "one")))
