@@ -38,7 +38,7 @@ from bot.policy.state import RECENT_TEXTS_LIMIT, PublicAccount  # noqa: E402
 
 SERVER = "bench.test"
 NOW = 1_700_000_000_000
-RULES = Path(__file__).resolve().parent.parent / "config" / "rules.yaml"
+RULES = Path(__file__).resolve().parent.parent / "bot" / "shipped" / "rules.yaml"
 
 
 def big_state(accounts: int) -> PolicyState:

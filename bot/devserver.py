@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bot.config import SHIPPED_CONFIG_DIR
-
-MODULE_SNIPPET = SHIPPED_CONFIG_DIR / "synapse-module.yaml"
+# The operator-facing snippet in the checkout's config/ (not package data): the demo and the tests
+# run from a checkout, with the dev extras (matrix-synapse) installed.
+MODULE_SNIPPET = Path(__file__).resolve().parent.parent / "config" / "synapse-module.yaml"
 GENEROUS = {"per_second": 1000, "burst_count": 1000}
 
 

@@ -8,7 +8,7 @@ configured language first, each section marked with its ``lang``. ``en/success.h
 shown after someone agrees on Synapse's consent page.
 
 The texts are exactly the ones the bot sends in chat (the same files ``agreement.file`` or the
-shipped ``config/agreement.<language>.md`` name), so the agreement accepted at registration and
+shipped ``bot/shipped/agreement.<language>.md`` name), so the agreement accepted at registration and
 the one accepted with ``!agree`` are one document under one version.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bot.config import LANGUAGES, SHIPPED_CONFIG_DIR, Settings
+from bot.config import LANGUAGES, Settings, shipped_agreement
 from bot.i18n import Translator
 
 # The version is a file name for Synapse (and Jinja refuses ".." in template names).
@@ -60,7 +60,7 @@ def texts_for(settings: Settings | None) -> list[AgreementText]:
         sources = [(language, settings.agreement.file)]
     else:
         ordered = [language, *(other for other in LANGUAGES if other != language)]
-        sources = [(lang, SHIPPED_CONFIG_DIR / f"agreement.{lang}.md") for lang in ordered]
+        sources = [(lang, shipped_agreement(lang)) for lang in ordered]
     texts = []
     for lang, path in sources:
         try:

@@ -1,11 +1,12 @@
 """Current-affairs news (article 7 ¶2): what counts as news, and what counts as a repost.
 
-Rules come from config/rules.yaml and are compiled once. Keywords, markers and domains are
-normalised when they load exactly as a text is before it is matched (bot.policy.normalize: NFKC
-width, case, invisible characters, traditional script, confusables, URL forms), so no spelling a
-reader does not notice gets past them. Every keyword of every rule goes into one Aho–Corasick
-automaton (ahocorasick-rs; bench/news.py measures it against pyahocorasick and the hand-written
-automaton this module had), so a message is scanned once however many keywords there are.
+Rules come from public_accounts.rules_file, by default bot/shipped/rules.yaml, and are compiled
+once. Keywords, markers and domains are normalised when they load exactly as a text is before it
+is matched (bot.policy.normalize: NFKC width, case, invisible characters, traditional script,
+confusables, URL forms), so no spelling a reader does not notice gets past them. Every keyword
+of every rule goes into one Aho–Corasick automaton (ahocorasick-rs; bench/news.py measures it
+against pyahocorasick and the hand-written automaton this module had), so a message is scanned
+once however many keywords there are.
 Regular expressions see the raw text and its light folding (see bot.policy.normalize).
 Classification is pure.
 """

@@ -147,7 +147,7 @@ from bot.identity.service import Identity  # noqa: E402
 from bot.commands.context import Services  # noqa: E402
 from bot.commands.dispatch import Dispatcher  # noqa: E402
 from bot.commands.registry import DRY_RUN  # noqa: E402
-from bot.config import Settings  # noqa: E402
+from bot.config import SHIPPED_DIR, Settings  # noqa: E402
 from bot.i18n import Translator  # noqa: E402
 from bot.news import News  # noqa: E402
 from bot.policy import PolicyState  # noqa: E402
@@ -159,7 +159,7 @@ MOD, BOT, BOB, PUB, NEWBIE = "@mod:hs", "@bot:hs", "@bob:hs", "@pub:hs", "@newbi
 MGMT, DM, LOBBY, CHAN = "!mgmt:hs", "!dm:hs", "!lobby:hs", "!chan:hs"
 BAD_EVENT = {"event_id": "$bad", "room_id": LOBBY, "sender": BOB, "type": "m.room.message",
              "origin_server_ts": T0, "content": {"msgtype": "m.text", "body": "buy now"}}
-RULES_FILE = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
+RULES_FILE = SHIPPED_DIR / "rules.yaml"
 ALL_COMMANDS = [*agreement_commands.COMMANDS, *sanction_commands.COMMANDS, *record_commands.COMMANDS,
                 *account_commands.COMMANDS, *identity_commands.COMMANDS]
 READS = {"resolve", "get_event", "room_state", "directory_visibility"}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.config import SHIPPED_CONFIG_DIR, load_news_rules
+from bot.config import SHIPPED_DIR, load_news_rules
 from bot.policy import Action, ActionKind, PolicyState, Reason, decide
 from bot.policy.news import NewsRules, RulesError
 from bot.policy.state import PublicAccount
@@ -84,7 +84,7 @@ def test_invalid_rules_are_refused_with_a_clear_error(data, message):
 
 
 def test_shipped_rules_load():
-    rules = load_news_rules(SHIPPED_CONFIG_DIR / "rules.yaml")
+    rules = load_news_rules(SHIPPED_DIR / "rules.yaml")
     assert rules.classify("国务院印发通知").rule_id == "state-organs"
 
 

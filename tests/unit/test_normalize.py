@@ -1,6 +1,6 @@
 """Normalisation: properties that make a disguised keyword meet its rule, and a text without it not.
 
-The keywords are the shipped ones (config/rules.yaml): what an operator actually relies on.
+The keywords are the shipped ones (bot/shipped/rules.yaml): what an operator actually relies on.
 """
 
 import string
@@ -10,15 +10,15 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from bot.config import SHIPPED_CONFIG_DIR, load_news_rules
+from bot.config import SHIPPED_DIR, load_news_rules
 from bot.policy.news import NewsRules
 from bot.policy.normalize import fold, fold_light, link_hosts, normalise_domain
 
-SHIPPED = load_news_rules(SHIPPED_CONFIG_DIR / "rules.yaml")
+SHIPPED = load_news_rules(SHIPPED_DIR / "rules.yaml")
 SHIPPED_KEYWORDS = sorted(SHIPPED.keyword_rules)  # folded
 import yaml  # noqa: E402
 
-RAW_KEYWORDS = [k for rule in yaml.safe_load((SHIPPED_CONFIG_DIR / "rules.yaml").read_text("utf-8"))["news"]
+RAW_KEYWORDS = [k for rule in yaml.safe_load((SHIPPED_DIR / "rules.yaml").read_text("utf-8"))["news"]
                 for k in rule.get("keywords", [])]
 
 INVISIBLE = [

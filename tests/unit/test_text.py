@@ -1,6 +1,6 @@
 """The text pipeline's extraction: every route a client offers reaches the news rules.
 
-Each route is judged with the shipped rules (config/rules.yaml) and must name the rule the plain
+Each route is judged with the shipped rules (bot/shipped/rules.yaml) and must name the rule the plain
 message names; a route that hid its text would make the assertion fail, not pass.
 """
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.config import SHIPPED_CONFIG_DIR, load_news_rules
+from bot.config import SHIPPED_DIR, load_news_rules
 from bot.policy.text import MAX_CHARS, event_text
 
 NEWS = "国务院今日召开会议"  # state-organs
@@ -19,7 +19,7 @@ HARMLESS = "hello, lunch at noon?"
 
 @pytest.fixture(scope="module")
 def rules():
-    return load_news_rules(SHIPPED_CONFIG_DIR / "rules.yaml")
+    return load_news_rules(SHIPPED_DIR / "rules.yaml")
 
 
 def judged(rules, event_type, content):
