@@ -21,7 +21,8 @@ gate's port; every route needs ``Authorization: Bearer <gate token>``, else 401 
 - ``GET /replica/v1/snapshot``: 200, the snapshot above, streamed (no Content-Length). Send
   ``X-Replica-Id: <server>/<worker>`` here and on changes: the bot counts replicas by address and id.
 - ``GET /replica/v1/changes?since=N[&epoch=E][&timeout=ms]``: 200 ``{"epoch", "seq", "changes"}``,
-  the records after N (at most 10,000: ask again from the last one; ``seq`` is the bot's newest), at
+  the records after N (at most 10,000: ask again from the last one; ``seq`` is the last record's,
+  the bot's newest unless the page was cut; a replica's position is its last applied record), at
   once if there are any, else after ``timeout`` ms (default 25,000, at most 30,000) with none, or as
   soon as the bot stops (its answer then is the same: take it as a success and ask again at once;
   the next process answers 410). 410 M_REPLICA_GONE: N is older than the bot keeps, ahead of its

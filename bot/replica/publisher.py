@@ -189,7 +189,10 @@ class ReplicaPublisher(Collector):
             records = self.changes.since(since, MAX_CHANGES)
         except ChangesGone as exc:
             return _error(410, "M_REPLICA_GONE", f"{exc}: take a new snapshot")
-        body = orjson.dumps({"epoch": self.changes.epoch, "seq": self.changes.seq, "changes": records})
+        # A page cut at MAX_CHANGES answers the seq of its last record, not the bot's newest: a
+        # replica that took "seq" as its position would skip the rest for good.
+        seq = records[-1]["seq"] if records else self.changes.seq
+        body = orjson.dumps({"epoch": self.changes.epoch, "seq": seq, "changes": records})
         return web.Response(body=body, content_type="application/json")
 
     async def _wait(self, timeout_s: float) -> None:

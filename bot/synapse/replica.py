@@ -156,7 +156,9 @@ class Replica:
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             # Half a batch applied: only a snapshot is known to be whole again.
             raise Gone(f"a change could not be applied ({exc})") from None
-        self.seq = max(self.seq, int(body.get("seq", self.seq)))
+        # The position is the last change applied, never the answer's "seq": a bot that cut the
+        # page (or an older one answering its newest seq) would make the rest be skipped for good.
+        # Still behind, the next poll is answered at once.
         self._succeeded()
         if changes:
             self.on_change()

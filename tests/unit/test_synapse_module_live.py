@@ -81,3 +81,39 @@ async def test_a_rate_capped_account_posts_once_across_two_processes_and_gets_th
                 for sample in metric.samples if sample.name.endswith("_total")
                 and sample.labels["server_name"] in (main.server_name, worker.server_name)}
     assert set(answered.values()) == {"answered"}
+
+
+async def test_a_replica_more_than_a_page_behind_gets_every_change_after_it(bot, monkeypatch):
+    from bot.replica import publisher as publisher_code
+
+    monkeypatch.setattr(publisher_code, "MAX_CHANGES", 100)  # a page of 10,000, scaled down
+    replica = Replica(fetch_from(bot), asyncio.sleep, poll_timeout=1.0)
+    await replica.take_snapshot()
+    for index in range(250):  # ordinary changes (agreements, texts in scope...), then a suspension
+        bot.state.record_acceptance(f"@u{index}:hs.test", "1")
+    bot.state.add_measure(SPAMMER, Measure(99, SanctionKind.SUSPEND, None))
+    page = await (await bot.get(f"/replica/v1/changes?since={replica.seq}&timeout=0", headers=AUTH)).json()
+    assert len(page["changes"]) == 100 and page["seq"] == page["changes"][-1]["seq"] < bot.publisher.changes.seq
+    for _ in range(3):
+        await replica.poll_once()
+    assert replica.seq == bot.publisher.changes.seq
+    post = Action(ActionKind.SEND_EVENT, SPAMMER, room_id="!r:hs.test", event_type="m.room.message", body="spam")
+    assert not decide(post, replica.state, NOW).allowed
+
+
+async def test_the_replica_takes_only_the_changes_it_applied_as_its_position():
+    """Against a bot that answers its newest seq with a cut page (one older than this fix)."""
+    from tests.unit.test_synapse_module import make_state
+    from bot.replica.protocol import snapshot
+
+    async def fetch(method: str, path: str, *, params=None, body=None, timeout=10.0):
+        if path.endswith("snapshot"):
+            return 200, snapshot(make_state(), "e1", 5)
+        return 200, {"epoch": "e1", "seq": 500, "changes": [
+            {"seq": 6, "field": "accepted", "key": "@a:hs.test", "value": "2"},
+            {"seq": 7, "field": "accepted", "key": "@b:hs.test", "value": "2"}]}
+
+    replica = Replica(fetch, asyncio.sleep)
+    await replica.take_snapshot()
+    await replica.poll_once()
+    assert replica.seq == 7
