@@ -11,7 +11,8 @@ treq and Synapse's clock.
 - Then ``GET /replica/v1/changes?since=N&timeout=ms`` in a loop: the bot answers at once when it
   has changes, or after ``timeout`` with none. Each success, changes or not, is a "successful poll".
 - While the bot is unreachable the state stays as it was: decisions go on from it (no outage, no
-  bypass). ``staleness()`` is the time since the last successful poll; callbacks compare it with
+  bypass). ``staleness()`` is the time since the last successful poll (less the open poll's
+  time, up to one timeout: the bot would answer it at once); callbacks compare it with
   their ``max_staleness``, and it is logged once it passes ``stale_after`` and exported as a metric.
 """
 
@@ -68,15 +69,18 @@ class Replica:
         self.on_change: Callable[[], None] = lambda: None  # after each applied batch (tests wait on it)
 
     def staleness(self) -> float:
-        """Seconds the replica may be behind the bot: 0 while a long poll is open and within its
-        timeout (the bot answers it the moment something changes), else the time since the last
-        successful poll; infinite before the first snapshot."""
+        """Seconds the replica may be behind the bot: the time since the last successful poll,
+        less how long the long poll in flight has been open, up to its timeout (a live bot answers
+        it the moment something changes: 0 while the poll that followed a success is open);
+        infinite before the first snapshot. Only the last success counts: a bot that takes
+        connections but never answers must not look fresh again with each new poll."""
         if self.last_success is None:
             return float("inf")
         now = self._monotonic()
+        since_success = now - self.last_success
         if self._poll_started is not None:
-            return max(0.0, now - self._poll_started - self.poll_timeout)
-        return now - self.last_success
+            return max(0.0, since_success - min(now - self._poll_started, self.poll_timeout))
+        return since_success
 
     def stop(self) -> None:
         self._stopped = True

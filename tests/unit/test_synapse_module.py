@@ -152,6 +152,45 @@ async def test_while_the_bot_is_down_the_replica_keeps_its_state_and_says_it_is_
     await task
 
 
+async def test_a_bot_that_takes_connections_but_never_answers_grows_stale_for_an_hour():
+    """A frozen bot (SIGSTOP, a hung proxy): each poll hangs until its own timeout, a new one
+    opens, and staleness must keep counting from the last answer, not from each new poll: a
+    max_staleness of 60 s applies within 85 s (one poll's timeout) for the rest of the hour."""
+    clock = Clock()
+    hanging: list[tuple[float, asyncio.Future]] = []
+
+    async def fetch(method, path, *, params=None, body=None, timeout=10.0):
+        if path == "/replica/v1/snapshot":
+            return 200, snapshot(make_state(), "e1", 5)
+        answer = asyncio.get_running_loop().create_future()
+        hanging.append((clock.t + timeout, answer))
+        return await answer
+
+    async def sleep(seconds: float) -> None:
+        clock.t += seconds
+        await asyncio.sleep(0)
+
+    replica = Replica(fetch, sleep, poll_timeout=25, monotonic=clock, retry_max=2)
+    task = asyncio.create_task(replica.run())
+    await until(lambda: hanging, "a poll")
+    answered_at, fresh_after_a_minute = replica.last_success, []
+    for _ in range(3600):  # an hour, a second at a time
+        clock.t += 1
+        for deadline, answer in list(hanging):
+            if clock.t >= deadline:
+                answer.set_exception(TimeoutError("no answer"))
+                hanging.remove((deadline, answer))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        stale = replica.staleness()
+        assert stale >= clock.t - answered_at - 25  # an open poll is credited one timeout at most
+        if clock.t - answered_at > 60 + 25 and stale < 60:
+            fresh_after_a_minute.append(clock.t)
+    assert fresh_after_a_minute == [] and replica.staleness() > 3500
+    replica.stop()
+    task.cancel()
+
+
 # -- the judge: the gate's answers --------------------------------------------------------------
 
 @pytest.fixture
