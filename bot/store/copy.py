@@ -64,6 +64,7 @@ async def _copy(src: Database, dst: Database, batch: int) -> CopySummary:
             select = f"SELECT {', '.join(columns)} FROM {table} ORDER BY {', '.join(key)}"
             count = 0
             async for rows in _batches(src, select, batch):
+                _refuse_nul(table, columns, key, rows)
                 await _insert(dst, conn, table, columns, rows)
                 count += len(rows)
             summary.rows[table] = count
@@ -72,6 +73,23 @@ async def _copy(src: Database, dst: Database, batch: int) -> CopySummary:
         # Checked before the commit: a copy that does not match is rolled back, not left behind.
         await _check(src, dst, tables, summary)
     return summary
+
+
+def _refuse_nul(table: str, columns: list[str], key: list[str], rows: list[Any]) -> None:
+    """A record holding U+0000 in a text (SQLite took it before the store refused it) cannot go to
+    PostgreSQL: the copy is refused naming the row, so the operator can mend it and run again
+    (review 11, break 6; COPY otherwise failed with a traceback naming nothing)."""
+    for row in rows:
+        for column, value in zip(columns, row):
+            if isinstance(value, str) and "\x00" in value:
+                where = ", ".join(f"{name} = {_short(row[columns.index(name)])}" for name in key)
+                raise CopyRefused(f"table {table}, row {where}: column {column} holds U+0000 (NUL), which"
+                                  " PostgreSQL cannot store; remove it from that row in the source and copy again")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 async def _check(src: Database, dst: Database, tables: list[str], summary: CopySummary) -> None:

@@ -132,3 +132,21 @@ def test_a_url_with_an_unencoded_password_is_refused_without_showing_the_passwor
         err = capsys.readouterr().err
         assert problem.replace("database.url ", "") in err
         assert "S3cret" not in err and "Traceback" not in err
+
+
+def test_a_record_holding_nul_is_refused_naming_its_table_row_and_column(pg_cluster, tmp_path, capsys):
+    """Review 11, break 6: a report reason with U+0000, which SQLite took before the store refused
+    it, made COPY fail with a traceback naming nothing; now the copy is refused and rolled back."""
+    source = tmp_path / "bot.db"
+    asyncio.run(_records(source))
+    with sqlite3.connect(source) as conn:  # as an older bot wrote it: straight into the file
+        conn.execute("INSERT INTO report_reporters (report_id, reporter, reason, reported_at, source)"
+                     " VALUES (1, '@nul:hs', 'spam' || char(0), 2600, 'command')")
+    target = asyncio.run(pg_cluster.fresh(migrated=False))
+    assert main(["migrate-db", "--from", f"sqlite:///{source}", "--to", target]) == 1
+    err = capsys.readouterr().err
+    assert ("error: table report_reporters, row report_id = 1, reporter = '@nul:hs': column reason holds U+0000"
+            " (NUL), which PostgreSQL cannot store; remove it from that row in the source and copy again") in err
+    assert "Traceback" not in err
+    rows, _ = _counts(target)
+    assert sum(rows.values()) == 0, "nothing of the refused copy stays"
