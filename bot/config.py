@@ -446,6 +446,24 @@ class IdentityConfig(_Section):
     # How to verify on this server, per language; a language left out gets a text naming the
     # methods enabled above.
     instructions: dict[Literal["zh-CN", "en"], str] = Field(default_factory=dict)
+    # --- registration (issue 10 review, break R) ---
+    # "open": Synapse's own registration settings decide. "sso_only": the in-process module
+    # (bot.synapse.RulesModule) refuses every registration a client makes other than through one
+    # of sso_providers, whose accounts the bot then verifies at first sight; accounts an admin
+    # creates (admin API, register_new_matrix_user) are not refused.
+    registration: Literal["open", "sso_only"] = "open"
+
+    @model_validator(mode="after")
+    def _sso_only_needs_providers(self) -> "IdentityConfig":
+        if self.registration == "sso_only" and not self.sso_providers:
+            raise ValueError("registration 'sso_only' needs identity.sso_providers: the Synapse auth_provider IDs "
+                             "through which accounts may register")
+        return self
+
+    def registration_providers(self) -> frozenset[str] | None:
+        """PolicyState.registration_only_through: None (open), or the providers allowed."""
+        return None if self.registration == "open" else frozenset(self.sso_providers)
+    # --- end registration ---
 
     @field_validator("required_for")
     @classmethod

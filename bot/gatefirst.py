@@ -96,6 +96,7 @@ class GateFirst:
         # issue 9: the identity key (refused here, before the gate answers, if unsafe) and the
         # verified accounts
         self.identity = await Identity.open(settings, store, state, self._clock)
+        state.registration_only_through = settings.identity.registration_providers()  # identity.registration
         token = None if hs.admin_token is None else hs.admin_token.get_secret_value()
         self.directory = DirectoryGuard(state, hs.url, token, self.spawn)
         self.directory.on_initial_text = self._initial_text_later

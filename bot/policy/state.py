@@ -84,6 +84,10 @@ class PolicyState:
     identity_required_for: frozenset[str] = frozenset()
     # How to verify on this server, in the gate's language: every identity refusal ends with it.
     identity_instructions: str = ""
+    # identity.registration: None, registration open; else the SSO providers (Synapse
+    # auth_provider IDs) through which a client may register (the module's
+    # check_registration_for_spam).
+    registration_only_through: frozenset[str] | None = None
     # --- end identity ---
 
     # --- change tracking (bot.replica): every write reaches the sink, whatever code path made it.

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from bot.i18n import CATALOGS
 
-# Every callback the module registers, with what it does when it cannot decide from a fresh
+# Every callback the module registers (and only those: a ``fail`` mode for one it does not
+# register would be a setting that does nothing), with what it does when it cannot decide from a fresh
 # replica: before the first snapshot, or once the replica is older than max_staleness.
 # The defaults are those of the shipped HTTP module config: closed for everything a user could
 # use to get round the rules, open for what must never lock people out (joining to read, logging
@@ -24,7 +25,6 @@ CALLBACKS = (
     "user_may_invite",
     "user_may_send_3pid_invite",
     "user_may_create_room",
-    "user_may_create_room_alias",
     "user_may_publish_room",
     "user_may_join_room",
     "check_login_for_spam",
@@ -35,7 +35,6 @@ DEFAULT_FAIL = {
     "user_may_invite": "closed",
     "user_may_send_3pid_invite": "closed",
     "user_may_create_room": "closed",
-    "user_may_create_room_alias": "closed",
     "user_may_publish_room": "closed",
     "user_may_join_room": "open",
     "check_login_for_spam": "open",

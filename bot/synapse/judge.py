@@ -230,6 +230,24 @@ def private_news_rule(state: PolicyState, action: Action, now: int) -> str | Non
     return None if verdict.allowed else verdict.params.get("rule", "")
 
 
+# --- registration (identity.registration) ---
+def registration_refusal(state: PolicyState, auth_provider_id: str | None,
+                         request_info: Any) -> str | None:
+    """Why check_registration_for_spam refuses a registration (for Synapse's log: the client only
+    sees Synapse's 429), or None to allow. Under ``sso_only`` a client may register only through
+    one of the providers; a registration with no client request behind it (Synapse passes no user
+    agent for the admin API and shared-secret registration) is an admin's, never refused."""
+    providers = state.registration_only_through
+    if providers is None or auth_provider_id in providers:
+        return None
+    if not request_info:
+        return None
+    through = f"through {auth_provider_id!r}" if auth_provider_id else "with a password"
+    return (f"registration {through} refused: identity.registration is 'sso_only' "
+            f"(allowed: {', '.join(sorted(providers))})")
+# --- end registration ---
+
+
 def has_rate_cap(state: PolicyState, user: str, now: int) -> bool:
     """The account has a posting rate cap in force: the only decision that needs state shared
     exactly across processes (the count of its recent posts)."""

@@ -26,6 +26,7 @@ import treq
 from prometheus_client import Counter, Gauge
 from synapse.module_api import NOT_SPAM, ModuleApi, make_deferred_yieldable
 from synapse.module_api.errors import Codes
+from synapse.spam_checker_api import RegistrationBehaviour
 from twisted.internet import reactor as _reactor
 from twisted.web.client import HTTPConnectionPool
 
@@ -33,7 +34,8 @@ from bot.i18n import Translator
 from bot.policy import ActionKind, Decision, PolicyState
 from bot.policy.model import ALLOW_AND_COUNT
 from bot.synapse.config import ModuleConfig, parse_config
-from bot.synapse.judge import Judge, has_rate_cap, is_rate_decision, new_room_news, opens, report
+from bot.synapse.judge import (Judge, has_rate_cap, is_rate_decision, new_room_news, opens, registration_refusal,
+                               report)
 from bot.synapse.outbox import Outbox
 from bot.synapse.replica import Replica
 
@@ -118,6 +120,7 @@ class RulesModule:
             user_may_publish_room=self.user_may_publish_room,
             user_may_join_room=self.user_may_join_room,
             check_login_for_spam=self.check_login_for_spam,
+            check_registration_for_spam=self.check_registration_for_spam,  # identity.registration
         )
         api.run_as_background_process("rulesbot_replica", self.replica.run)
         api.run_as_background_process("rulesbot_reports", self.outbox.run)
@@ -371,3 +374,28 @@ class RulesModule:
             now = _now_ms()
             self._prompt(user_id, self.judge.login(state, user_id, now), now)
         return NOT_SPAM
+
+    # --- registration (identity.registration) ---
+    async def check_registration_for_spam(self, email_threepid: dict[str, str] | None, username: str | None,
+                                          request_info: Collection[tuple[str | None, str]],
+                                          auth_provider_id: str | None = None) -> RegistrationBehaviour:
+        """Refuses a registration the bot's identity.registration does not allow (a replica field).
+        Synapse answers a refused one with 429 "Rate limited", never our text: the reason is in
+        Synapse's log. Before the first snapshot (or past max_staleness) ``fail`` decides."""
+        callback = "check_registration_for_spam"
+        state = self._state(callback)
+        if state is None:
+            if self.config.fails_open(callback):
+                DECISIONS.labels(self.server_name, callback, "fail_open").inc()
+                return RegistrationBehaviour.ALLOW
+            DECISIONS.labels(self.server_name, callback, "fail_closed").inc()
+            log.warning("rules module: registration of %r refused: no current replica to decide from", username)
+            return RegistrationBehaviour.DENY
+        refusal = registration_refusal(state, auth_provider_id, request_info)
+        if refusal is None:
+            DECISIONS.labels(self.server_name, callback, "allow").inc()
+            return RegistrationBehaviour.ALLOW
+        DECISIONS.labels(self.server_name, callback, "deny").inc()
+        log.info("rules module: %s (username %r)", refusal, username)
+        return RegistrationBehaviour.DENY
+    # --- end registration ---

@@ -328,7 +328,9 @@ async def test_callbacks_are_registered_and_follow_fail_before_the_first_snapsho
     rules = module()
     assert set(rules.api.callbacks) == {
         "check_event_for_spam", "user_may_invite", "user_may_send_3pid_invite", "user_may_create_room",
-        "user_may_publish_room", "user_may_join_room", "check_login_for_spam"}
+        "user_may_publish_room", "user_may_join_room", "check_login_for_spam", "check_registration_for_spam"}
+    from bot.synapse.config import CALLBACKS
+    assert set(rules.api.callbacks) == set(CALLBACKS)  # a fail mode only for what is registered
     assert rules.api.background == ["rulesbot_replica", "rulesbot_reports"]
     code, fields = await rules.check_event_for_spam(FakeEvent(message_event(AGREED, "hi")))
     assert code == Codes.FORBIDDEN

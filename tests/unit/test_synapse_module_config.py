@@ -40,6 +40,8 @@ def test_fail_and_max_staleness_are_per_callback():
     ({**MINIMAL, "fail": {"check_event_for_spam": "sometimes"}}, "fail.check_event_for_spam must be 'open' or 'closed'"),
     ({**MINIMAL, "fail": {"check_username_for_spam": "open"}}, "fail: unknown callback 'check_username_for_spam'"),
     ({**MINIMAL, "fail": ["open"]}, "fail must be a mapping"),
+    # A callback the module does not register: a fail mode for it would do nothing.
+    ({**MINIMAL, "fail": {"user_may_create_room_alias": "closed"}}, "fail: unknown callback 'user_may_create_room_alias'"),
     ({**MINIMAL, "max_staleness": {"user_may_invite": -1}}, "max_staleness.user_may_invite must be a number"),
     ({**MINIMAL, "max_staleness": {"user_may_invite": True}}, "max_staleness.user_may_invite must be a number"),
     ({**MINIMAL, "poll_timeout": 0.5}, "poll_timeout must be a number of seconds >= 1"),
