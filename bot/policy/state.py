@@ -272,7 +272,11 @@ class PolicyState:
 
     def remember_text(self, body: str, user_id: str, now: int) -> None:
         """Keep the first sender of each text seen in scope (bounded: the oldest go first)."""
-        key = fingerprint(body)
+        self.remember_fingerprint(fingerprint(body), user_id, now)
+
+    def remember_fingerprint(self, key: str, user_id: str, now: int) -> None:
+        """remember_text for a text known by its fingerprint only (a module's report: the bot
+        needs no more of a text than this, and a module holds thousands of reports)."""
         first = self.recent_texts.get(key)
         if first is None or now - first[1] > self.news_rules.identical_ms:
             self.recent_texts.pop(key, None)

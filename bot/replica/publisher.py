@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator
@@ -38,6 +39,7 @@ MAX_CHANGES = 10_000  # per answer: a replica far behind asks again from the las
 SEEN_IDS = 100_000  # report item ids remembered, so a retried batch is applied once
 SUBSCRIBER_WINDOW_S = 90.0  # a replica that polled this recently counts as subscribed
 MAX_ITEMS = 10_000
+FINGERPRINT = re.compile("[0-9a-f]{32}")  # bot.policy.news.fingerprint
 
 
 def _error(status: int, errcode: str, message: str) -> web.Response:
@@ -276,9 +278,16 @@ class ReplicaPublisher(Collector):
             at = min(_int(item, "ts", index), now)  # never counted in the future
             return item_id, lambda: state.note_post(user, at, event_id)
         if kind == "text":
-            user, text = _text(item, "user_id", index), _text(item, "body", index)
-            at = min(_int(item, "ts", index), now)
-            return item_id, lambda: state.remember_text(text, user, at)
+            # A module sends the text's fingerprint (bot.policy.news.fingerprint), all the bot
+            # keeps of it; one older than that sends the body, fingerprinted here.
+            user, at = _text(item, "user_id", index), min(_int(item, "ts", index), now)
+            if item.get("fingerprint") is None:
+                text = _text(item, "body", index)
+                return item_id, lambda: state.remember_text(text, user, at)
+            key = _text(item, "fingerprint", index)
+            if not FINGERPRINT.fullmatch(key):
+                raise ItemError(f"item {index}: 'fingerprint' must be bot.policy.news.fingerprint's 32 hex digits")
+            return item_id, lambda: state.remember_fingerprint(key, user, at)
         if kind == "private_news":
             room, rule = _text(item, "room_id", index), item.get("rule")
             if not isinstance(rule, str):

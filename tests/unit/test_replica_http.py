@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.gate.server import Gate
 from bot.i18n import Translator
 from bot.policy import PolicyState
-from bot.policy.news import NewsRules
+from bot.policy.news import NewsRules, fingerprint
 from bot.policy.sanctions import Measure, Rate, SanctionKind
 from bot.replica.changelog import ChangeLog
 from bot.replica.protocol import apply_change, apply_snapshot, encode_state
@@ -148,7 +148,9 @@ async def test_reports_are_applied_by_the_gates_handlers_once_per_item_id(replic
     batch = items(
         {"id": "prompt:1", "kind": "prompt", "user_id": NEW},
         {"id": "post:a", "kind": "post", "user_id": CAPPED, "ts": NOW - 1000},  # no event ID: only the item id
-        {"id": "text:1", "kind": "text", "user_id": AGREED, "body": "国务院 今天", "ts": NOW},
+        {"id": "text:1", "kind": "text", "user_id": AGREED, "fingerprint": fingerprint("国务院 今天"), "ts": NOW},
+        # a module older than the fingerprint sends the body
+        {"id": "text:2", "kind": "text", "user_id": AGREED, "body": "the old way", "ts": NOW},
         {"id": "pn:1", "kind": "private_news", "room_id": "!private:hs.test", "rule": "gov", "user_id": AGREED},
         {"id": "scope:1", "kind": "scope", "room_id": "!opened:hs.test",
          "event": {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "public"},
@@ -157,12 +159,12 @@ async def test_reports_are_applied_by_the_gates_handlers_once_per_item_id(replic
         {"id": "new_room:1", "kind": "new_room", "user_id": AGREED},
     )
     first = await replica.post("/replica/v1/reports", json=batch, headers=AUTH)
-    assert first.status == 200 and await first.json() == {"applied": 7, "duplicates": 0}
+    assert first.status == 200 and await first.json() == {"applied": 8, "duplicates": 0}
     again = await replica.post("/replica/v1/reports", json=batch, headers=AUTH)  # the module retries
-    assert await again.json() == {"applied": 0, "duplicates": 7}
+    assert await again.json() == {"applied": 0, "duplicates": 8}
     assert replica.prompted == [NEW]
     assert state.sanctions[CAPPED].recent_posts == [NOW - 1000]
-    assert state.seen_from_other("国务院 今天", NEW, NOW)
+    assert state.seen_from_other("国务院 今天", NEW, NOW) and state.seen_from_other("the old way", NEW, NOW)
     assert state.private_news == {"!private:hs.test": "gov"}
     assert "!opened:hs.test" in state.open_rooms
     assert replica.published == [(AGREED, "!pub:hs.test")]
@@ -172,6 +174,9 @@ async def test_reports_are_applied_by_the_gates_handlers_once_per_item_id(replic
     ({"kind": "prompt", "user_id": NEW}, "item 1: 'id' must be a non-empty string"),
     ({"id": "x", "kind": "post", "user_id": CAPPED, "ts": "now"}, "item 1: 'ts' must be a non-negative integer"),
     ({"id": "x", "kind": "teleport"}, "item 1: unknown kind 'teleport'"),
+    ({"id": "x", "kind": "text", "user_id": AGREED, "ts": NOW, "fingerprint": "国务院"},
+     "item 1: 'fingerprint' must be bot.policy.news.fingerprint's 32 hex digits"),
+    ({"id": "x", "kind": "text", "user_id": AGREED, "ts": NOW}, "item 1: 'body' must be a non-empty string"),
     ({"id": "x", "kind": "scope", "room_id": "!r:hs.test", "event": "m.room.join_rules"}, "'event' must be"),
 ])
 async def test_a_bad_item_refuses_the_whole_batch_by_name(replica, item, message) -> None:

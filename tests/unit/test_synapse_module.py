@@ -11,7 +11,7 @@ import pytest
 
 from bot.i18n import Translator
 from bot.policy import PolicyState, Reason
-from bot.policy.news import NewsRules
+from bot.policy.news import NewsRules, fingerprint
 from bot.policy.sanctions import Measure, Rate, SanctionKind
 from bot.policy.state import PublicAccount
 from bot.replica.protocol import snapshot
@@ -220,8 +220,9 @@ def test_an_allowed_text_is_remembered_here_and_reported(judge):
     action, decision = judge.event(state, event, NOW)
     assert decision.allowed
     items = judge.after_event(state, action, decision, event, NOW)
+    # The bot needs only the text's fingerprint (bot.policy.news.fingerprint): no body.
     assert items == [{"id": "text:$e1", "kind": "text", "user_id": AGREED, "room_id": ROOM,
-                      "body": "a plain message", "ts": NOW}]
+                      "fingerprint": fingerprint("a plain message"), "ts": NOW}]
     assert len(state.recent_texts) == 1
 
 

@@ -5,6 +5,7 @@ checked against each other instead of against a fake written in the module's own
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -17,21 +18,12 @@ from bot.policy.sanctions import Measure, Rate, SanctionKind
 from bot.replica.changelog import ChangeLog
 from bot.replica.publisher import ReplicaPublisher
 from bot.synapse import module as module_code
+from bot.synapse.judge import report
 from bot.synapse.replica import Replica
+from tests.unit.test_replica_http import AUTH, CAPPED, NEW, NOW, TOKEN, Clock
 from tests.unit.test_synapse_module import FakeEvent, message_event, module
 
-TOKEN = "gate-token-" + "x" * 16
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-NOW = 1_700_000_000_000
-CAPPED, SPAMMER = "@capped:hs.test", "@spammer:hs.test"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> int:
-        return self.now
+SPAMMER = "@spammer:hs.test"
 
 
 @pytest.fixture
@@ -117,3 +109,74 @@ async def test_the_replica_takes_only_the_changes_it_applied_as_its_position():
     await replica.take_snapshot()
     await replica.poll_once()
     assert replica.seq == 7
+
+
+def outbox_on(client):
+    from bot.synapse.outbox import Outbox
+
+    async def fetch(method: str, path: str, *, params=None, body=None, timeout=10.0) -> tuple[int, Any]:
+        # Sent as the module sends it (bot.synapse.module._fetch: UTF-8 JSON).
+        data = json.dumps(body, ensure_ascii=False).encode()
+        response = await client.request(method, path, data=data,
+                                        headers={**AUTH, "Content-Type": "application/json"})
+        try:
+            return response.status, await response.json()
+        except ValueError:
+            return response.status, None
+    return Outbox(fetch, asyncio.sleep, 0.01)
+
+
+def large_text(index: int, characters: int) -> dict[str, Any]:
+    # The item a module older than the fingerprint sends: the body itself, here 3 bytes a character.
+    return report("text", f"$t{index}", user_id=CAPPED, room_id="!r:hs.test", body=f"{index} " + "国" * characters,
+                  ts=NOW)
+
+
+async def test_reports_larger_than_the_gates_body_limit_go_in_batches_it_accepts(bot, monkeypatch):
+    prompted: list[str] = []
+    monkeypatch.setattr(bot.publisher._gate, "_on_prompt", prompted.append)
+    outbox = outbox_on(bot)
+    outbox.add([large_text(index, 20_000) for index in range(20)])  # 20 x 60 KB: over 1 MiB together
+    outbox.add([report("prompt", None, user_id=NEW)])
+    await outbox.flush()
+    assert not outbox.pending and outbox.sent == 21 and prompted == [NEW]
+    assert len(bot.state.recent_texts) == 20
+
+
+async def test_a_413_splits_the_batch_and_an_item_too_large_alone_is_dropped_with_its_reason(bot, monkeypatch, caplog):
+    from bot.synapse import outbox as outbox_code
+
+    prompted: list[str] = []
+    monkeypatch.setattr(bot.publisher._gate, "_on_prompt", prompted.append)
+    monkeypatch.setattr(outbox_code, "BATCH_BYTES", 8 * 1024 * 1024)  # a bot whose limit is below ours
+    outbox = outbox_on(bot)
+    outbox.add([large_text(index, 20_000) for index in range(20)])
+    outbox.add([large_text(99, 400_000)])  # 1.2 MB: too large for the gate by itself
+    outbox.add([report("prompt", None, user_id=NEW)])
+    await outbox.flush()
+    assert not outbox.pending and outbox.sent == 21 and outbox.rejected == 1 and prompted == [NEW]
+    assert "the bot refused a text report of 1200" in caplog.text and "as too large; dropped" in caplog.text
+
+
+def test_waiting_reports_are_bounded_in_bytes_too():
+    from bot.synapse.outbox import BYTES_LIMIT, Outbox
+
+    outbox = Outbox(fetch_from(None), asyncio.sleep, 1.0)
+    outbox.add([large_text(index, 20_000) for index in range(600)])  # 600 x 60 KB = 36 MB waiting
+    assert outbox.pending_bytes <= BYTES_LIMIT and outbox.dropped == 600 - len(outbox.pending) > 0
+    assert outbox.pending[-1]["id"] == "text:$t599"  # the oldest go first
+
+
+async def test_a_module_reports_a_text_in_scope_by_its_fingerprint_and_the_bot_remembers_it(bot):
+    from synapse.module_api import NOT_SPAM
+
+    room = "!open:hs.test"
+    bot.state.open_rooms.add(room)
+    rules = module_on(bot)
+    await rules.replica.take_snapshot()
+    text = "国" * 20_000
+    assert await rules.check_event_for_spam(FakeEvent(message_event(SPAMMER, text, room=room))) == NOT_SPAM
+    [item] = rules.outbox.pending
+    assert rules.outbox.pending_bytes < 300  # not the 60 KB text
+    await rules.outbox.flush()
+    assert bot.state.seen_from_other(text, CAPPED, NOW)
