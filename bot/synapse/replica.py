@@ -34,6 +34,7 @@ ToThread = Callable[..., Awaitable[Any]]
 SNAPSHOT_PATH = "/replica/v1/snapshot"
 CHANGES_PATH = "/replica/v1/changes"
 FIRST_RETRY = 0.5
+APPLY_SLICE = 500  # records applied between two yields to the reactor (~5 ms of sanctions records)
 
 
 class Gone(Exception):
@@ -147,7 +148,12 @@ class Replica:
         state = self.state
         assert state is not None
         try:
-            for change in changes:
+            for index, change in enumerate(changes):
+                if index and index % APPLY_SLICE == 0:
+                    # A page of 10,000 records held Synapse's reactor ~100 ms in one go: let it
+                    # answer between slices. Callbacks meanwhile see the bot's state at a seq
+                    # between the first and the last record: one the bot had, never a mix.
+                    await self._sleep(0)
                 if int(change["seq"]) <= self.seq:
                     continue  # already applied (an answer repeated after a lost response)
                 if "news_rules" == change.get("field"):
