@@ -191,6 +191,38 @@ async def test_a_bot_that_takes_connections_but_never_answers_grows_stale_for_an
     task.cancel()
 
 
+async def test_a_page_of_thousands_of_changes_is_applied_in_slices_with_the_reactor_free_between():
+    from bot.replica.changelog import ChangeLog
+    from bot.synapse.replica import APPLY_SLICE
+
+    source = make_state()
+    changelog = ChangeLog(source)
+    first = snapshot(source, changelog.epoch, changelog.seq)
+    for index in range(3_000):  # a burst: caps and counted posts, the records a scope refresh or a blip brings
+        user = f"@u{index}:hs.test"
+        source.add_measure(user, Measure(index, SanctionKind.RESTRICT, None, Rate.parse("3/1h")))
+        source.note_post(user, NOW + index, f"$e{index}")
+    page = {"epoch": changelog.epoch, "seq": changelog.seq, "changes": changelog.since(first["seq"], 10_000)}
+    assert len(page["changes"]) == 9_000  # three records an account
+
+    async def fetch(method, path, *, params=None, body=None, timeout=10.0):
+        return 200, first if path.endswith("snapshot") else page
+
+    yielded_at: list[int] = []
+    replica = Replica(fetch, no_sleep)
+
+    async def sleep(seconds: float) -> None:
+        yielded_at.append(replica.changes_applied)
+        await asyncio.sleep(0)
+
+    replica._sleep = sleep
+    await replica.take_snapshot()
+    await replica.poll_once()
+    assert replica.seq == changelog.seq and replica.changes_applied == 9_000
+    assert yielded_at == list(range(APPLY_SLICE, 9_000, APPLY_SLICE))
+    assert replica.state.sanctions["@u2999:hs.test"].recent_posts == [NOW + 2999]
+
+
 # -- the judge: the gate's answers --------------------------------------------------------------
 
 @pytest.fixture
