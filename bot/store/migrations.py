@@ -329,6 +329,102 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     # --- end identity blacklist lifted --------------------------------------------------------------------
+    # --- append-only, enforced by the database (issue 11 review, break 10) ----------------------------
+    # The code never updates or deletes a row of these tables, except the evidence purge
+    # (bot/store/retention.py), which empties a case's evidence and stamps evidence_purged_at: the
+    # triggers allow exactly that, so a bug or a hand-typed statement cannot rewrite a record.
+    # (Whoever owns the database file or the server can still drop them: the audit chain's hashes
+    # and head file are what detect that.) A refusal is an IntegrityError on both backends.
+    Migration(
+        10,
+        "append-only tables refuse UPDATE and DELETE (the evidence purge excepted)",
+        """
+        CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log
+        BEGIN
+            SELECT RAISE(ABORT, 'audit_log rows are append-only: a row is never deleted');
+        END;
+        CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log
+        BEGIN
+            SELECT RAISE(ABORT, 'audit_log rows are append-only: a row is never changed');
+        END;
+        CREATE TRIGGER cases_append_only_delete BEFORE DELETE ON cases
+        BEGIN
+            SELECT RAISE(ABORT, 'cases rows are append-only: a row is never deleted');
+        END;
+        CREATE TRIGGER cases_append_only_update BEFORE UPDATE ON cases
+        WHEN NOT (NEW.evidence IS NULL AND (NEW.evidence_purged_at IS OLD.evidence_purged_at OR OLD.evidence_purged_at IS NULL)
+                  AND NEW.evidence_purged_at IS NOT NULL AND NEW.id IS OLD.id AND NEW.target IS OLD.target AND NEW.kind IS OLD.kind AND NEW.actor IS OLD.actor AND NEW.reason IS OLD.reason AND NEW.created_at IS OLD.created_at AND NEW.expires_at IS OLD.expires_at AND NEW.rate IS OLD.rate AND NEW.options IS OLD.options AND NEW.caused_by IS OLD.caused_by)
+        BEGIN
+            SELECT RAISE(ABORT, 'cases are append-only: a case is never changed, only its evidence purged (set to NULL)');
+        END;
+        CREATE TRIGGER case_ends_append_only_delete BEFORE DELETE ON case_ends
+        BEGIN
+            SELECT RAISE(ABORT, 'case_ends rows are append-only: a row is never deleted');
+        END;
+        CREATE TRIGGER case_ends_append_only_update BEFORE UPDATE ON case_ends
+        BEGIN
+            SELECT RAISE(ABORT, 'case_ends rows are append-only: a row is never changed');
+        END;
+        CREATE TRIGGER agreement_acceptances_append_only_delete BEFORE DELETE ON agreement_acceptances
+        BEGIN
+            SELECT RAISE(ABORT, 'agreement_acceptances rows are append-only: a row is never deleted');
+        END;
+        CREATE TRIGGER agreement_acceptances_append_only_update BEFORE UPDATE ON agreement_acceptances
+        BEGIN
+            SELECT RAISE(ABORT, 'agreement_acceptances rows are append-only: a row is never changed');
+        END;
+        CREATE TRIGGER identity_records_append_only_delete BEFORE DELETE ON identity_records
+        BEGIN
+            SELECT RAISE(ABORT, 'identity_records rows are append-only: a row is never deleted');
+        END;
+        CREATE TRIGGER identity_records_append_only_update BEFORE UPDATE ON identity_records
+        BEGIN
+            SELECT RAISE(ABORT, 'identity_records rows are append-only: a row is never changed');
+        END;
+        """,
+        postgres="""
+        CREATE FUNCTION append_only_refused() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation', MESSAGE = TG_ARGV[0];
+        END;
+        $$;
+        CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('audit_log rows are append-only: a row is never deleted');
+        CREATE TRIGGER audit_log_append_only_truncate BEFORE TRUNCATE ON audit_log FOR EACH STATEMENT
+            EXECUTE FUNCTION append_only_refused('audit_log rows are append-only: a row is never deleted');
+        CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('audit_log rows are append-only: a row is never changed');
+        CREATE TRIGGER cases_append_only_delete BEFORE DELETE ON cases FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('cases rows are append-only: a row is never deleted');
+        CREATE TRIGGER cases_append_only_truncate BEFORE TRUNCATE ON cases FOR EACH STATEMENT
+            EXECUTE FUNCTION append_only_refused('cases rows are append-only: a row is never deleted');
+        CREATE TRIGGER cases_append_only_update BEFORE UPDATE ON cases FOR EACH ROW
+            WHEN (NOT (NEW.evidence IS NULL AND (NEW.evidence_purged_at IS NOT DISTINCT FROM OLD.evidence_purged_at OR OLD.evidence_purged_at IS NULL)
+                       AND NEW.evidence_purged_at IS NOT NULL AND NEW.id IS NOT DISTINCT FROM OLD.id AND NEW.target IS NOT DISTINCT FROM OLD.target AND NEW.kind IS NOT DISTINCT FROM OLD.kind AND NEW.actor IS NOT DISTINCT FROM OLD.actor AND NEW.reason IS NOT DISTINCT FROM OLD.reason AND NEW.created_at IS NOT DISTINCT FROM OLD.created_at AND NEW.expires_at IS NOT DISTINCT FROM OLD.expires_at AND NEW.rate IS NOT DISTINCT FROM OLD.rate AND NEW.options IS NOT DISTINCT FROM OLD.options AND NEW.caused_by IS NOT DISTINCT FROM OLD.caused_by))
+            EXECUTE FUNCTION append_only_refused('cases are append-only: a case is never changed, only its evidence purged (set to NULL)');
+        CREATE TRIGGER case_ends_append_only_delete BEFORE DELETE ON case_ends FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('case_ends rows are append-only: a row is never deleted');
+        CREATE TRIGGER case_ends_append_only_truncate BEFORE TRUNCATE ON case_ends FOR EACH STATEMENT
+            EXECUTE FUNCTION append_only_refused('case_ends rows are append-only: a row is never deleted');
+        CREATE TRIGGER case_ends_append_only_update BEFORE UPDATE ON case_ends FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('case_ends rows are append-only: a row is never changed');
+        CREATE TRIGGER agreement_acceptances_append_only_delete BEFORE DELETE ON agreement_acceptances FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('agreement_acceptances rows are append-only: a row is never deleted');
+        CREATE TRIGGER agreement_acceptances_append_only_truncate BEFORE TRUNCATE ON agreement_acceptances FOR EACH STATEMENT
+            EXECUTE FUNCTION append_only_refused('agreement_acceptances rows are append-only: a row is never deleted');
+        CREATE TRIGGER agreement_acceptances_append_only_update BEFORE UPDATE ON agreement_acceptances FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('agreement_acceptances rows are append-only: a row is never changed');
+        CREATE TRIGGER identity_records_append_only_delete BEFORE DELETE ON identity_records FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('identity_records rows are append-only: a row is never deleted');
+        CREATE TRIGGER identity_records_append_only_truncate BEFORE TRUNCATE ON identity_records FOR EACH STATEMENT
+            EXECUTE FUNCTION append_only_refused('identity_records rows are append-only: a row is never deleted');
+        CREATE TRIGGER identity_records_append_only_update BEFORE UPDATE ON identity_records FOR EACH ROW
+            EXECUTE FUNCTION append_only_refused('identity_records rows are append-only: a row is never changed');
+        """,
+    ),
+    # --- end append-only ---------------------------------------------------------------------------------
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
+# The tables migration 10 keeps append-only (tests that forge a tampered record drop its triggers).
+APPEND_ONLY_TABLES = ("audit_log", "cases", "case_ends", "agreement_acceptances", "identity_records")

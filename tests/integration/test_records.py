@@ -8,6 +8,7 @@ import pytest
 
 from tests.integration.harness import Moderation, User
 from tests.integration.test_sanctions import case_number
+from tests.tamper import drop_append_only_sqlite
 
 pytestmark = pytest.mark.integration
 
@@ -149,6 +150,7 @@ async def test_records_hold_on_a_running_bot(gated, mod):
     newest = int(head.stdout.split(":", 1)[0])
     assert newest >= 2  # the warning and the export at least
     with sqlite3.connect(workdir / "bot.db") as conn:
+        drop_append_only_sqlite(conn)
         conn.execute("DELETE FROM audit_log WHERE id >= ?", (newest - 1,))
     cut = audit("verify")
     assert cut.returncode == 1, cut.stdout

@@ -9,6 +9,7 @@ import yaml
 
 from bot.store import Store
 from bot.store.audit import append
+from tests.tamper import drop_append_only_sqlite
 
 
 async def _fill(path, rows=3):
@@ -54,6 +55,7 @@ def test_audit_verify(tmp_path, tamper, problem):
     ok = _verify(config)
     assert ok.returncode == 0 and "3 rows checked" in ok.stdout
     with sqlite3.connect(db) as conn:
+        drop_append_only_sqlite(conn)
         conn.execute(tamper)
     broken = _verify(config)
     assert broken.returncode == 1 and problem in broken.stdout, broken.stdout
@@ -86,6 +88,7 @@ def test_verify_notices_the_newest_rows_removed_through_every_layer(tmp_path):
     assert token.startswith("5:") and len(token) == 2 + 64 and when.endswith("Z")
 
     with sqlite3.connect(db) as conn:
+        drop_append_only_sqlite(conn)
         conn.execute("DELETE FROM audit_log WHERE id >= 4")
     cut = _audit("verify", "--config", config)
     assert cut.returncode == 1 and "audit log broken at row 4: rows 4..5 were removed" in cut.stdout, cut.stdout
@@ -129,6 +132,7 @@ def test_head_round_trips_into_verify_and_a_wrong_head_is_refused(tmp_path):
     asyncio.run(_fill_more(db, elsewhere))
     assert [line.split()[0] for line in elsewhere.read_text().splitlines()] == ["4"]
     with sqlite3.connect(db) as conn:
+        drop_append_only_sqlite(conn)
         conn.execute("DELETE FROM audit_log WHERE id = 4")
     cut = _audit("verify", "--config", config)
     assert cut.returncode == 1 and "row 4 was removed (the database records it)" in cut.stdout, cut.stdout

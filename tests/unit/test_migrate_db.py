@@ -10,6 +10,7 @@ import yaml
 from bot.__main__ import main
 from bot.store import Acceptance, NewCase, Store
 from bot.store.audit import verify
+from tests.tamper import drop_append_only_sqlite
 
 
 async def _records(path):
@@ -87,6 +88,7 @@ def test_a_broken_source_chain_is_refused_and_nothing_is_copied(pg_cluster, tmp_
     source = tmp_path / "bot.db"
     asyncio.run(_records(source))
     with sqlite3.connect(source) as conn:
+        drop_append_only_sqlite(conn)
         conn.execute("UPDATE audit_log SET actor = '@forger:hs' WHERE id = 2")
     target = asyncio.run(pg_cluster.fresh())
     assert main(["migrate-db", "--from", str(source), "--to", target]) == 1

@@ -9,6 +9,7 @@ import pytest
 from bot.store import Acceptance, DatabaseTooNew, Store
 from bot.store.audit import Head, append, row_hash, stored_head, verify
 from bot.store.migrations import LATEST_VERSION
+from tests.tamper import drop_append_only
 
 # The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
 pytestmark = pytest.mark.both_backends
@@ -96,6 +97,7 @@ async def test_intact_chain_verifies(store):
 )
 async def test_tampering_is_detected_at_the_row(store, tamper, bad_row):
     await _chain(store)
+    await drop_append_only(store)
     # Work on the highest ids first so the id shift does not collide.
     async with store.db.transaction() as conn:
         if "id + 1" in tamper:
@@ -109,6 +111,7 @@ async def test_tampering_is_detected_at_the_row(store, tamper, bad_row):
 
 async def test_inserted_row_is_detected(store):
     await _chain(store)
+    await drop_append_only(store)
     async with store.db.transaction() as conn:
         row = await (await conn.execute("SELECT * FROM audit_log WHERE id = 5")).fetchone()
         await conn.execute("DELETE FROM audit_log WHERE id = 5")
@@ -150,6 +153,7 @@ async def test_a_rolled_back_append_reaches_neither_the_head_record_nor_the_file
 
 async def test_cutting_the_newest_rows_is_caught_by_the_head(store):
     await _chain(store)
+    await drop_append_only(store)
     async with store.db.transaction() as conn:
         await conn.execute("DELETE FROM audit_log WHERE id >= 4")
     # What is left is a valid chain: that is why the head is kept apart from the rows.
@@ -165,6 +169,7 @@ async def test_cutting_the_newest_rows_is_caught_by_the_head(store):
 async def test_a_chain_rewritten_after_its_head_was_kept_is_caught(store):
     await _chain(store)
     kept = _file_heads(store)
+    await drop_append_only(store)
     # Rewrite row 4 and re-hash everything after it: row by row, the chain holds again.
     rows = await store.db.fetchall("SELECT * FROM audit_log WHERE id >= 4 ORDER BY id")
     prev = (await store.db.fetchone("SELECT hash FROM audit_log WHERE id = 3"))["hash"]
