@@ -18,7 +18,7 @@ REPORTS = protocol.__doc__.split("POST /replica/v1/reports", 1)[1].split("POST /
 # "``kind {field, field?, ...}``" as the docstring writes each kind
 DOCUMENTED = {kind: [f.strip().rstrip("?") for f in fields.split(",")]
               for kind, fields in re.findall(r"``(\w+) \{([^}]*)\}``", REPORTS)}
-SAMPLE = {"user_id": "@a:hs.test", "event_id": "$e", "ts": 1, "body": "hi", "room_id": "!r:hs.test",
+SAMPLE = {"user_id": "@a:hs.test", "event_id": "$e", "ts": 1, "fingerprint": "0" * 32, "room_id": "!r:hs.test",
           "rule": "gov", "event": {"type": "m.room.join_rules", "content": {"join_rule": "public"}}}
 
 
