@@ -34,7 +34,7 @@ gate's port; every route needs ``Authorization: Bearer <gate token>``, else 401 
   last 100,000 are remembered, so a retried batch is safe). Kinds: ``prompt {user_id}`` (refused for
   the agreement, or logged in: the bot DMs it), ``post {user_id, event_id?, ts}`` (an allowed post
   under a rate cap), ``text {user_id, fingerprint, ts}`` (an allowed text in news scope, by its
-bot.policy.news.fingerprint; an older module sends ``body`` instead),
+  bot.policy.news.fingerprint; an older module sends ``body`` instead),
   ``private_news {room_id, rule}`` (news posted out of scope), ``scope {room_id, event}`` (an
   allowed join-rules or history-visibility event), ``publish {user_id, room_id}`` (a room
   published), ``new_room {user_id}`` (an allowed room creation). 200 ``{"applied", "duplicates"}``;
