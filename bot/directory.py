@@ -20,7 +20,9 @@ that may not publish is unlisted: an ``unlist`` effect in the journal (``bot.eff
 out with ``PUT /directory/list/room`` as a server admin, which Synapse allows for any room, and
 retries it, after a restart too). An event the creating account sends in a
 room not looked at yet makes the gate wait for that look (at most 2 s), so a room created public
-is in scope from its first message. The news-scope refresh passes the admin room list every
+is in scope from its first message. The in-process module (and a standby) tell of a creation only
+after createRoom ran, when the new room exists already: ``room_reported`` looks at the room they
+name, or at the account's rooms whose create event is not older than the time they give. The news-scope refresh passes the admin room list every
 minute as a sweep, which also catches rooms created while the bot was down. Without an admin
 token none of this is possible: the bot warns at start-up.
 """
@@ -51,6 +53,10 @@ InitialTextHook = Callable[[str, str, dict[str, Decision], "str | None", list[st
 # Delays between looks at a creating account's rooms (s): createRoom takes tens to hundreds of
 # milliseconds; the total covers a slow homeserver.
 POLL_DELAYS = (0.05, 0.05, 0.1, 0.1, 0.2, 0.2, 0.4, 0.8, 1.6, 3.2)
+# A creation reported after the fact (room_reported): a room whose create event is older than the
+# report's ``since`` by more than this is one the account had before (ms; the module's clock and
+# Synapse's create event are the same host's, this only absorbs rounding and a slow request).
+CREATED_BEFORE_SLACK_MS = 1_000
 
 
 class DirectoryGuard:
@@ -63,6 +69,9 @@ class DirectoryGuard:
         self._session: aiohttp.ClientSession | None = None
         self._watching: dict[str, int] = {}  # user -> creations asked about while being watched
         self._known: dict[str, set[str]] = {}  # user -> rooms already looked at
+        # user -> the earliest creation reported after the fact and not looked at yet (ms): a room
+        # created before it is not the new one (room_reported)
+        self._since: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.unlisted: list[tuple[str, float]] = []  # (room, seconds after the gate's answer)
         self._unlisted: set[str] = set()
@@ -111,6 +120,30 @@ class DirectoryGuard:
         if self._watching[user_id] == 1:
             self._spawn(self._watch(user_id), f"new-room-watch-{user_id}")
 
+    async def room_reported(self, user_id: str, room_id: str | None, since: int) -> None:
+        """A room creation told after createRoom ran (the in-process module's report, a
+        standby's queued item): the room may exist already, so the rooms the account is in now
+        cannot tell it apart (room_creation would note it as known and never classify it). With
+        its ID, that room is looked at; without, each room of the account not looked at yet
+        whose create event is not older than ``since`` (ms) is. The first such report of an
+        account reads the create event of each of its rooms once; later ones only the new."""
+        if not self.enabled:
+            return
+        if room_id is not None:
+            try:
+                async with asyncio.timeout(2.0):
+                    async with self._locks.setdefault(user_id, asyncio.Lock()):
+                        known = self._known.setdefault(user_id, set())
+                        if room_id in known or await self._classify(room_id, user_id, None, since):
+                            known.add(room_id)
+                            return
+            except Exception as exc:  # the watch below looks again
+                log.warning("looking at %s, created by %s, failed: %s", room_id, user_id, exc)
+        self._since[user_id] = min(since, self._since.get(user_id, since))
+        self._watching[user_id] = self._watching.get(user_id, 0) + 1
+        if self._watching[user_id] == 1:
+            self._spawn(self._watch(user_id), f"new-room-watch-{user_id}")
+
     def unsettled(self, user_id: str, room_id: str | None) -> bool:
         """An event from a creating account in a room not looked at yet: maybe the new room."""
         return user_id in self._watching and room_id is not None and room_id not in self._known.get(user_id, ())
@@ -140,6 +173,7 @@ class DirectoryGuard:
             log.exception("watching the rooms %s creates failed", user_id)
         finally:
             self._watching.pop(user_id, None)
+            self._since.pop(user_id, None)
 
     async def _look(self, user_id: str, started: float | None) -> None:
         """Classify the account's rooms not looked at yet: news scope, and the directory."""
@@ -147,18 +181,23 @@ class DirectoryGuard:
         async with lock:
             known = self._known.setdefault(user_id, set())
             for room_id in await self._joined(user_id) - known:
-                if await self._classify(room_id, user_id, started):
+                if await self._classify(room_id, user_id, started, self._since.get(user_id)):
                     known.add(room_id)
 
-    async def _classify(self, room_id: str, user_id: str, started: float | None) -> bool:
+    async def _classify(self, room_id: str, user_id: str, started: float | None, since: int | None = None) -> bool:
         """Put a room of the account in or out of scope, unlist it if it must not be listed; False
-        while its initial state is incomplete (look again)."""
+        while its initial state is incomplete (look again). With ``since`` (a creation reported
+        after the fact), a room created before it is only noted as looked at."""
         # Current state straight from the state store: the admin room details come from room
         # statistics, which Synapse updates a moment later.
         data = await self._get(f"/_synapse/admin/v1/rooms/{quote(room_id)}/state")
         events = [e for e in data.get("state") or [] if isinstance(e, dict) and e.get("state_key") == ""]
         rule = next((e.get("content", {}).get("join_rule") for e in events if e.get("type") == "m.room.join_rules"), None)
         creator = next((e.get("sender") for e in events if e.get("type") == "m.room.create"), None)
+        if since is not None:
+            created = next((e.get("origin_server_ts") for e in events if e.get("type") == "m.room.create"), None)
+            if isinstance(created, int) and created < since - CREATED_BEFORE_SLACK_MS:
+                return True  # the account's room from before: not the one reported
         # Synapse persists the creator's join before the rest of the initial state: until the
         # join rule is there, the room is half made.
         if rule is not None:

@@ -283,6 +283,12 @@ class Gate:
         if self._new_rooms is not None and self._state.is_local(user_id) and not self._state.is_exempt(user_id):
             await self._new_rooms.room_creation(user_id)
 
+    async def room_reported(self, user_id: str, room_id: str | None, since: int) -> None:
+        """A room creation reported after createRoom ran (a module's new_room item): the
+        directory guard looks at that room, or at the account's rooms created since ``since``."""
+        if self._new_rooms is not None and self._state.is_local(user_id) and not self._state.is_exempt(user_id):
+            await self._new_rooms.room_reported(user_id, room_id, since)
+
     def remember_private_news(self, room_id: str, rule: str) -> None:
         """News posted out of scope in ``room_id`` (the first rule noted stays); never a DM with
         the bot, which is never opened."""

@@ -39,6 +39,9 @@ MAX_CHANGES = 10_000  # per answer: a replica far behind asks again from the las
 SEEN_IDS = 100_000  # report item ids remembered, so a retried batch is applied once
 SUBSCRIBER_WINDOW_S = 90.0  # a replica that polled this recently counts as subscribed
 MAX_ITEMS = 10_000
+# A new_room item without 'since' (an older module, a standby's queue): rooms its account created
+# this long before the item arrived are looked at as the new one (ms).
+NEW_ROOM_LOOKBACK_MS = 60_000
 FINGERPRINT = re.compile("[0-9a-f]{32}")  # bot.policy.news.fingerprint
 
 
@@ -302,10 +305,39 @@ class ReplicaPublisher(Collector):
             user, room = _text(item, "user_id", index), _text(item, "room_id", index)
             return item_id, lambda: gate.on_publish(user, room)
         if kind == "new_room":
-            user = _text(item, "user_id", index)
-            return item_id, lambda: gate.room_created(user)
+            return item_id, self._new_room(item, index, now)
         raise ItemError(f"item {index}: unknown kind {str(kind)[:40]!r} (prompt, post, text, private_news, scope, "
                         "publish, new_room)")
+
+    def _new_room(self, item: dict[str, Any], index: int, now: int) -> Callable[[], Awaitable[None]]:
+        """A room a module allowed ``user_id`` to create, reported after createRoom ran: by its
+        ``room_id`` once the module has seen it, else by ``since`` (ms, when the module allowed
+        it; absent in an older module's or a standby's item: the last NEW_ROOM_LOOKBACK_MS). The
+        directory guard classifies that room; ``scope`` (what createRoom's body set: join_rule,
+        history_visibility, listed) opens it in every replica at once, only ever widening, as the
+        gate's own scope follow-up does (the guard reads what was stored)."""
+        user, room = _text(item, "user_id", index), _text(item, "room_id", index, optional=True)
+        since = now - NEW_ROOM_LOOKBACK_MS if item.get("since") is None else min(_int(item, "since", index), now)
+        scope = item.get("scope", {})
+        if not isinstance(scope, dict) or not all(
+                isinstance(scope.get(k), str) for k in ("join_rule", "history_visibility") if k in scope) \
+                or not isinstance(scope.get("listed", False), bool):
+            raise ItemError(f"item {index}: 'scope' must be an object of join_rule and history_visibility "
+                            "(strings) and listed (a boolean)")
+        if scope and room is None:
+            raise ItemError(f"item {index}: 'scope' needs the 'room_id' it is of")
+        state, gate = self._gate.state, self._gate
+
+        async def apply() -> None:
+            if room is not None:
+                if "join_rule" in scope:
+                    state.note_join_rule(room, scope["join_rule"], narrow=False)
+                if "history_visibility" in scope:
+                    state.note_history_visibility(room, scope["history_visibility"], narrow=False)
+                if scope.get("listed"):
+                    state.listed_rooms.add(room)
+            await gate.room_reported(user, room, since)
+        return apply
 
     async def _ratecap(self, request: web.Request) -> web.Response:
         """The gate's own answer to a post by ``user_id``: 200 {} (counted once by event ID) or

@@ -197,6 +197,20 @@ def new_room_news(state: PolicyState, user: str, room_config: Mapping[str, Any],
     return None
 
 
+def new_room_scope(room_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What createRoom's body sets of the new room's scope, for the bot's ``new_room`` report:
+    its join rule (initial_state wins over the preset, as in Synapse), its history visibility
+    when set, and whether it is listed (``visibility: public``)."""
+    scope: dict[str, Any] = {"listed": room_config.get("visibility") == "public"}
+    for event in initial_events(room_config):
+        content = event["content"]
+        if event["type"] == "m.room.join_rules" and isinstance(content.get("join_rule"), str):
+            scope["join_rule"] = content["join_rule"]
+        elif event["type"] == "m.room.history_visibility" and isinstance(content.get("history_visibility"), str):
+            scope["history_visibility"] = content["history_visibility"]
+    return scope
+
+
 def initial_events(room_config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The state events ``createRoom`` will send from its body: ``name``, ``topic``,
     ``room_alias_name`` and ``initial_state`` (which Synapse applies after the preset, so it wins),

@@ -34,8 +34,8 @@ from bot.i18n import Translator
 from bot.policy import ActionKind, Decision, PolicyState
 from bot.policy.model import ALLOW_AND_COUNT
 from bot.synapse.config import ModuleConfig, parse_config
-from bot.synapse.judge import (Judge, has_rate_cap, is_rate_decision, new_room_news, opens, registration_refusal,
-                               report)
+from bot.synapse.judge import (Judge, has_rate_cap, is_rate_decision, new_room_news, new_room_scope, opens,
+                               registration_refusal, report)
 from bot.synapse.outbox import Outbox
 from bot.synapse.replica import Replica
 
@@ -79,6 +79,7 @@ class NewRoom:
     opened: bool  # an open join rule or world-readable history: in news scope
     listed: bool  # visibility public: in the directory
     news: tuple[str, str] | None  # (rule, text) of initial news held out of scope
+    scope: dict[str, Any] = field(default_factory=dict)  # judge.new_room_scope, for the bot's report
     looked_at: set[str] = field(default_factory=set)
 
 
@@ -338,19 +339,25 @@ class RulesModule:
             state.open_rooms.add(room_id)
         if new.listed:
             state.listed_rooms.add(room_id)
+        # The bot's directory guard classifies this room (the report made at creation could only
+        # give a time), and the scope createRoom set reaches every replica through the bot.
+        items = [report("new_room", room_id, user_id=user_id, room_id=room_id, since=new.since, scope=new.scope)]
         if new.news is not None:
             rule, body = new.news
             state.private_news[room_id] = rule
-            self.outbox.add([report("private_news", room_id, room_id=room_id, rule=rule)])
+            items.append(report("private_news", room_id, room_id=room_id, rule=rule))
+        self.outbox.add(items)
 
     async def user_may_create_room(self, user_id: str, room_config: dict[str, Any]) -> Literal["NOT_SPAM"] | Refusal:
         def follow_up(state: PolicyState, now: int) -> None:
             if state.is_local(user_id) and not state.is_exempt(user_id):
                 # The bot's directory guard follows the new room (scope, private news in its history).
-                self.outbox.add([report("new_room", None, user_id=user_id)])
+                # This report reaches it after createRoom ran: ``since`` tells the new room from the
+                # account's older ones; the room's ID follows once this process sees it (_new_room).
+                self.outbox.add([report("new_room", None, user_id=user_id, since=now)])
                 self._new_rooms[user_id] = NewRoom(
                     since=now, opened=opens(room_config), listed=room_config.get("visibility") == "public",
-                    news=new_room_news(state, user_id, room_config, now))
+                    news=new_room_news(state, user_id, room_config, now), scope=new_room_scope(room_config))
 
         return await self._decide("user_may_create_room", ActionKind.CREATE_ROOM, user_id,
                                   lambda state, now: self.judge.create_room(state, user_id, room_config, now),
