@@ -39,7 +39,8 @@ gate's port; every route needs ``Authorization: Bearer <gate token>``, else 401 
   allowed join-rules or history-visibility event), ``publish {user_id, room_id}`` (a room
   published), ``new_room {user_id}`` (an allowed room creation). 200 ``{"applied", "duplicates"}``;
   400 M_INVALID_PARAM names the first bad item and applies nothing of the batch; 503 with
-  ``applied`` and ``duplicates``: some items failed on the bot's side, send the batch again.
+  ``applied`` and ``duplicates``: some items failed on the bot's side, send the batch again;
+  413 M_TOO_LARGE: the body is over 1 MiB (every POST route), send it in smaller batches.
 - ``POST /replica/v1/ratecap`` ``{user_id, event_id, ts}``: the gate's own answer for a post of an
   account under a rate cap (200 ``{}``, counted once per event_id, or 403 with its refusal), asked
   synchronously because the count is shared by every Synapse process.
