@@ -132,7 +132,9 @@ class Gate:
             self._runner = None
 
     def _authorised(self, request: web.Request) -> bool:
-        given = request.headers.get("Authorization", "").encode()
+        # aiohttp decodes headers as UTF-8 with surrogateescape: the same bytes back, so a header
+        # that is not UTF-8 is a wrong token (401), not an exception (500 on every route).
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         return secrets.compare_digest(given, self._token)
 
     async def _read_json(self, request: web.Request) -> dict[str, Any] | web.Response:

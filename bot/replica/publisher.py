@@ -49,6 +49,14 @@ def _error(status: int, errcode: str, message: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": message}, status=status)
 
 
+def _count(text: str | None) -> int | None:
+    """A query's non-negative integer, or None: ASCII digits only (str.isdigit() takes '²', which
+    int() refuses) and at most 18 of them (int() refuses 4,300 and more): a 400, never a 500."""
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
 class ItemError(ValueError):
     """A report item the bot cannot apply; the message names it."""
 
@@ -178,12 +186,12 @@ class ReplicaPublisher(Collector):
         if refused is not None:
             return refused
         query = request.query
-        since_text, timeout_text = query.get("since"), query.get("timeout", str(DEFAULT_POLL_MS))
-        if since_text is None or not since_text.isdigit():
+        since, timeout_ms = _count(query.get("since")), _count(query.get("timeout", str(DEFAULT_POLL_MS)))
+        if since is None:
             return _error(400, "M_INVALID_PARAM", "'since' must be the seq of the last change applied (an integer >= 0)")
-        if not timeout_text.isdigit():
+        if timeout_ms is None:
             return _error(400, "M_INVALID_PARAM", f"'timeout' must be milliseconds (0 to {MAX_POLL_MS})")
-        since, timeout_ms = int(since_text), min(int(timeout_text), MAX_POLL_MS)
+        timeout_ms = min(timeout_ms, MAX_POLL_MS)
         epoch = query.get("epoch")
         if epoch is not None and epoch != self.changes.epoch:
             return _error(410, "M_REPLICA_GONE", f"the bot restarted (epoch {self.changes.epoch}): take a new snapshot")

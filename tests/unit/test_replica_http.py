@@ -74,6 +74,22 @@ async def test_every_route_needs_the_gate_token(replica, method, path, headers) 
     assert await resp.json() == {"errcode": "M_UNKNOWN_TOKEN", "error": "missing or wrong bearer token"}
 
 
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/replica/v1/snapshot"), ("GET", "/replica/v1/changes?since=0"), ("POST", "/replica/v1/reports"),
+    ("POST", "/antispam/user_may_invite"), ("POST", "/antispam/ping"),
+])
+async def test_an_authorization_header_that_is_not_utf8_is_a_wrong_token(replica, method, path) -> None:
+    # Raw bytes: no client library sends them, anyone on the network can.
+    reader, writer = await asyncio.open_connection(replica.server.host, replica.server.port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode() + b"Authorization: Bearer \xff\xfe\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b'{"errcode": "M_UNKNOWN_TOKEN", "error": "missing or wrong bearer token"}' in answer
+
+
 async def test_a_snapshot_rebuilds_the_state_and_changes_follow_a_gate_decision(replica) -> None:
     local = await snapshot_and_follow(replica)
     assert encode_state(local) == encode_state(replica.state)
@@ -118,6 +134,10 @@ async def test_a_long_poll_with_nothing_new_answers_empty_at_its_timeout(replica
     ("since=-1", "'since' must be the seq of the last change applied"),
     ("since=abc", "'since' must be the seq of the last change applied"),
     ("since=0&timeout=soon", "'timeout' must be milliseconds"),
+    ("since=%C2%B2", "'since' must be the seq of the last change applied"),  # '²': a digit to isdigit()
+    ("since=0&timeout=%C2%B2", "'timeout' must be milliseconds"),
+    ("since=" + "9" * 5000, "'since' must be the seq of the last change applied"),  # past int()'s limit
+    ("since=0&timeout=" + "9" * 5000, "'timeout' must be milliseconds"),
 ])
 async def test_a_bad_query_is_400_with_its_reason(replica, query, message) -> None:
     resp = await replica.get(f"/replica/v1/changes?{query}", headers=AUTH)
