@@ -106,6 +106,7 @@ class ReplicaPublisher(Collector):
         app.router.add_post("/replica/v1/reports", self._reports)
         app.router.add_post("/replica/v1/ratecap", self._ratecap)
         app.router.add_post("/replica/v1/consent", self._consent)  # consent at registration (bot.consent)
+        self._closing = False  # served again (a gate started after a stop): polls wait again
         # aiohttp calls this once the listener is closed, before it waits (up to 60 s) for the
         # requests in progress: the open long polls must end here, not at their 25 s timeout.
         app.on_shutdown.append(self._shutting_down)

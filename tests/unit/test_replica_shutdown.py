@@ -76,6 +76,23 @@ async def test_a_poll_that_arrives_while_the_gate_stops_does_not_wait() -> None:
     assert time.perf_counter() - started < 0.1
 
 
+async def test_a_gate_started_again_after_a_stop_holds_its_polls_again() -> None:
+    # Else every module would poll in a tight loop, each answer empty and immediate.
+    port = free_port()
+    gate = make_gate(make_state())
+    await gate.start("127.0.0.1", port)
+    await gate.stop()
+    await gate.start("127.0.0.1", port)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=AUTH) as http:
+            started = time.perf_counter()
+            async with http.get("/replica/v1/changes", params={"since": "0", "timeout": "200"}) as resp:
+                assert (await resp.json())["changes"] == []
+            assert time.perf_counter() - started >= 0.19
+    finally:
+        await gate.stop()
+
+
 async def test_the_module_follows_the_restarted_bot_within_a_second_of_its_start() -> None:
     """The module's own replica loop (bot.synapse.replica) over HTTP: its poll is ended by the old
     bot's stop, it finds the new process (another epoch) and takes its snapshot, in about the
