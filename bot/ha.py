@@ -16,6 +16,7 @@ import logging
 import signal
 from typing import Any, Iterator
 
+import asyncpg
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -23,9 +24,10 @@ from prometheus_client.registry import Collector
 from bot.config import Settings
 from bot.gatefirst import GateFirst, wall_clock_ms
 from bot.i18n import Translator
-from bot.leader import Leadership, instance_name
+from bot.leader import Leadership, NotHolding, instance_name
 from bot.service import Service
 from bot.standby import LEADER_KEY, GateBinding, Standby
+from bot.store.pg import INSTANCE, PgConnection
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class HighAvailability:
         self._following: asyncio.Task[Any] | None = None
         self._delivering: asyncio.Task[Any] | None = None
         self._bound_state: Any = None
+        self.epoch: int | None = None  # the leadership epoch of this process's last takeover
 
     # -- standby -------------------------------------------------------------------------------
 
@@ -116,6 +119,11 @@ class HighAvailability:
         await asyncio.sleep(self.leadership.takeover_grace)
         if not self.leadership.held:
             return None
+        try:
+            await self._fence_out_the_old_active()
+        except (NotHolding, OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("cannot take over: %s: %s", type(exc).__name__, exc)
+            return None
         # The gate answers already; only the store and the state it decides from are opened anew.
         no_gate = self.settings.gate.model_copy(update={"enabled": False})
         without_gate = self.settings.model_copy(update={"gate": no_gate})
@@ -126,7 +134,10 @@ class HighAvailability:
             self._following = None
         fresh.gate = self.gate
         assert fresh.store is not None
-        self.advertised = {"url": self.own_url, "name": instance_name(), "since": wall_clock_ms()}
+        for store in (fresh.store, self.early.store):
+            _fence(store, self.epoch)
+        self.advertised = {"url": self.own_url, "name": instance_name(), "instance": INSTANCE,
+                           "epoch": self.epoch, "since": wall_clock_ms()}
         await fresh.store.put(LEADER_KEY, orjson.dumps(self.advertised).decode())
         if self.binding is not None:
             self.binding.active(fresh, lambda: {**fresh.health(), "role": "active", "leader": self.advertised})
@@ -136,6 +147,20 @@ class HighAvailability:
         self.metrics.takeovers += 1
         log.info("active: took over as %s", self.own_url)
         return fresh
+
+    async def _fence_out_the_old_active(self) -> None:
+        """Before this process reads or writes anything as the active: the old active's sessions
+        are ended (one frozen inside a write transaction holds the writer lock for as long as it
+        stays frozen), and the epoch claimed, so whatever it tries to commit later is refused."""
+        await self.standby._read_leader_or_keep()
+        old = self.standby.leader or {}
+        instance = old.get("instance")
+        if isinstance(instance, str) and instance != INSTANCE:
+            ended = await self.leadership.end_sessions_of(instance)
+            if ended:
+                log.warning("ended %d PostgreSQL sessions of the old active bot %s", ended, old.get("name"))
+        self.epoch = await self.leadership.claim_epoch()
+        log.info("leadership epoch %d: writes of any earlier active are refused from now on", self.epoch)
 
     async def _act(self, fresh: GateFirst) -> bool:
         """Run the service until stop (True) or until the lock is lost (False)."""
@@ -215,6 +240,13 @@ class HighAvailability:
             await self.leadership.release()
             await self.standby.close()
             await self.early.close()
+
+
+def _fence(store: Any, epoch: int | None) -> None:
+    """The store's writes from now on only while ``epoch`` is the current one (bot.store.pg)."""
+    conn = getattr(getattr(store, "db", None), "conn", None)
+    if isinstance(conn, PgConnection):
+        conn.epoch = epoch
 
 
 async def run(settings: Settings, early: GateFirst, stop: asyncio.Event) -> None:

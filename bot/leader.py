@@ -24,7 +24,7 @@ from typing import Awaitable, Callable
 
 import asyncpg
 
-from bot.store.pg import ACTIVE_LOCK
+from bot.store.pg import ACTIVE_LOCK, APPLICATION_NAME, EPOCH_KEY, SESSION_SETTINGS, WRITER_LOCK
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,12 @@ Connect = Callable[[str], Awaitable[asyncpg.Connection]]
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
-    return await asyncpg.connect(dsn, timeout=5)
+    # Named as the store's connections are: a new active ends every session of the old one's.
+    return await asyncpg.connect(dsn, timeout=5, server_settings={"application_name": APPLICATION_NAME})
+
+
+class NotHolding(Exception):
+    """The lock was lost before the takeover could claim its epoch."""
 
 
 def instance_name() -> str:
@@ -90,6 +95,45 @@ class Leadership:
             log.warning("PostgreSQL before 14 has no idle_session_timeout: an active bot that freezes keeps "
                         "the lock until the server drops its connection (tcp_keepalives_*)")
 
+    async def end_sessions_of(self, instance: str) -> int:
+        """End every session of another bot process (``instance``, its application_name's tail):
+        the old active's, frozen perhaps inside a write transaction that holds the writer lock,
+        which would keep this one from writing for as long as it stays frozen. Returns how many."""
+        conn = await self._connect(self._dsn)
+        try:
+            return len(await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND application_name <> $2 AND pid <> pg_backend_pid()",
+                f"rulesbot {instance}", APPLICATION_NAME))
+        finally:
+            await conn.close()
+
+    async def claim_epoch(self) -> int:
+        """The fencing token of this takeover: the leadership epoch, one more than the last, written
+        under the writer lock while this process still holds the active lock (checked in the same
+        transaction). The store's write transactions check it (``PgConnection.epoch``), so whatever
+        the old active still tries to commit after this is refused."""
+        assert self._conn is not None, "claim_epoch() needs the lock"
+        holder = self._conn.get_server_pid()
+        # A connection of its own: the lock's carries the heartbeat, and asyncpg runs one
+        # statement at a time; the writer lock may take a moment.
+        conn = await self._connect(self._dsn)
+        try:
+            await conn.execute(f"SET lock_timeout = {SESSION_SETTINGS['lock_timeout']}")
+            async with conn.transaction():
+                await conn.execute(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+                holding = await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND pid = $1 AND classid = $2 AND objid = $3 AND objsubid = 1)",
+                    holder, ACTIVE_LOCK >> 32, ACTIVE_LOCK & 0xFFFFFFFF)
+                if not holding or not self.held:
+                    raise NotHolding("the active bot's lock was lost before the takeover")
+                return int(await conn.fetchval(
+                    "INSERT INTO kv (key, value) VALUES ($1, '1') ON CONFLICT (key)"
+                    " DO UPDATE SET value = (kv.value::bigint + 1)::text RETURNING value", EPOCH_KEY))
+        finally:
+            await conn.close()
+
     async def acquire(self) -> None:
         """Wait until this process holds the lock, asking every ``poll_seconds``."""
         while not await self.try_acquire():
@@ -103,17 +147,25 @@ class Leadership:
         await self._drop()
 
     async def _heartbeat(self) -> None:
-        while self.held:
-            await asyncio.sleep(self.heartbeat_seconds)
-            conn = self._conn
-            if conn is None or conn.is_closed():
-                self._lose("the lock's connection is closed")
-                return
-            try:
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), self.heartbeat_seconds)
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                self._lose(f"the lock's connection failed a heartbeat ({type(exc).__name__}: {exc})")
-                return
+        # Whatever ends this loop ends leadership: a heartbeat that died of an error nobody
+        # foresaw (asyncpg's InternalClientError after the event loop was blocked for seconds)
+        # once left ``held`` True for ever, and the process acted next to the new active.
+        why = "the heartbeat stopped"
+        try:
+            while self.held:
+                await asyncio.sleep(self.heartbeat_seconds)
+                conn = self._conn
+                if conn is None or conn.is_closed():
+                    why = "the lock's connection is closed"
+                    return
+                try:
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), self.heartbeat_seconds)
+                except Exception as exc:
+                    why = f"the lock's connection failed a heartbeat ({type(exc).__name__}: {exc})"
+                    return
+        finally:
+            # Cancelled by release() or _drop(): held is False already and this changes nothing.
+            self._lose(why)
 
     def _lose(self, why: str) -> None:
         if self.held:

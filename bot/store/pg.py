@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,28 @@ log = logging.getLogger(__name__)
 WRITER_LOCK = 0x6D72625F77726974  # "mrb_writ"
 ACTIVE_LOCK = 0x6D72625F61637476  # "mrb_actv"
 
+# --- fencing the active bot (issue 11 review, breaks 1 and 2) ---
+# Every connection of this process names it (application_name), so the bot that takes over can
+# end the old active's sessions (bot.ha) and an operator can tell the bots' sessions apart.
+INSTANCE = f"{os.getpid()}-{secrets.token_hex(4)}"
+APPLICATION_NAME = f"rulesbot {INSTANCE}"
+# The leadership epoch, a fencing token: each takeover adds one (bot.leader.claim_epoch) under the
+# writer lock, and each write transaction of an active checks, under the same lock, that it is
+# still its own. A process that lost the lock without noticing (frozen, its loop blocked) can then
+# commit nothing after the new active's first step: its next BEGIN is refused.
+EPOCH_KEY = "ha.epoch"
+_NOT_ACTIVE = "RB001"  # the SQLSTATE the fence raises (class RB: none of PostgreSQL's own)
+# A session idle inside a transaction longer than this is ended by the server, its locks (the
+# writer lock) with it: a bot frozen mid-transaction must not hold every other writer back. The
+# bot's transactions wait for nothing but their own statements (a unit of work that reads Matrix
+# first opens its transaction only at its first write: Database.transaction(deferred=True)); a
+# reading one (migrate-db's, audit verify's cursor) waits for its own batch between fetches. It
+# is the backstop: the bot that takes over ends the old active's sessions at once (bot.ha).
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+# A writer waits this long for the writer lock (or any lock), then the store is unavailable for
+# now (55P03) and the work is tried again, rather than waiting for ever behind a stuck holder.
+LOCK_TIMEOUT_MS = 20_000
+
 # SQLSTATE classes of a server that cannot do it now but may later: 08 connection, 53 resources
 # (disk full, too many connections), 57 operator intervention (shutdown, cancel), 58 system (I/O),
 # 40 transaction rollback (deadlock), 55P03 lock not available.
@@ -53,8 +77,19 @@ class StoreUnavailable(sqlite3.OperationalError):
     store_unavailable = True
 
 
+class NotActive(StoreUnavailable):
+    """This process is no longer the active bot: another took over, and its writes are refused.
+
+    A kind of unavailable store, so a sync batch or an effect in hand fails and is left to the new
+    active, as after a lost connection."""
+
+
 class PgIntegrityError(sqlite3.IntegrityError):
     """A constraint said no (a unique key, a check): what SQLite raises as IntegrityError."""
+
+
+class PgDataError(sqlite3.DataError):
+    """A value the column cannot hold (SQLSTATE class 22): what SQLite raises as DataError."""
 
 
 class PgCursor:
@@ -88,10 +123,6 @@ class PgCursor:
         return row
 
     async def close(self) -> None:
-class PgDataError(sqlite3.DataError):
-    """A value the column cannot hold (SQLSTATE class 22): what SQLite raises as DataError."""
-
-
         self._rows = []
 
     async def __aenter__(self) -> "PgCursor":
@@ -178,6 +209,9 @@ class PgConnection:
         self._lock = asyncio.Lock()
         self._prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement] = {}
         self._open = False  # a BEGIN without its COMMIT or ROLLBACK yet (the server may have gone)
+        # The leadership epoch this connection writes in (bot.ha sets it on the active's store);
+        # None: no fence (a single bot, migrate-db, the command line).
+        self.epoch: int | None = None
         self.translator = Translator(Schema({}, frozenset()))
 
     @classmethod
@@ -224,6 +258,10 @@ class PgConnection:
             yield
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise PgIntegrityError(str(exc)) from exc
+        except asyncpg.DataError as exc:
+            # Class 22 (a value the column cannot hold): SQLite's DataError, a bad value not an
+            # outage (review 11, break 5).
+            raise PgDataError(f"{type(exc).__name__}: {exc}") from exc
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 asyncpg.InternalClientError) as exc:
             if self._raw.is_closed() or _sqlstate(exc).startswith(_UNAVAILABLE_CLASSES) or \
@@ -234,13 +272,27 @@ class PgConnection:
     async def _statement(self, sql: str, word: str, params: Sequence[Any]) -> PgCursor:
         if word.startswith("BEGIN"):
             # One writer at a time, across processes, in commit order (see the module's docstring).
-            await self._raw.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+            begin = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+            if self.epoch is None:
+                await self._raw.execute(begin)
+                return PgCursor([], -1, None, ())
+            # The fence: a statement of its own after the lock, so that under READ COMMITTED it
+            # reads the epoch as the last takeover (also under the lock) committed it.
+            try:
+                await self._raw.execute(f"{begin}; {_fence_check(self.epoch)}")
+            except asyncpg.PostgresError as exc:
+                if _sqlstate(exc) != _NOT_ACTIVE:
+                    raise
+                await self._raw.execute("ROLLBACK")
+                self._open = False
+                raise NotActive(f"this process is no longer the active bot, its write is refused: {exc}") from exc
             return PgCursor([], -1, None, ())
         if word.startswith(("ROLLBACK", *_TRANSACTION_CONTROL)) or word.startswith(_DDL):
             if word.startswith(_DDL):
                 self._prepared.clear()  # a plan may depend on the table changed
             await self._raw.execute(sql)
             return PgCursor([], -1, None, ())
+        refuse_nul(params)  # as the SQLite backend does (bot/store/db.py), before the server says 22021
         translated = self.translator.translate(sql)
         statement = await self._prepare(translated.sql)
         if translated.names:
@@ -258,10 +310,6 @@ class PgConnection:
     async def _columns(self, sql: str) -> list[str]:
         async with self._lock:
             if self._raw.is_closed() and not self._open:
-        except asyncpg.DataError as exc:
-            # Class 22 (a value the column cannot hold): SQLite's DataError, a bad value not an
-            # outage (review 11, break 5).
-            raise PgDataError(f"{type(exc).__name__}: {exc}") from exc
                 await self._reconnect()
             with self._sqlite_errors():
                 statement = await self._prepare(self.translator.translate(sql).sql)
@@ -292,7 +340,6 @@ class PgConnection:
 
     async def _reconnect(self) -> None:
         log.warning("reconnecting to PostgreSQL")
-        refuse_nul(params)  # as the SQLite backend does (bot/store/db.py), before the server says 22021
         self._prepared.clear()
         try:
             self._raw = await _connect(self._dsn)
@@ -336,13 +383,27 @@ class PgConnection:
 COMMAND_TIMEOUT = 60.0
 
 
+SESSION_SETTINGS = {
+    "application_name": APPLICATION_NAME,
+    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+    "lock_timeout": str(LOCK_TIMEOUT_MS),
+}
+
+
 async def _connect(dsn: str) -> asyncpg.Connection:
     # No statement cache of asyncpg's own: PgConnection keeps its prepared statements itself.
-    conn = await asyncpg.connect(dsn, timeout=10, statement_cache_size=0, command_timeout=COMMAND_TIMEOUT)
+    conn = await asyncpg.connect(dsn, timeout=10, statement_cache_size=0, command_timeout=COMMAND_TIMEOUT,
+                                 server_settings=SESSION_SETTINGS)
     # SQLite has no booleans: `x IS NOT NULL` is 1 or 0 there, and an export must not say True.
     await conn.set_type_codec("bool", schema="pg_catalog", format="text",
                               encoder=lambda value: "t" if value else "f", decoder=lambda text: int(text == "t"))
     return conn
+
+
+def _fence_check(epoch: int) -> str:
+    return (f"DO $$ BEGIN IF (SELECT value FROM kv WHERE key = '{EPOCH_KEY}') IS DISTINCT FROM '{int(epoch)}' THEN "
+            f"RAISE EXCEPTION USING ERRCODE = '{_NOT_ACTIVE}', MESSAGE = 'leadership epoch {int(epoch)} is over: "
+            f"another bot process took over'; END IF; END $$")
 
 
 def _sqlstate(exc: BaseException) -> str:

@@ -166,3 +166,131 @@ async def test_the_lock_is_kept_alive_from_the_moment_it_is_taken(dsn) -> None:
     finally:
         await active.release()
         await standby.release()
+
+
+async def test_a_heartbeat_that_dies_of_an_unforeseen_error_ends_leadership(dsn) -> None:
+    # Review 11, break 1: after the event loop was blocked for seconds, the heartbeat died of
+    # asyncpg's InternalClientError ("cannot switch to state 12"), which nothing caught: held stayed
+    # True and hold() never returned, so the process acted next to the new active.
+    active = Leadership(dsn, heartbeat_seconds=0.1)
+    try:
+        assert await active.try_acquire()
+
+        class Confused:
+            """The lock's connection as asyncpg left it: each statement fails with that error."""
+
+            def __init__(self, conn) -> None:
+                self.conn = conn
+
+            def __getattr__(self, name):
+                return getattr(self.conn, name)
+
+            async def fetchval(self, *args, **kwargs):
+                raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+
+        active._conn = Confused(active._conn)
+        await asyncio.wait_for(active.hold(), 2)
+        assert not active.held
+    finally:
+        await active.release()
+
+
+async def _store(dsn, tmp_path, name):
+    from bot.store import Store
+    return await Store.open(dsn, tmp_path / f"{name}.audit-head")
+
+
+async def test_after_a_takeover_the_old_active_s_writes_are_refused_and_the_new_one_s_commit(dsn, tmp_path) -> None:
+    # Review 11, break 1: the old active, frozen past its lock's session, resumes and commits
+    # through its store's own connection unless each write transaction checks the epoch.
+    from bot.store.pg import NotActive
+    from bot.store.db import store_unavailable
+    old, new = Leadership(dsn, heartbeat_seconds=0.2), Leadership(dsn, poll_seconds=0.05)
+    old_store, new_store = await _store(dsn, tmp_path, "old"), await _store(dsn, tmp_path, "new")
+    try:
+        assert await old.try_acquire()
+        old_store.db.conn.epoch = await old.claim_epoch()
+        await old_store.put("written", "by the first active")
+        # The old active freezes: its lock's session ends, the standby takes the lock and its epoch.
+        old._heartbeat_task.cancel()
+        old._conn.terminate()
+        await asyncio.wait_for(new.acquire(), 3)
+        new_store.db.conn.epoch = await new.claim_epoch()
+        assert new_store.db.conn.epoch == old_store.db.conn.epoch + 1
+        with pytest.raises(NotActive) as refused:
+            await old_store.put("written", "by the old active after the takeover")
+        assert "this process is no longer the active bot, its write is refused" in str(refused.value)
+        assert "another bot process took over" in str(refused.value)
+        assert store_unavailable(refused.value)  # the sync batch in hand fails and is left to the new one
+        await new_store.put("written", "by the new active")
+        assert await new_store.get("written") == "by the new active"
+        # The refused transaction was rolled back: the old store's connection goes on (reads).
+        assert await old_store.get("written") == "by the new active"
+    finally:
+        await old.release()
+        await new.release()
+        await old_store.close()
+        await new_store.close()
+
+
+async def test_the_epoch_is_not_claimed_once_the_lock_is_lost(dsn) -> None:
+    from bot.leader import NotHolding
+    active = Leadership(dsn, heartbeat_seconds=0.2)
+    try:
+        assert await active.try_acquire()
+        active._heartbeat_task.cancel()
+        active._conn.terminate()
+        # It has not noticed yet (held is True), but its session no longer holds the lock.
+        active._conn = await asyncpg.connect(dsn)
+        active.held = True
+        with pytest.raises(NotHolding, match="lost before the takeover"):
+            await active.claim_epoch()
+    finally:
+        await active.release()
+
+
+async def test_the_old_active_frozen_inside_a_write_transaction_does_not_hold_the_new_one_back(dsn, tmp_path) -> None:
+    # Review 11, break 2: the old active frozen (SIGSTOP) inside a write transaction kept the
+    # writer lock, and the new active's writes waited for as long as it stayed frozen.
+    from bot.store.pg import WRITER_LOCK
+    frozen = await asyncpg.connect(dsn, server_settings={"application_name": "rulesbot 4242-0ld0act1"})
+    bystander = await asyncpg.connect(dsn, server_settings={"application_name": "rulesbot 4343-standby1"})
+    new = Leadership(dsn)
+    store = await _store(dsn, tmp_path, "new")
+    try:
+        await frozen.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        assert await new.try_acquire()
+        assert await new.end_sessions_of("4242-0ld0act1") == 1
+        started = time.monotonic()
+        store.db.conn.epoch = await asyncio.wait_for(new.claim_epoch(), 5)
+        await store.put("written", "by the new active")
+        assert time.monotonic() - started < 2
+        assert frozen.is_closed() or not await _alive(frozen)
+        assert await bystander.fetchval("SELECT 1") == 1  # another bot's sessions are left alone
+    finally:
+        frozen.terminate()
+        await bystander.close()
+        await new.release()
+        await store.close()
+
+
+async def _alive(conn) -> bool:
+    try:
+        await asyncio.wait_for(conn.fetchval("SELECT 1"), 2)
+        return True
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        return False
+
+
+async def test_the_store_s_sessions_give_up_a_stuck_transaction_and_a_lock_wait(dsn, tmp_path) -> None:
+    # Review 11, break 2: the server ends a session idle inside a transaction (its writer lock
+    # with it), and a writer waits for a lock a bounded time, then the store is unavailable for now.
+    from bot.store.pg import APPLICATION_NAME, INSTANCE
+    store = await _store(dsn, tmp_path, "one")
+    try:
+        raw = store.db.conn.raw
+        assert await raw.fetchval("SHOW idle_in_transaction_session_timeout") == "30s"
+        assert await raw.fetchval("SHOW lock_timeout") == "20s"
+        assert await raw.fetchval("SHOW application_name") == APPLICATION_NAME == f"rulesbot {INSTANCE}"
+    finally:
+        await store.close()
