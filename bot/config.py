@@ -227,6 +227,11 @@ class HaConfig(_Section):
 
     poll_seconds: float = Field(default=1.0, gt=0, le=10)  # a standby asks for the lock this often
     heartbeat_seconds: float = Field(default=1.0, gt=0, le=10)  # the active checks its lock connection
+    # A standby that has heard nothing from the active for this long (cut off from it, or no
+    # active at all) reports "degraded" on /health (503) and stops deciding: its gate answers the
+    # gated callbacks as a gate that cannot be reached, so synapse-http-antispam applies its
+    # fail_open per callback (review 11, break 4).
+    max_staleness_seconds: float = Field(default=60.0, gt=0)
 
 
 class AgreementConfig(_Section):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from typing import Any, Iterator
 
 import asyncpg
@@ -81,30 +82,52 @@ class HighAvailability:
         self._following: asyncio.Task[Any] | None = None
         self._delivering: asyncio.Task[Any] | None = None
         self._bound_state: Any = None
+        self._bound_at = time.monotonic()
         self.epoch: int | None = None  # the leadership epoch of this process's last takeover
 
     # -- standby -------------------------------------------------------------------------------
 
+    def _staleness(self) -> float:
+        """Seconds the state the standby's gate decides from may be behind the active's: since the
+        replica last heard from the active, or since the state was bound if that is later (the
+        state loaded at start, or this process's own as the active it was until then)."""
+        return min(self.standby.replica.staleness(), time.monotonic() - self._bound_at)
+
+    def _cannot_decide(self) -> str | None:
+        stale, limit = self._staleness(), self.settings.ha.max_staleness_seconds
+        if stale <= limit:
+            return None
+        return (f"standby cut off from the active bot: its state is {min(stale, 1e9):.0f} s old "
+                f"(ha.max_staleness_seconds {limit:g})")
+
     def _standby_health(self) -> dict[str, Any]:
         replica = self.standby.replica
-        return {"status": "ok", "role": "standby", "leader": self.standby.leader,
-                "replica": {"seq": replica.seq, "staleness_s": round(min(replica.staleness(), 1e9), 3),
-                            "outbox": len(self.standby.outbox.items)}}
+        why_not = self._cannot_decide()
+        health: dict[str, Any] = {
+            "status": "ok" if why_not is None else "degraded", "role": "standby", "leader": self.standby.leader,
+            "replica": {"seq": replica.seq, "staleness_s": round(min(self._staleness(), 1e9), 3),
+                        "outbox": len(self.standby.outbox.items)}}
+        if why_not is not None:
+            health["warnings"] = [why_not]
+        return health
+
+    def _bind_standby(self, state: Any) -> None:
+        assert self.binding is not None
+        self._bound_state, self._bound_at = state, time.monotonic()
+        self.binding.standby(state, self.standby.outbox, self._standby_health, self._cannot_decide)
 
     def _follow_replica(self) -> None:
         # Each snapshot is a new state object: the gate decides from it from now on.
         state = self.standby.replica.state
         if self.binding is not None and state is not None and state is not self._bound_state:
-            self._bound_state = state
-            self.binding.standby(state, self.standby.outbox, self._standby_health)
+            self._bind_standby(state)
 
     async def _stand_by(self, state: Any) -> None:
         self.metrics.active = False
         if self.binding is not None:
             # Until the first snapshot, the newest state this process has: loaded from the store
             # at start, or its own as the active one it was until now.
-            self._bound_state = state
-            self.binding.standby(state, self.standby.outbox, self._standby_health)
+            self._bind_standby(state)
             self.standby.following = True
             self.standby.replica.on_change = self._follow_replica
             self._following = asyncio.ensure_future(self.standby.follow())

@@ -76,8 +76,11 @@ class GateBinding:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
-    def standby(self, state: PolicyState, outbox: Outbox, health: Callable[[], dict[str, Any]]) -> None:
+    def standby(self, state: PolicyState, outbox: Outbox, health: Callable[[], dict[str, Any]],
+                cannot_decide: Callable[[], str | None] | None = None) -> None:
+        """``cannot_decide``: why the replica is too stale to decide from now (None: it is not)."""
         gate = self.gate
+        gate.cannot_decide = cannot_decide
         note_post, remember_text = state.note_post, state.remember_text
 
         def post(user_id: str, now: int, event_id: str | None = None) -> None:
@@ -117,6 +120,7 @@ class GateBinding:
     def active(self, early: Any, health: Callable[[], dict[str, Any]]) -> None:
         """The gate decides from ``early``'s state (fresh from the store) with its own follow-ups."""
         gate = self.gate
+        gate.cannot_decide = None  # the active decides from the store's state, never stale
         for name in self._METHODS:
             gate.__dict__.pop(name, None)
         gate._state = early.state

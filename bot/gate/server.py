@@ -97,6 +97,10 @@ class Gate:
         self.consent: Callable[[str], Awaitable[bool]] | None = None
         # issue 9: POST /identity/v1/verifications (bot.identity.assertion), set before start()
         self.identity_endpoint: Callable[[web.Request], Awaitable[web.Response]] | None = None
+        # issue 11 (bot.ha): a standby whose replica is too stale to decide from says why here;
+        # the gated callbacks then get a 503 with a plain-text body, which synapse-http-antispam
+        # treats as an unreachable gate (its fail_open per callback). None: always decides.
+        self.cannot_decide: Callable[[], str | None] | None = None
         # issue 10: the replica routes (bot.replica.publisher), set before start()
         self.replica: ReplicaPublisher | None = None
 
@@ -179,6 +183,10 @@ class Gate:
         if to_action is None:
             self.metrics.count(name, "allow")
             return _allow()
+        why_not = self.cannot_decide() if self.cannot_decide is not None else None
+        if why_not is not None:
+            self.metrics.count(name, "cannot_decide")
+            return web.Response(status=503, text=why_not)
         try:
             action = to_action(body)
             new_rooms = self._new_rooms

@@ -169,3 +169,57 @@ async def test_with_no_active_bot_for_long_the_outbox_keeps_the_newest_items(cap
     assert [item["user_id"] for item in outbox.items] == ["@u2:hs.test", "@u3:hs.test", "@u4:hs.test"]
     assert outbox.dropped == 2
     assert caplog.text.count("no active bot has taken report items for a while: 3 kept") == 1
+
+
+async def test_a_standby_cut_off_from_the_active_reports_degraded_and_stops_deciding(tmp_path) -> None:
+    # Review 11, break 4: a standby that never reaches the active answered from its old state for
+    # ever and said "ok". Past ha.max_staleness_seconds /health is 503 "degraded", and the gated
+    # callbacks get a 503 with a plain-text body, which synapse-http-antispam treats as a gate it
+    # cannot reach (its fail_open per callback); before that bound it decides as before.
+    from bot.config import Settings
+    from bot.ha import HighAvailability
+
+    store = await Store.open(tmp_path / "bot.db")
+    await store.put(LEADER_KEY, orjson.dumps({"url": "http://127.0.0.1:9"}).decode())  # nobody there
+    state = new_state()
+    state.record_acceptance(AGREED, "1")
+    gate = Gate(state, Translator("en"), TOKEN, lambda user: None)
+    ha = HighAvailability.__new__(HighAvailability)
+    ha.settings = Settings(homeserver={"url": "http://hs.test", "user_id": "@bot:hs.test", "password": "p"},
+                           gate={"token": TOKEN}, ha={"max_staleness_seconds": 0.5})
+    ha.standby = Standby(store, TOKEN, "http://standby.invalid", poll_seconds=0.05)
+    ha.binding = GateBinding(gate)
+    ha._bind_standby(state)  # the state loaded at start: fresh now
+    await ha.standby.open()
+    following = asyncio.ensure_future(ha.standby.follow())
+    client = TestClient(TestServer(gate.app()))
+    await client.start_server()
+    try:
+        answer = await client.post("/antispam/check_event_for_spam", json=post(AGREED, "$1"), headers=AUTH)
+        assert answer.status == 200
+        assert (await client.get("/health")).status == 200
+        await asyncio.sleep(0.6)
+        health = await client.get("/health")
+        assert health.status == 503
+        body = await health.json()
+        assert body["status"] == "degraded" and body["role"] == "standby"
+        assert "standby cut off from the active bot" in body["warnings"][0]
+        assert "ha.max_staleness_seconds 0.5" in body["warnings"][0]
+        answer = await client.post("/antispam/check_event_for_spam", json=post(AGREED, "$2"), headers=AUTH)
+        assert answer.status == 503
+        assert answer.content_type == "text/plain"  # not JSON: the module's fail_open applies
+        assert "standby cut off from the active bot" in await answer.text()
+        # Every gated callback alike: the shipped fail_open (true for user_may_join_room) keeps joins working.
+        assert (await client.post("/antispam/user_may_join_room", json={"user": AGREED, "room": ROOM},
+                                  headers=AUTH)).status == 503
+        # Taking over: the active decides from the store's state, never stale.
+        ha.binding.active(SimpleNamespace(state=state, directory=None, prompt=lambda user: None,
+                                          published=lambda user, room: None), lambda: {"role": "active"})
+        answer = await client.post("/antispam/check_event_for_spam", json=post(AGREED, "$3"), headers=AUTH)
+        assert answer.status == 200
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await ha.standby.close()
+        await client.close()
+        await store.close()
