@@ -51,6 +51,16 @@ async def first_allowed_send(user: User, room_id: str, timeout: float) -> float:
     raise AssertionError(f"{user.user_id} still refused after {timeout} s")
 
 
+async def agree(user: User, bot_id: str) -> None:
+    """The module reports the login: the bot opens the DM and prompts; the account agrees there."""
+    await user.login()
+    user.dm = await user.wait_for_invite(bot_id)
+    await user.join(user.dm)
+    await user.wait_for_message(user.dm, bot_id, "!agree")
+    await user.say(user.dm, "!agree")
+    await user.wait_for_message(user.dm, bot_id, "recorded")
+
+
 async def test_one_bot_serves_two_synapse_processes(twin, make_bot):
     one, two = twin
     one.also = [two]
@@ -75,16 +85,25 @@ async def test_one_bot_serves_two_synapse_processes(twin, make_bot):
         refused(await alice.say(rooms["one"], "hello"), "!agree", mod.bot_id)
         refused(await alice_two.say(rooms["two"], "hello"), "!agree", mod.bot_id)
 
-        await alice.login()  # the module reports the login: the bot opens the DM and prompts
-        alice.dm = await alice.wait_for_invite(mod.bot_id)
-        await alice.join(alice.dm)
-        await alice.wait_for_message(alice.dm, mod.bot_id, "!agree")
-        await alice.say(alice.dm, "!agree")
-        await alice.wait_for_message(alice.dm, mod.bot_id, "recorded")
+        await agree(alice, mod.bot_id)
         # The acceptance is committed before the reply: from then on both replicas know it.
         waits = await asyncio.gather(first_allowed_send(alice, rooms["one"], 1.0),
                                      first_allowed_send(alice_two, rooms["two"], 1.0))
         assert max(waits) < 1.0, waits
+
+        # A rate cap is counted by the bot for every process: of two posts at once, one through
+        # each homeserver, one is sent and the other gets the bot's refusal.
+        bob = await new_user(one.hs, "bob")
+        bob_two = await twin_user(bob, two)
+        users += [bob, bob_two]
+        await bob.join(rooms["one"])
+        await bob_two.join(rooms["two"])
+        await agree(bob, mod.bot_id)
+        await mod.command(f"!restrict {bob.user_id} 1h --rate 1/1h slow down", "Recorded and in effect")
+        await asyncio.sleep(0.5)  # the change reaches both replicas (an open long poll answers in ms)
+        answers = await asyncio.gather(bob.say(rooms["one"], "first"), bob_two.say(rooms["two"], "first too"))
+        assert sorted(bool(getattr(answer, "event_id", None)) for answer in answers) == [False, True], answers
+        refused(next(answer for answer in answers if not getattr(answer, "event_id", None)), "limited to 1/1h")
 
         # A restriction reaches both replicas; SIGKILLed, the bot answers nothing any more, and
         # both keep deciding from their last state: alice stays refused, a moderator still posts.
