@@ -67,6 +67,9 @@ async def pair(gated, pg_cluster, tmp_path, monkeypatch):
             "language": "en", "log_level": "INFO",
             "gate": {"enabled": True, "listen": f"127.0.0.1:{port}", "token": gated.gate_token},
             "moderators": [moderator.user_id], "management_room": f"#{alias}:{hs.server_name}",
+            # Both processes of one database need the same identity key (the database keeps its
+            # fingerprint, and a bot with another or none refuses to start).
+            "identity": {"key_file": str(tmp_path / "identity.key")},
         }
 
     (tmp_path / "a").mkdir()
