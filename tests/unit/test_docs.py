@@ -12,6 +12,12 @@ def test_readme_quotes_the_module_snippet_verbatim():
     assert "```yaml\n" + MODULE_SNIPPET.read_text(encoding="utf-8") + "```" in readme
 
 
+def test_readme_quotes_the_in_process_module_snippet_verbatim():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    snippet = (ROOT / "config" / "synapse-module-inprocess.yaml").read_text(encoding="utf-8")
+    assert "```yaml\n" + snippet + "```" in readme
+
+
 def test_snippet_fills_in_gate_address_and_token():
     [module] = module_config("http://127.0.0.1:9999/antispam", "sekrit-token-1234567")
     assert module["module"] == "synapse_http_antispam.HTTPAntispam"
