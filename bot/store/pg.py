@@ -271,22 +271,47 @@ class PgConnection:
 
     async def _statement(self, sql: str, word: str, params: Sequence[Any]) -> PgCursor:
         if word.startswith("BEGIN"):
-            # One writer at a time, across processes, in commit order (see the module's docstring).
-            begin = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
-            if self.epoch is None:
-                await self._raw.execute(begin)
-                return PgCursor([], -1, None, ())
-            # The fence: a statement of its own after the lock, so that under READ COMMITTED it
-            # reads the epoch as the last takeover (also under the lock) committed it.
             try:
-                await self._raw.execute(f"{begin}; {_fence_check(self.epoch)}")
-            except asyncpg.PostgresError as exc:
-                if _sqlstate(exc) != _NOT_ACTIVE:
-                    raise
-                await self._raw.execute("ROLLBACK")
-                self._open = False
-                raise NotActive(f"this process is no longer the active bot, its write is refused: {exc}") from exc
+                return await self._begin()
+            except BaseException:
+                # The BEGIN went through and the lock wait (or the fence) did not: the caller never
+                # saw a transaction open, so it will not end it, and every later statement on this
+                # connection would fail as "current transaction is aborted". End it here.
+                await self._abandon_begin()
+                raise
+        return await self._query(sql, word, params)
+
+    async def _abandon_begin(self) -> None:
+        self._open = False
+        if self._raw.is_closed():
+            return
+        # Unconditionally: after a timeout asyncpg may not know yet what the cancelled BEGIN left
+        # open, and a ROLLBACK with nothing open is only a warning.
+        try:
+            await self._raw.execute("ROLLBACK")
+        except Exception:  # the connection is past saving: the next statement reconnects
+            log.warning("could not roll back a transaction whose BEGIN failed; closing the connection")
+            self._raw.terminate()
+
+    async def _begin(self) -> PgCursor:
+        # One writer at a time, across processes, in commit order (see the module's docstring).
+        begin = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+        if self.epoch is None:
+            await self._raw.execute(begin)
             return PgCursor([], -1, None, ())
+        # The fence: a statement of its own after the lock, so that under READ COMMITTED it
+        # reads the epoch as the last takeover (also under the lock) committed it.
+        try:
+            await self._raw.execute(f"{begin}; {_fence_check(self.epoch)}")
+        except asyncpg.PostgresError as exc:
+            if _sqlstate(exc) != _NOT_ACTIVE:
+                raise
+            await self._raw.execute("ROLLBACK")
+            self._open = False
+            raise NotActive(f"this process is no longer the active bot, its write is refused: {exc}") from exc
+        return PgCursor([], -1, None, ())
+
+    async def _query(self, sql: str, word: str, params: Sequence[Any]) -> PgCursor:
         if word.startswith(("ROLLBACK", *_TRANSACTION_CONTROL)) or word.startswith(_DDL):
             if word.startswith(_DDL):
                 self._prepared.clear()  # a plan may depend on the table changed
