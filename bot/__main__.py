@@ -125,10 +125,10 @@ async def _audit(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    import getpass
     import time
 
     from bot.export import ExportError, export, parse_date
+    from bot.identity.reveal import os_actor
     from bot.store import Store
 
     settings = load_config(args.config)
@@ -141,7 +141,7 @@ async def _export(args: argparse.Namespace) -> int:
     store = await Store.open(settings.database.location(), settings.records.audit_head_file)
     try:
         data, rows = await export(store, kind=args.kind, fmt=args.format, since=since, until=until, bom=args.bom,
-                                  actor=f"cli:{getpass.getuser()}", now=int(time.time() * 1000))
+                                  actor=os_actor(), now=int(time.time() * 1000))
     finally:
         await store.close()
     if args.output:

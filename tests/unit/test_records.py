@@ -160,9 +160,11 @@ def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path):
         "database": {"path": str(tmp_path / "bot.db")}, "gate": {"enabled": False},
     }))
     out = tmp_path / "cases.csv"
+    # $LOGNAME and $USER are the caller's to set: the audit record names the real OS account.
+    spoofed = {**os.environ, "LOGNAME": "not-me", "USER": "not-me"}
     run = subprocess.run([sys.executable, "-m", "bot", "export", "--config", str(config), "--kind", "cases",
                           "--format", "csv", "--bom", "--since", "2026-11-01", "--output", str(out)],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=spoofed)
     assert run.returncode == 0, run.stderr
     assert "wrote 1 cases row(s)" in run.stderr and out.read_bytes().startswith(b"\xef\xbb\xbf")
     # The export holds the records and copies of messages: owner only, even over an older file.
@@ -172,6 +174,9 @@ def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path):
                             "--format", "jsonl", "--output", str(out)], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600 and b'"records.export"' in out.read_bytes()
+    import pwd
+    assert f'"cli:{pwd.getpwuid(os.getuid()).pw_name}"'.encode() in out.read_bytes()
+    assert b"not-me" not in out.read_bytes()
     bad = subprocess.run([sys.executable, "-m", "bot", "export", "--config", str(config), "--kind", "cases",
                           "--format", "csv", "--since", "last week"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a date" in bad.stderr
