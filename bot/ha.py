@@ -27,7 +27,7 @@ from bot.gatefirst import GateFirst, wall_clock_ms
 from bot.i18n import Translator
 from bot.leader import Leadership, NotHolding, instance_name
 from bot.service import Service
-from bot.standby import LEADER_KEY, GateBinding, Standby
+from bot.standby import LEADER_KEY, ConsentViaActive, GateBinding, Standby
 from bot.store.pg import INSTANCE, PgConnection
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,9 @@ class HighAvailability:
         assert early.store is not None
         token = settings.gate.token.get_secret_value() if settings.gate.token is not None else ""
         self.standby = Standby(early.store, token, self.own_url, poll_seconds=settings.ha.poll_seconds)
+        # One for the process's life: its answers are kept across the replica's snapshots.
+        gate = self.gate
+        self.consent = None if gate is None else ConsentViaActive(self.standby, lambda: gate.state)
         self.advertised: dict[str, Any] | None = None
         self._following: asyncio.Task[Any] | None = None
         self._delivering: asyncio.Task[Any] | None = None
@@ -114,7 +117,8 @@ class HighAvailability:
     def _bind_standby(self, state: Any) -> None:
         assert self.binding is not None
         self._bound_state, self._bound_at = state, time.monotonic()
-        self.binding.standby(state, self.standby.outbox, self._standby_health, self._cannot_decide)
+        self.binding.standby(state, self.standby.outbox, self._standby_health, self._cannot_decide,
+                             consent=self.consent, relay_to=self.standby)
 
     def _follow_replica(self) -> None:
         # Each snapshot is a new state object: the gate decides from it from now on.

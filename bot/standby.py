@@ -13,6 +13,11 @@ private news, a scope change, a published or new room) needs the active bot: the
 what touches its own replica at once (a rate cap counts here too) and queues an item for the
 active's ``/replica/v1/reports``, the intake the Synapse module uses; the ids make a retried batch
 count once. Items not yet delivered when this process takes over are delivered to itself.
+
+Two questions only the active can answer are sent on to it as they come (issue 11, gaps 1 and 2):
+whether an account accepted the agreement at registration (``/replica/v1/consent``, as the Synapse
+module asks it), and a signed identity assertion (relayed unchanged, bot.identity.assertion): both
+record something, and only the active's records reach its memory and every replica.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import asyncio
 import itertools
 import logging
 import os
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Mapping
 
 import aiohttp
 import orjson
 
+from bot.consent.registration import FAILED_FOR_MS, LOOKUP_TIMEOUT_S, NEGATIVE_FOR_MS, RegistrationConsent
 from bot.gate.server import Gate
 from bot.policy import PolicyState
 from bot.replica.changelog import ChangeLog
@@ -35,6 +42,7 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 LEADER_KEY = "ha.leader"
+CONSENT_PATH = "/replica/v1/consent"
 DELIVER_BATCH = 1_000
 # Items kept while no active bot answers: with none for long, the oldest (counted posts and texts
 # of long ago, prompts the active's own sweep finds again) matter least.
@@ -63,6 +71,56 @@ class Outbox:
         self.ready.set()
 
 
+class ConsentViaActive(RegistrationConsent):
+    """Consent at registration on a standby's gate: the active bot is asked (``/replica/v1/consent``,
+    the question the Synapse module asks), since only it records the acceptance that its onboarding
+    and every replica then see. The caching and the time limit are the active's own lookup's
+    (RegistrationConsent: one question per account at a time, ``LOOKUP_TIMEOUT_S`` at most, a "no"
+    kept ``NEGATIVE_FOR_MS``, no answer ``FAILED_FOR_MS``); a yes goes into the state the gate
+    decides from at once, before the active's change comes back through the replica."""
+
+    def __init__(self, standby: "Standby", state: Callable[[], PolicyState],
+                 timeout_s: float = LOOKUP_TIMEOUT_S) -> None:
+        super().__init__(self._ask_active, self._record_here, lambda: state().agreement_version,
+                         lambda user_id: state().is_local(user_id), lambda: int(time.monotonic() * 1000))
+        self._standby = standby
+        self._state = state
+        self.timeout_s = timeout_s
+
+    async def _ask_active(self, user_id: str) -> tuple[int, Any]:
+        return await self._standby._fetch("POST", CONSENT_PATH, body={"user_id": user_id}, timeout=self.timeout_s)
+
+    async def _record_here(self, user_id: str, version: str, accepted_at: int | None) -> bool:
+        self._state().record_acceptance(user_id, version)
+        return True
+
+    async def _ask(self, user_id: str) -> bool:
+        """The active's answer; never raises (the gate's refusal stands when there is none)."""
+        self.lookups += 1
+        try:
+            status, body = await self._ask_active(user_id)
+        except Exception as exc:  # unreachable, too slow, not JSON, no active advertised yet
+            log.warning("standby: no answer from the active bot (%s) whether %s accepted the agreement at"
+                        " registration (%s: %s); refused as not agreed for now, asked again in %d s",
+                        self._standby.leader_url, user_id, type(exc).__name__, exc, FAILED_FOR_MS // 1000)
+            self._remember_no(user_id, FAILED_FOR_MS)
+            return False
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("accepted"), bool):
+            log.warning("standby: the active bot (%s) answered the consent question about %s with HTTP %s;"
+                        " refused as not agreed for now", self._standby.leader_url, user_id, status)
+            self._remember_no(user_id, FAILED_FOR_MS)
+            return False
+        if not body["accepted"]:
+            self._remember_no(user_id, NEGATIVE_FOR_MS)
+            return False
+        version = body.get("version")
+        await self._record_here(user_id, version if isinstance(version, str) else self._version(), None)
+        self._ask_again_at.pop(user_id, None)
+        log.info("%s accepted the agreement at registration (the active bot %s recorded it)",
+                 user_id, self._standby.leader_url)
+        return True
+
+
 class GateBinding:
     """Points the gate at a state and at what follows its decisions.
 
@@ -77,8 +135,11 @@ class GateBinding:
         self.gate = gate
 
     def standby(self, state: PolicyState, outbox: Outbox, health: Callable[[], dict[str, Any]],
-                cannot_decide: Callable[[], str | None] | None = None) -> None:
-        """``cannot_decide``: why the replica is too stale to decide from now (None: it is not)."""
+                cannot_decide: Callable[[], str | None] | None = None, *,
+                consent: ConsentViaActive | None = None, relay_to: "Standby | None" = None) -> None:
+        """``cannot_decide``: why the replica is too stale to decide from now (None: it is not).
+        ``consent``: how the active is asked about consent at registration (None: never asked, the
+        refusal stands); ``relay_to``: where identity assertions are sent on (None: refused here)."""
         gate = self.gate
         gate.cannot_decide = cannot_decide
         note_post, remember_text = state.note_post, state.remember_text
@@ -112,8 +173,9 @@ class GateBinding:
         gate._on_publish = lambda user_id, room_id: outbox.put("publish", user_id=user_id, room_id=room_id)
         gate._health = health
         # Consent at registration is the active's to record (its onboarding asks Synapse before it
-        # prompts); a hook left by this process's own service, stopped now, must not be called.
-        gate.consent = None
+        # prompts): it is asked, never this process's own service (stopped now, if it ran).
+        gate.consent = None if consent is None else consent.accepted
+        self._identity_relay(relay_to)
         gate.remember_private_news, gate._scope_change, gate.room_created = private_news, scope, new_room
         self._serve(state)
 
@@ -121,6 +183,9 @@ class GateBinding:
         """The gate decides from ``early``'s state (fresh from the store) with its own follow-ups."""
         gate = self.gate
         gate.cannot_decide = None  # the active decides from the store's state, never stale
+        # The service about to start sets its own; until then no question goes to the old active.
+        gate.consent = None
+        self._identity_relay(None)  # assertions are recorded here from now on
         for name in self._METHODS:
             gate.__dict__.pop(name, None)
         gate._state = early.state
@@ -131,6 +196,12 @@ class GateBinding:
         if endpoint is not None and getattr(early, "identity", None) is not None:
             endpoint._identity = early.identity
         self._serve(early.state)
+
+    def _identity_relay(self, standby: "Standby | None") -> None:
+        # The route was bound when the gate started: the endpoint object itself switches.
+        endpoint = getattr(self.gate.identity_endpoint, "__self__", None)
+        if endpoint is not None:
+            endpoint.relay_to = standby
 
     def _serve(self, state: PolicyState) -> None:
         # The Synapse modules that read this gate's replica routes follow the new state: a new
@@ -171,6 +242,19 @@ class Standby:
                                          data=None if body is None else orjson.dumps(body),
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             return response.status, await response.json(loads=orjson.loads, content_type=None)
+
+    async def relay(self, path: str, raw: bytes, headers: Mapping[str, str],
+                    timeout: float = 10.0) -> tuple[int, bytes, str]:
+        """POST ``raw`` unchanged to the active bot's ``path``: its status, body and content type.
+        ConnectionError when no other process is advertised as the active; aiohttp's errors and
+        TimeoutError when it does not answer."""
+        url = self.leader_url
+        if url is None or url == self._own_url:
+            raise ConnectionError("no active bot advertised yet")
+        assert self._session is not None
+        async with self._session.post(url + path, data=raw, headers=dict(headers),
+                                      timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            return response.status, await response.read(), response.content_type
 
     async def read_leader(self) -> None:
         text = await self._store.get(LEADER_KEY)

@@ -9,6 +9,12 @@ than five minutes off either way is refused, and each assertion is usable once (
 Body: ``{"user_id", "subject", "method", "level", "verified_at", "attributes"?, "assertion_id"?}``
 (``verified_at`` in ms since the epoch, or ISO 8601). Every error answers with a Matrix errcode
 and a clear ``error``, and records nothing; no answer or log line carries the subject.
+
+On a hot standby (issue 11, bot.standby) the request is relayed unchanged to the active bot and its
+answer returned as it is: only the active's records reach its memory (``PolicyState.verified``) and
+the replicas, and the one database's table of used assertions keeps each usable once whichever
+process it is sent to. With no active bot to reach, the answer is 503 ``M_UNKNOWN`` naming it, and
+nothing is recorded: the identity service sends the assertion again.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import hmac
 import logging
 import re
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 import orjson
 from aiohttp import web
@@ -36,6 +42,22 @@ _SIGNATURE_RE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 _USER_ID_RE = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 _TEXT_FIELDS = {"method": 64, "level": 64, "subject": 512}
 REQUIRED = ("user_id", "subject", "method", "level", "verified_at")
+# issue 11: set on a request a standby relays. A process that gets one while it is a standby too
+# (two processes each thinking the other active, for the moment a takeover takes) answers 503
+# instead of sending it back, so a request never goes round in circles.
+RELAYED_HEADER = "X-Rulesbot-Relayed"
+RELAYED_HEADERS = ("Content-Type", "X-Signature", "X-Timestamp")  # what the signature check reads
+RELAY_TIMEOUT_S = 10.0
+
+
+class ActiveBot(Protocol):
+    """The active bot as a standby reaches it (bot.standby.Standby)."""
+
+    @property
+    def leader_url(self) -> str | None: ...
+
+    async def relay(self, path: str, raw: bytes, headers: Mapping[str, str],
+                    timeout: float = ...) -> tuple[int, bytes, str]: ...
 
 
 class AssertionRefused(Exception):
@@ -55,9 +77,14 @@ class AssertionEndpoint:
         self._identity = identity
         self._secret = secret
         self._clock = clock
+        # issue 11: on a standby, the active bot the requests are relayed to (bot.standby.GateBinding)
+        self.relay_to: ActiveBot | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
+            relay_to = self.relay_to
+            if relay_to is not None:
+                return await self._relay(request, relay_to)
             status, body = await self._handle(request)
         except AssertionRefused as exc:
             log.info("identity assertion refused: %d %s %s", exc.status, exc.errcode, exc.error)
@@ -97,6 +124,29 @@ class AssertionEndpoint:
         if not outcome.recorded:
             raise _fail(403, "M_FORBIDDEN", _REFUSALS.get(outcome.refusal or "", "verification refused"))
         return 200, {"user_id": user_id, "verified": True}
+
+    async def _relay(self, request: web.Request, active: ActiveBot) -> web.Response:
+        """The active bot's answer to the request, sent on unchanged (its signature covers the
+        body and the timestamp, so both go as they came)."""
+        raw = await _read_body(request)
+        url = active.leader_url
+        if request.headers.get(RELAYED_HEADER):
+            log.warning("identity assertion relayed here by another standby while this one is a standby too"
+                        " (a takeover under way?); answered 503")
+            raise _fail(503, "M_UNKNOWN", "no active bot to record the verification now; nothing was recorded,"
+                                          " send the assertion again in a few seconds")
+        headers = {name: request.headers[name] for name in RELAYED_HEADERS if name in request.headers}
+        headers[RELAYED_HEADER] = "1"
+        try:
+            status, body, content_type = await active.relay(PATH, raw, headers, RELAY_TIMEOUT_S)
+        except Exception as exc:  # unreachable, too slow, none advertised yet: the service retries
+            log.warning("identity assertion: this standby cannot reach the active bot (%s): %s: %s; answered 503",
+                        url, type(exc).__name__, exc)
+            where = f" at {url}" if url else ""
+            raise _fail(503, "M_UNKNOWN", f"this bot process is a standby and cannot reach the active bot{where}"
+                                          " now; nothing was recorded, send the assertion again") from None
+        log.info("identity assertion relayed to the active bot %s: it answered %d", url, status)
+        return web.Response(status=status, body=body, content_type=content_type)
 
     def _authenticate(self, request: web.Request, raw: bytes) -> tuple[str, int]:
         """The signature's hex and the timestamp (ms) of a correctly signed request."""

@@ -188,6 +188,7 @@ async def test_a_standby_cut_off_from_the_active_reports_degraded_and_stops_deci
     ha.settings = Settings(homeserver={"url": "http://hs.test", "user_id": "@bot:hs.test", "password": "p"},
                            gate={"token": TOKEN}, ha={"max_staleness_seconds": 0.5})
     ha.standby = Standby(store, TOKEN, "http://standby.invalid", poll_seconds=0.05)
+    ha.consent = None  # consent at registration: tests/unit/test_standby_gaps.py
     ha.binding = GateBinding(gate)
     ha._bind_standby(state)  # the state loaded at start: fresh now
     await ha.standby.open()

@@ -1,0 +1,288 @@
+"""Issue 11's last gaps on a hot standby (bot.standby), each against an active bot's real gate:
+consent at registration is asked of the active, and a signed identity assertion is relayed to it,
+usable once whichever process it is sent to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.consent.registration import FAILED_FOR_MS, LOOKUP_TIMEOUT_S, NEGATIVE_FOR_MS
+from bot.gate.server import Gate
+from bot.i18n import Translator
+from bot.identity.assertion import RELAYED_HEADER, identity_endpoint
+from bot.identity.service import Identity
+from bot.replica.changelog import ChangeLog
+from bot.replica.publisher import ReplicaPublisher
+from bot.standby import LEADER_KEY, ConsentViaActive, GateBinding, Standby
+from bot.store import Store
+from tests.unit.test_identity import settings_for
+from tests.unit.test_identity_gate import NOW, PATH, SECRET, TABLES, assertion, signed
+from tests.unit.test_leader_standby import AUTH, TOKEN, new_state, post
+
+ALICE = "@alice:hs.test"  # agreed at registration, in Synapse's user_consent
+NEWCOMER = "@newcomer:hs.test"  # did not
+UNREACHABLE = "http://127.0.0.1:9"  # nothing listens there
+
+
+def refused_as_not_agreed(status: int, body: dict) -> bool:
+    return status == 403 and body["errcode"] == "M_FORBIDDEN" and "agree" in body["error"].lower()
+
+
+async def serve(app: web.Application) -> TestClient:
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+def url_of(client: TestClient) -> str:
+    return str(client.make_url("")).rstrip("/")
+
+
+async def stand_by(store: Store, active: TestClient, gate: Gate, consent_timeout: float | None = None
+                   ) -> tuple[Standby, GateBinding, ConsentViaActive | None]:
+    """A standby following ``active`` (advertised in ``store``), its gate bound as bot.ha binds it;
+    asking the active about consent at registration only with a ``consent_timeout``."""
+    await store.put(LEADER_KEY, orjson.dumps({"url": url_of(active)}).decode())
+    standby = Standby(store, TOKEN, "http://standby.invalid")
+    await standby.read_leader()
+    await standby.open()
+    consent = None if consent_timeout is None else ConsentViaActive(standby, lambda: gate.state, consent_timeout)
+    binding = GateBinding(gate)
+    binding.standby(gate.state, standby.outbox, lambda: {}, consent=consent, relay_to=standby)
+    return standby, binding, consent
+
+
+async def close_all(*things) -> None:
+    for thing in things:
+        await thing.close()
+
+
+# --- gap 1: consent at registration ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def consent_pair(tmp_path):
+    # The active bot: its gate's consent hook is the service's (it reads Synapse's user_consent and
+    # records a yes), faked here with the same effect.
+    active_state = new_state()
+    active_gate = Gate(active_state, Translator("en"), TOKEN, lambda user: None)
+    active_gate.replica = ReplicaPublisher(ChangeLog(active_state), active_gate, lambda: int(time.time() * 1000))
+    asked: list[str] = []
+
+    async def service_consent(user_id: str) -> bool:
+        asked.append(user_id)
+        if user_id != ALICE:
+            return False
+        active_state.record_acceptance(user_id, "1")
+        return True
+
+    active_gate.consent = service_consent
+    active = await serve(active_gate.app())
+    store = await Store.open(tmp_path / "bot.db")
+    # The standby: it decides from the state it loaded at start, which knows nobody's agreement.
+    standby_state = new_state()
+    standby_gate = Gate(standby_state, Translator("en"), TOKEN, lambda user: None)
+    standby_gate.replica = ReplicaPublisher(ChangeLog(standby_state), standby_gate, lambda: int(time.time() * 1000))
+    standby, binding, consent = await stand_by(store, active, standby_gate, consent_timeout=LOOKUP_TIMEOUT_S)
+    gate = await serve(standby_gate.app())
+    yield SimpleNamespace(gate=gate, asked=asked, active_state=active_state, standby_state=standby_state,
+                          standby=standby, consent=consent, binding=binding, store=store)
+    await close_all(gate, standby, active, store)
+
+
+async def send(gate: TestClient, user: str, event_id: str) -> tuple[int, dict]:
+    answer = await gate.post("/antispam/check_event_for_spam", json=post(user, event_id), headers=AUTH)
+    return answer.status, await answer.json()
+
+
+async def test_an_account_that_agreed_at_registration_is_let_through_by_the_standby(consent_pair) -> None:
+    # Before: the standby's gate had no consent hook and refused ALICE's first message as not agreed.
+    assert await send(consent_pair.gate, ALICE, "$first") == (200, {})
+    assert consent_pair.asked == [ALICE]  # the active was asked, and recorded it
+    assert consent_pair.active_state.has_agreed(ALICE)
+    assert consent_pair.standby_state.has_agreed(ALICE)  # at once, before the replica brings it
+    assert consent_pair.standby.outbox.items == []  # no agreement prompt for her
+    assert await send(consent_pair.gate, ALICE, "$second") == (200, {})
+    assert consent_pair.asked == [ALICE]  # a yes is never asked again
+
+
+async def test_a_no_from_the_active_is_kept_as_the_actives_own_lookup_keeps_it(consent_pair) -> None:
+    assert refused_as_not_agreed(*await send(consent_pair.gate, NEWCOMER, "$1"))
+    assert refused_as_not_agreed(*await send(consent_pair.gate, NEWCOMER, "$2"))
+    assert consent_pair.asked == [NEWCOMER]  # one question, not one per refused post
+    consent_pair.consent._clock = lambda: int(time.monotonic() * 1000) + NEGATIVE_FOR_MS + 1
+    assert refused_as_not_agreed(*await send(consent_pair.gate, NEWCOMER, "$3"))
+    assert consent_pair.asked == [NEWCOMER, NEWCOMER]  # asked again once the "no" is old
+
+
+async def test_an_unreachable_active_leaves_the_refusal_and_says_so_in_the_log(consent_pair, caplog) -> None:
+    await consent_pair.store.put(LEADER_KEY, orjson.dumps({"url": UNREACHABLE}).decode())
+    await consent_pair.standby.read_leader()
+    with caplog.at_level(logging.WARNING, logger="bot.standby"):
+        assert refused_as_not_agreed(*await send(consent_pair.gate, ALICE, "$1"))
+    assert f"no answer from the active bot ({UNREACHABLE}) whether {ALICE} accepted the agreement" in caplog.text
+    assert "refused as not agreed for now" in caplog.text
+    assert not consent_pair.standby_state.has_agreed(ALICE)
+    # Kept for FAILED_FOR_MS, as the active keeps an admin API that did not answer.
+    caplog.clear()
+    assert refused_as_not_agreed(*await send(consent_pair.gate, ALICE, "$2"))
+    assert caplog.text == "" and consent_pair.consent.lookups == 1
+    consent_pair.consent._clock = lambda: int(time.monotonic() * 1000) + FAILED_FOR_MS + 1
+    assert refused_as_not_agreed(*await send(consent_pair.gate, ALICE, "$3"))
+    assert consent_pair.consent.lookups == 2
+
+
+async def test_an_active_that_does_not_answer_in_time_leaves_the_refusal(tmp_path, caplog) -> None:
+    # The same time limit as the active's own lookup: the gate never waits longer.
+    async def stuck(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.json_response({"accepted": True})
+
+    app = web.Application()
+    app.router.add_post("/replica/v1/consent", stuck)
+    active = await serve(app)
+    store = await Store.open(tmp_path / "bot.db")
+    gate = Gate(new_state(), Translator("en"), TOKEN, lambda user: None)
+    standby, _, _ = await stand_by(store, active, gate, consent_timeout=0.2)
+    client = await serve(gate.app())
+    try:
+        started = time.monotonic()
+        assert refused_as_not_agreed(*await send(client, ALICE, "$1"))
+        assert time.monotonic() - started < 1.0
+        assert "no answer from the active bot" in caplog.text and "TimeoutError" in caplog.text
+    finally:
+        await close_all(client, standby, active, store)
+
+
+async def test_a_synapse_module_asking_the_standby_gets_the_actives_answer(consent_pair) -> None:
+    # The in-process module may follow either process: the standby's answer is the active's.
+    answer = await consent_pair.gate.post("/replica/v1/consent", json={"user_id": ALICE}, headers=AUTH)
+    assert await answer.json() == {"accepted": True, "version": "1"}
+    answer = await consent_pair.gate.post("/replica/v1/consent", json={"user_id": NEWCOMER}, headers=AUTH)
+    assert await answer.json() == {"accepted": False}
+    assert consent_pair.asked == [ALICE, NEWCOMER]
+
+
+async def test_taking_over_stops_asking_the_old_active(consent_pair) -> None:
+    early = SimpleNamespace(state=new_state(), directory=None, prompt=lambda user: None,
+                            published=lambda user, room: None)
+    consent_pair.binding.active(early, lambda: {"role": "active"})
+    assert consent_pair.binding.gate.consent is None  # until the service sets its own
+    assert refused_as_not_agreed(*await send(consent_pair.gate, ALICE, "$1"))
+    assert consent_pair.asked == []
+
+
+# --- gap 2: identity assertions ----------------------------------------------------------------------
+
+
+async def rows(store: Store) -> dict[str, int]:
+    return {t: (await store.db.fetchone(f"SELECT COUNT(*) FROM {t}"))[0] for t in TABLES}
+
+
+@pytest.fixture
+async def identity_pair(store, backend, tmp_path):
+    """Two processes on one database: the active's identity endpoint records; the standby's (its own
+    store connection, its own state loaded at start) is bound as a standby's gate binds it."""
+    secret_file = tmp_path / "assertion.secret"
+    secret_file.write_bytes(SECRET)
+    os.chmod(secret_file, 0o600)
+    settings = settings_for(tmp_path, assertion_secret_file=str(secret_file))
+    clock = lambda: NOW  # noqa: E731
+    active_state = new_state()
+    active_state.record_acceptance(ALICE, "1")  # an account the bot has seen
+    active_identity = await Identity.open(settings, store, active_state, clock)
+    active_gate = Gate(active_state, Translator("en"), TOKEN, lambda user: None)
+    active_gate.identity_endpoint = identity_endpoint(active_identity, settings, clock)
+    active = await serve(active_gate.app())
+
+    location = store.db.conn._dsn if backend == "postgres" else tmp_path / "bot.db"
+    standby_store = await Store.open(location, tmp_path / "standby.audit-head")
+    standby_state = new_state()
+    standby_state.record_acceptance(ALICE, "1")
+    standby_identity = await Identity.open(settings, standby_store, standby_state, clock)
+    standby_gate = Gate(standby_state, Translator("en"), TOKEN, lambda user: None)
+    standby_gate.identity_endpoint = identity_endpoint(standby_identity, settings, clock)
+    standby, binding, _ = await stand_by(standby_store, active, standby_gate)
+    gate = await serve(standby_gate.app())
+    yield SimpleNamespace(active=active, gate=gate, active_state=active_state, standby_state=standby_state,
+                          store=store, standby_store=standby_store, standby=standby, binding=binding)
+    await close_all(gate, standby, active, standby_store)
+
+
+async def send_assertion(client: TestClient, raw: bytes, headers: dict) -> tuple[int, dict]:
+    answer = await client.post(PATH, data=raw, headers=headers)
+    return answer.status, await answer.json()
+
+
+async def test_an_assertion_sent_to_the_standby_is_recorded_by_the_active(identity_pair) -> None:
+    raw, headers = signed(assertion(assertion_id="a-1"))
+    assert await send_assertion(identity_pair.gate, raw, headers) == (200, {"user_id": ALICE, "verified": True})
+    # Recorded once, by the active: in its memory (the gate decides from it) and in the database.
+    assert identity_pair.active_state.is_verified(ALICE)
+    assert (await rows(identity_pair.store))["identity_records"] == 1
+    assert not identity_pair.standby_state.is_verified(ALICE)  # the standby wrote nothing itself
+
+
+async def test_an_assertion_is_usable_once_whichever_process_it_is_sent_to(identity_pair) -> None:
+    raw, headers = signed(assertion(assertion_id="a-2"))
+    assert (await send_assertion(identity_pair.gate, raw, headers))[0] == 200
+    for client in (identity_pair.gate, identity_pair.active):  # replayed to either
+        status, body = await send_assertion(client, raw, headers)
+        assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
+        assert body["error"] == "assertion already used: each signed assertion is accepted once"
+    # Sent to the active first, replayed to the standby: refused too.
+    raw, headers = signed(assertion(assertion_id="a-3", level="L3"))
+    assert (await send_assertion(identity_pair.active, raw, headers))[0] == 200
+    status, body = await send_assertion(identity_pair.gate, raw, headers)
+    assert status == 401 and body["error"].startswith("assertion already used")
+    # And once the standby has taken over, it records itself and still refuses the replay.
+    identity_pair.binding.active(SimpleNamespace(state=identity_pair.standby_state, directory=None,
+                                                 prompt=lambda user: None, published=lambda user, room: None),
+                                 lambda: {"role": "active"})
+    status, body = await send_assertion(identity_pair.gate, raw, headers)
+    assert status == 401 and body["error"].startswith("assertion already used")
+    assert (await rows(identity_pair.store))["identity_records"] == 2
+
+
+async def test_with_the_active_unreachable_the_standby_answers_503_naming_it_and_records_nothing(
+        identity_pair, caplog) -> None:
+    before = await rows(identity_pair.store)
+    await identity_pair.standby_store.put(LEADER_KEY, orjson.dumps({"url": UNREACHABLE}).decode())
+    await identity_pair.standby.read_leader()
+    raw, headers = signed(assertion(assertion_id="a-4"))
+    status, body = await send_assertion(identity_pair.gate, raw, headers)
+    assert (status, body["errcode"]) == (503, "M_UNKNOWN")
+    assert body["error"] == (f"this bot process is a standby and cannot reach the active bot at {UNREACHABLE}"
+                             " now; nothing was recorded, send the assertion again")
+    assert f"this standby cannot reach the active bot ({UNREACHABLE})" in caplog.text
+    assert await rows(identity_pair.store) == before
+    # Not lost: sent again once the active answers, it is recorded (it was never spent).
+    await identity_pair.standby_store.put(LEADER_KEY, orjson.dumps({"url": url_of(identity_pair.active)}).decode())
+    await identity_pair.standby.read_leader()
+    assert await send_assertion(identity_pair.gate, raw, headers) == (200, {"user_id": ALICE, "verified": True})
+    assert identity_pair.active_state.is_verified(ALICE)
+
+
+async def test_a_relayed_assertion_reaching_a_standby_is_not_sent_round_again(identity_pair) -> None:
+    before = await rows(identity_pair.store)
+    raw, headers = signed(assertion(assertion_id="a-5"))
+    status, body = await send_assertion(identity_pair.gate, raw, {**headers, RELAYED_HEADER: "1"})
+    assert (status, body["errcode"]) == (503, "M_UNKNOWN")
+    assert "no active bot to record the verification now" in body["error"]
+    assert await rows(identity_pair.store) == before and not identity_pair.active_state.is_verified(ALICE)
+
+
+async def test_a_bad_signature_relayed_gets_the_actives_refusal_unchanged(identity_pair) -> None:
+    raw, headers = signed(assertion(assertion_id="a-6"), secret=b"t" * 48)
+    status, body = await send_assertion(identity_pair.gate, raw, headers)
+    assert status == 401 and body["error"].startswith("bad signature")
+    assert (await rows(identity_pair.store))["identity_records"] == 0
