@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from bot.devserver import Homeserver, RegisteredUser, free_port, random_token
+from tests.conftest import backends
 from tests.integration.harness import BotProcess, InprocessServer, Moderation, setup
 
 pytestmark = pytest.mark.integration
@@ -53,6 +55,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     HTTP gate (synapse-http-antispam) and with the in-process module (bot.synapse.RulesModule)."""
     if getattr(metafunc.module, "BOTH_SHELLS", False) and "gated" in metafunc.fixturenames:
         metafunc.parametrize("gated", SHELLS, indirect=True, scope="session")
+    # After the shells, so that the ids read [http-postgres].
+    if "bot_backend" in metafunc.fixturenames:
+        metafunc.parametrize("bot_backend", _bot_backends(metafunc.definition), indirect=True)
+
+
+def _bot_backends(definition: pytest.Function) -> list:
+    """Every test whose bot takes its database from ``bot_database`` (so every one made by
+    ``make_bot``, ``mod`` or ``setup``) runs with the bot on SQLite and on PostgreSQL, as
+    BOT_TEST_BACKENDS chooses (tests/conftest.py). ``sqlite_only``: a test about the SQLite file
+    itself; ``postgres_only``: one about PostgreSQL, skipped when BOT_TEST_BACKENDS leaves it out."""
+    if definition.get_closest_marker("sqlite_only"):
+        return ["sqlite"]
+    if definition.get_closest_marker("postgres_only"):
+        if "postgres" in backends():
+            return ["postgres"]
+        return [pytest.param("postgres", marks=pytest.mark.skip(reason="BOT_TEST_BACKENDS leaves PostgreSQL out"))]
+    return backends()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres_only: the bot under test runs on PostgreSQL only (its point is PostgreSQL)")
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +108,25 @@ def plain(session_dir: Path) -> Iterator[Homeserver]:
 
 
 @pytest.fixture
-def make_bot(tmp_path: Path) -> Iterator[Callable[..., BotProcess]]:
+def bot_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def bot_database(bot_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The ``database`` section of the test's bot: a file in the test's folder, or a fresh migrated
+    database in this session's PostgreSQL cluster (each xdist worker has its own). One per test:
+    the bots a test makes share it, as they share the folder."""
+    if bot_backend == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        # In a thread of its own: this fixture is synchronous and the test's loop may be running.
+        with ThreadPoolExecutor(1) as thread:
+            return {"url": thread.submit(asyncio.run, cluster.fresh()).result()}
+    return {"path": str(tmp_path / "bot.db")}
+
+
+@pytest.fixture
+def make_bot(tmp_path: Path, bot_database: dict[str, str]) -> Iterator[Callable[..., BotProcess]]:
     bots: list[BotProcess] = []
 
     def make(
@@ -98,7 +139,7 @@ def make_bot(tmp_path: Path) -> Iterator[Callable[..., BotProcess]]:
     ) -> BotProcess:
         config: dict[str, Any] = {
             "homeserver": {"url": hs.url, "user_id": bot.user_id, "password": bot.password},
-            "database": {"path": str(tmp_path / "bot.db")},
+            "database": dict(bot_database),
             "language": "en",
             "gate": {"enabled": False},
             "log_level": "INFO",

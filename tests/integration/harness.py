@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import aiohttp
 import yaml
 from nio import AsyncClient, InviteMemberEvent, JoinResponse, LoginResponse, SyncResponse
 
 from bot.devserver import Homeserver, RegisteredUser
+from bot.store.migrations import APPEND_ONLY_TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 READY_LINE = "first sync complete"
@@ -78,6 +80,31 @@ class BotProcess:
                 raise AssertionError(f"bot did not stop within {timeout:.0f} s after signal {signum}")
         code, self.process = self.process.returncode, None
         return code
+
+    # --- the bot's database, read and changed as its operator could, on either backend (issue 11) ---
+    @property
+    def backend(self) -> str:
+        return database_backend(self.config["database"])
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """The rows of a query in the SQLite dialect the store speaks, from the bot's database."""
+        return await database_rows(self.config["database"], sql, params)
+
+    async def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The one value a query returns (None for no row)."""
+        found = await self.rows(sql, params)
+        return found[0][0] if found else None
+
+    async def change(self, sql: str, params: Sequence[Any] = (), *, past_append_only: bool = False) -> None:
+        """One write to the bot's database, as its operator could make it. ``past_append_only``: with
+        the append-only triggers (migration 10) set aside for this one statement and back afterwards,
+        as whoever owns the file or the server could (a forgery the audit chain must catch, or a
+        clock moved forward)."""
+        await database_change(self.config["database"], sql, params, past_append_only)
+
+    async def texts_holding(self, needle: str) -> list[str]:
+        """Tables one of whose values holds ``needle`` as text (a secret that must not be stored)."""
+        return await database_texts_holding(self.config["database"], needle)
 
 
 class User:
@@ -334,3 +361,131 @@ class InprocessServer:
                 raise AssertionError(f"no replica snapshot within {timeout:.0f} s; see {self.hs.log_path}")
             time.sleep(0.05)
 # --- end of the in-process module ---
+
+
+# --- the bot's database on either backend (issue 11): the tests read and change it through these,
+# in the SQLite dialect the store's repositories speak; on PostgreSQL, bot.store.pg.PgConnection
+# translates it as it does for the bot. One connection per call: the bot may be running, stopped
+# or killed between two calls. ---
+def database_backend(database: dict[str, Any]) -> str:
+    return "postgres" if str(database.get("url", "")).startswith("postgres") else "sqlite"
+
+
+def _sqlite_path(database: dict[str, Any]) -> str:
+    return database.get("path") or str(database["url"]).removeprefix("sqlite:///")
+
+
+async def _pg_connection(database: dict[str, Any]):
+    from bot.store.pg import PgConnection
+
+    conn = await PgConnection.connect(database["url"])
+    await conn.load_schema()  # the keys the translator needs
+    return conn
+
+
+async def database_rows(database: dict[str, Any], sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    if database_backend(database) == "sqlite":
+        return await asyncio.to_thread(_sqlite_rows, _sqlite_path(database), sql, tuple(params))
+    conn = await _pg_connection(database)
+    try:
+        async with conn.execute(sql, params) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+    finally:
+        await conn.close()
+
+
+def _sqlite_rows(path: str, sql: str, params: tuple) -> list[tuple]:
+    # Read-only: a test that reads never changes what it checks (WAL: it never blocks the bot either).
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+_SQLITE_APPEND_ONLY = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%append_only%'"
+
+
+async def database_change(database: dict[str, Any], sql: str, params: Sequence[Any] = (),
+                          past_append_only: bool = False) -> None:
+    if database_backend(database) == "sqlite":
+        await asyncio.to_thread(_sqlite_change, _sqlite_path(database), sql, tuple(params), past_append_only)
+        return
+    conn = await _pg_connection(database)
+    try:
+        await conn.execute("BEGIN")  # the bot's writer lock too: never between two of its writes
+        try:
+            for table in APPEND_ONLY_TABLES if past_append_only else ():
+                await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            await conn.execute(sql, params)
+            for table in APPEND_ONLY_TABLES if past_append_only else ():
+                await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+    finally:
+        await conn.close()
+
+
+def _sqlite_change(path: str, sql: str, params: tuple, past_append_only: bool) -> None:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # The triggers are dropped and made again from their own SQL, in the same transaction.
+            triggers = conn.execute(_SQLITE_APPEND_ONLY).fetchall() if past_append_only else []
+            for name, _ in triggers:
+                conn.execute(f"DROP TRIGGER {name}")
+            conn.execute(sql, params)
+            for _, create in triggers:
+                conn.execute(create)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+
+
+async def database_texts_holding(database: dict[str, Any], needle: str) -> list[str]:
+    """Every value of every table, as text: on SQLite each column, on PostgreSQL each row cast to
+    text (every column's text form, a bytea's as hex, so the needle's hex is looked for too)."""
+    hits = []
+    if database_backend(database) == "sqlite":
+        tables = [name for (name,) in await database_rows(database, "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in await database_rows(database, f'SELECT * FROM "{table}"'):
+                hits += [table for value in row
+                         if (isinstance(value, str) and needle in value) or (isinstance(value, bytes) and needle.encode() in value)]
+        return hits
+    conn = await _pg_connection(database)
+    try:
+        tables = [r["table_name"] for r in await conn.raw.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            " AND table_type = 'BASE TABLE'")]
+        for table in tables:
+            for (text,) in await conn.raw.fetch(f'SELECT t::text FROM "{table}" t'):
+                if needle in text or needle.encode().hex() in text:
+                    hits.append(table)
+    finally:
+        await conn.close()
+    return hits
+async def assert_not_stored(bot: BotProcess, secrets: Sequence[str], control: str) -> None:
+    """None of ``secrets`` (nor its lower-case form) anywhere the bot's records are: on SQLite in
+    the database's files byte for byte, its WAL included; on PostgreSQL (whose files are the
+    server's, shared by every test's database) in any value of any row. ``control``, something the
+    records do hold, must be found the same way: a scan that sees nothing proves nothing."""
+    needles = {s for s in secrets} | {s.lower() for s in secrets}
+    if bot.backend == "sqlite":
+        database = Path(_sqlite_path(bot.config["database"]))
+        files = {path: path.read_bytes() for path in database.parent.glob(database.name + "*")}
+        assert any(path.name.endswith("-wal") for path in files), list(files)  # the WAL is looked at too
+        assert any(control.encode() in data for data in files.values()), f"{control} in none of {list(files)}"
+        for path, data in files.items():
+            assert not any(n.encode() in data for n in needles), path
+        return
+    assert await bot.texts_holding(control), f"{control} in no row"
+    for needle in needles:
+        assert not await bot.texts_holding(needle), needle
+# --- end of the bot's database on either backend ---

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 
 import pytest
 
@@ -103,11 +102,9 @@ async def test_acceptance_is_committed_with_version_hash_time_and_event(gated, b
     sent = await alice.say(dm, "!同意")
     await alice.wait_for_message(dm, gated.bot.user_id, "recorded")
     bot.stop()
-    with sqlite3.connect(bot.config["database"]["path"]) as db:
-        rows = db.execute(
-            "SELECT user_id, version, length(text_sha256), accepted_at > 0, event_id, method FROM agreement_acceptances"
-        ).fetchall()
-        audit = db.execute("SELECT action, target FROM audit_log").fetchall()
+    rows = await bot.rows(
+        "SELECT user_id, version, length(text_sha256), accepted_at > 0, event_id, method FROM agreement_acceptances")
+    audit = await bot.rows("SELECT action, target FROM audit_log")
     assert rows == [(alice.user_id, "1", 64, 1, sent.event_id, "command")]
     assert ("agreement.accept", alice.user_id) in audit
 

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from bot.export import KINDS
-from tests.integration.harness import REPO, User, new_user, refused, sent, until
+from tests.integration.harness import REPO, User, assert_not_stored, new_user, refused, sent, until
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ async def test_an_assertion_verifies_and_required_for_post_gates_messages(gated,
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert reveal.returncode == 0, reveal.stderr
     assert f'"name": "{NAME}"' in reveal.stdout and "somewhere" not in reveal.stdout
-    nowhere(mod, SUBJECT, NAME)
+    await nowhere(mod, SUBJECT, NAME)
 
 
 async def test_single_sign_on_verifies_at_first_login_and_ends_with_the_external_id(gated, mod):
@@ -122,19 +122,14 @@ async def test_single_sign_on_verifies_at_first_login_and_ends_with_the_external
     await carol.say(carol.dm, "!verify")
     await carol.wait_for_message(carol.dm, mod.bot_id, "no longer linked")
     refused(await carol.say(room["room_id"], "still?"), "verified real identity")
-    nowhere(mod, SSO_SUBJECT)
+    await nowhere(mod, SSO_SUBJECT)
 
 
-def nowhere(mod, *secrets: str) -> None:
-    """None of ``secrets`` (nor its canonical, lower-case form) in the database files, the bot's
-    log, or any export the bot makes."""
+async def nowhere(mod, *secrets: str) -> None:
+    """None of ``secrets`` (nor its canonical, lower-case form) in the database (its files on
+    SQLite, its rows on PostgreSQL), the bot's log, or any export the bot makes."""
+    await assert_not_stored(mod.bot, secrets, control=mod.users[-1].user_id)
     needles = {s.encode() for s in secrets} | {s.lower().encode() for s in secrets}
-    database = Path(mod.bot.config["database"]["path"])
-    files = list(database.parent.glob(database.name + "*"))
-    assert any(f.name.endswith("-wal") for f in files), files  # the WAL is looked at too
-    for path in files:
-        data = path.read_bytes()
-        assert not any(n in data for n in needles), path
     log = mod.bot.log().encode()
     assert not any(n in log for n in needles)
     for kind in KINDS:

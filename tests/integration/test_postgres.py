@@ -11,12 +11,13 @@ import pytest
 
 from tests.integration.harness import setup
 
-pytestmark = pytest.mark.integration
+# The point is PostgreSQL: the bot's `database.url` is the fresh database conftest's bot_database gives.
+pytestmark = [pytest.mark.integration, pytest.mark.postgres_only]
 
 
-async def test_the_bot_keeps_its_records_in_postgresql(gated, make_bot, pg_cluster):
-    dsn = await pg_cluster.fresh()
-    mod = await setup(gated.hs, gated.bot, make_bot, gate=gated, database={"url": dsn})
+async def test_the_bot_keeps_its_records_in_postgresql(gated, make_bot):
+    mod = await setup(gated.hs, gated.bot, make_bot, gate=gated)
+    dsn = mod.bot.config["database"]["url"]
     try:
         alice = await mod.member("alice", gated.hs)  # the agreement, accepted with !agree
         await mod.command(f"!warn {alice.user_id} spam in the square", "Recorded")

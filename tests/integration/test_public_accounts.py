@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 
 import pytest
 
@@ -138,8 +137,7 @@ async def test_labels_appear_where_users_see_them_and_go_on_revoke(gated, mod):
     await until(lambda: _no_label(pub, channel, pub.user_id), what="the label to go")
     await until(lambda: _topic_is(pub, channel, "Daily news"), what="the tag to go")
     assert await _label(mod.moderator, lobby, pub.user_id) == {}
-    with sqlite3.connect(mod.bot.config["database"]["path"]) as db:
-        actions = [r[0] for r in db.execute("SELECT action FROM audit_log WHERE target = ? ORDER BY id", (pub.user_id,))]
+    actions = [r[0] for r in await mod.bot.rows("SELECT action FROM audit_log WHERE target = ? ORDER BY id", (pub.user_id,))]
     assert "label.set" in actions and actions[-1] == "label.remove"
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 import signal
-import sqlite3
 import time
 
 import pytest
 
 from tests.integration.harness import User, new_user, setup, until
-from tests.tamper import drop_append_only_sqlite
 
 pytestmark = pytest.mark.integration
 # Each test that uses `gated` runs with the HTTP gate and with the in-process module (conftest).
@@ -145,9 +143,8 @@ async def test_non_moderator_is_refused_and_the_attempt_recorded(gated, mod):
     alice, bob = await mod.member("alice", gated.hs), await mod.member("bob", gated.hs)
     await alice.say(alice.dm, f"!warn {bob.user_id} I do not like him")
     await alice.wait_for_message(alice.dm, mod.bot_id, "!warn is for moderators only")
-    with sqlite3.connect(mod.bot.config["database"]["path"]) as db:
-        rows = db.execute("SELECT actor, action FROM audit_log WHERE action = 'command.refused'").fetchall()
-        cases = db.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
+    rows = await mod.bot.rows("SELECT actor, action FROM audit_log WHERE action = 'command.refused'")
+    cases = await mod.bot.value("SELECT COUNT(*) FROM cases")
     assert rows == [(alice.user_id, "command.refused")] and cases == 0
 
 
@@ -248,6 +245,10 @@ async def test_a_warning_granted_on_appeal_does_not_count_toward_the_ladder(gate
     assert frank.user_id in reply["content"]["body"]
 
 
+async def _no_rows(rows) -> bool:
+    return not await rows
+
+
 def replies_to(messages: list[dict], event_id: str) -> list[dict]:
     return [m for m in messages
             if (m["content"].get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id") == event_id]
@@ -261,22 +262,18 @@ async def test_a_kill_between_commit_and_reply_and_a_replayed_batch_leave_one_ca
     from bot.effects import PAUSE_ENV
 
     alice = await mod.member("alice", gated.hs)
-    database = mod.bot.config["database"]["path"]
-
-    def query(sql, params=()):
-        with sqlite3.connect(database) as db:
-            return db.execute(sql, params).fetchall()
+    query = mod.bot.rows
 
     assert mod.bot.stop(signal.SIGTERM) == 0
     monkeypatch.setenv(PAUSE_ENV, "1")
     mod.bot.start()
-    [(token_before,)] = query("SELECT value FROM kv WHERE key = 'sync_token'")
+    [(token_before,)] = await query("SELECT value FROM kv WHERE key = 'sync_token'")
     replies_before = len(mod.moderator.messages(mod.room, mod.bot_id))
     sent = await mod.moderator.say(mod.room, f"!warn {alice.user_id} rude, once")
     await until(lambda: query("SELECT id FROM cases WHERE target = ?", (alice.user_id,)), what="the case committed")
     await until(lambda: query("SELECT 1 FROM kv WHERE key = 'sync_token' AND value != ?", (token_before,)),
                 what="the batch's token saved")
-    assert {k for (k,) in query("SELECT idempotency_key FROM effects WHERE status = 'pending'")} >= {
+    assert {k for (k,) in await query("SELECT idempotency_key FROM effects WHERE status = 'pending'")} >= {
         f"reply/{sent.event_id}"}
     assert mod.bot.stop(signal.SIGKILL) == -signal.SIGKILL
     await mod.moderator.sync()
@@ -285,17 +282,16 @@ async def test_a_kill_between_commit_and_reply_and_a_replayed_batch_leave_one_ca
     assert not replies_to(mod.moderator.messages(mod.room, mod.bot_id), sent.event_id)
 
     # As if the token had not been saved: the restarted bot receives the same batch again.
-    with sqlite3.connect(database) as db:
-        db.execute("UPDATE kv SET value = ? WHERE key = 'sync_token'", (token_before,))
+    await mod.bot.change("UPDATE kv SET value = ? WHERE key = 'sync_token'", (token_before,))
     monkeypatch.delenv(PAUSE_ENV)
     mod.bot.start()
     reply = await mod.moderator.wait_for_message(mod.room, mod.bot_id, "Recorded and in effect", after=replies_before)
     case = case_number(reply)
     await alice.wait_for_message(alice.dm, mod.bot_id, f"Case #{case}: you have received a warning")
-    await until(lambda: not query("SELECT 1 FROM effects WHERE status = 'pending'"), what="every effect carried out")
+    await until(lambda: _no_rows(query("SELECT 1 FROM effects WHERE status = 'pending'")), what="every effect carried out")
     await mod.moderator.sync()
     await alice.sync()
-    assert query("SELECT id FROM cases WHERE target = ?", (alice.user_id,)) == [(case,)]
+    assert await query("SELECT id FROM cases WHERE target = ?", (alice.user_id,)) == [(case,)]
     assert len(replies_to(mod.moderator.messages(mod.room, mod.bot_id), sent.event_id)) == 1
     notices = [m for m in alice.messages(alice.dm, mod.bot_id)
                if f"Case #{case}: you have received" in m["content"]["body"]]
@@ -323,9 +319,9 @@ async def test_a_restriction_that_ends_while_the_bot_is_down_lifts_its_mute_and_
     await until(lambda: _level(mod.moderator, room_id, hana.user_id, below=0), what="the mute")
     assert mod.bot.stop(signal.SIGTERM) == 0
     # A day passes while the bot is down (the case's end moved to the past, as the clock would).
-    with sqlite3.connect(mod.bot.config["database"]["path"]) as db:
-        drop_append_only_sqlite(db)  # a case's end is never rewritten, but the clock cannot be moved
-        db.execute("UPDATE cases SET expires_at = ? WHERE id = ?", (int(time.time() * 1000) - 1000, case))
+    # A case's end is never rewritten, but the clock cannot be moved.
+    await mod.bot.change("UPDATE cases SET expires_at = ? WHERE id = ?", (int(time.time() * 1000) - 1000, case),
+                         past_append_only=True)
     mod.bot.start()
     await until(lambda: _no_entry(mod.moderator, room_id, hana.user_id), what="the mute lifted after the restart")
     await mod.moderator.wait_for_message(mod.room, mod.bot_id,

@@ -40,11 +40,11 @@ def _post(port: int, callback: str, body: dict, timeout: float = 5) -> tuple[int
         return err.code, json.loads(err.read())
 
 
-def test_gate_answers_while_the_homeserver_is_down(tmp_path):
+def test_gate_answers_while_the_homeserver_is_down(tmp_path, bot_database):
     gate_port = free_port()
     config = {
         "homeserver": {"url": f"http://127.0.0.1:{free_port()}", "user_id": "@bot:hs.test", "password": "pw"},
-        "database": {"path": str(tmp_path / "bot.db")},
+        "database": dict(bot_database),  # SQLite or PostgreSQL (conftest)
         "gate": {"listen": f"127.0.0.1:{gate_port}", "token": TOKEN},
         "language": "en",
     }
@@ -157,7 +157,7 @@ os.execv(sys.executable, [sys.executable, "-m", "bot", "run", "--config", sys.ar
 """
 
 
-def test_behind_a_socket_that_outlives_it_a_restart_refuses_nothing(tmp_path):
+def test_behind_a_socket_that_outlives_it_a_restart_refuses_nothing(tmp_path, bot_database):
     """systemd socket activation, as the test does it: the listening socket belongs to the caller,
     so a request sent while the bot is down waits in the backlog and is answered after the restart."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -166,7 +166,7 @@ def test_behind_a_socket_that_outlives_it_a_restart_refuses_nothing(tmp_path):
     gate_port = listener.getsockname()[1]
     config = {
         "homeserver": {"url": f"http://127.0.0.1:{free_port()}", "user_id": "@bot:hs.test", "password": "pw"},
-        "database": {"path": str(tmp_path / "bot.db")},
+        "database": dict(bot_database),  # SQLite or PostgreSQL (conftest)
         # Not used: the inherited socket is (a port nobody listens on shows it).
         "gate": {"listen": f"127.0.0.1:{free_port()}", "token": TOKEN},
         "language": "en",
