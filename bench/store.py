@@ -11,6 +11,11 @@
    on each backend, beside a bare aiohttp server's first answer and the same store without the rows.
 3. On the way: ``migrate-db`` of both stores from SQLite into PostgreSQL (COPY, then the chain
    verified before the commit), and ``audit verify`` of the big chain on each backend.
+4. The leadership fence's cost per write (issue 11, bot.store.pg ``_fence_check``): a write
+   transaction on PostgreSQL with the fence and without, ``--fence-writes`` of each, alternating on
+   one connection in the same run; a kv write (the smallest transaction, where the fence weighs
+   most) and an audit record (the chain's head read and one row, as most of the bot's writes).
+   ``--fence-only`` runs just this part (seconds, not minutes).
 
 PostgreSQL is a throw-away cluster of the machine's server (tests/postgres.py) on a unix socket,
 fsync off like the tests': the figures are reads and start-up, not durable writes.
@@ -149,12 +154,68 @@ def verify_figures(configs: dict[str, Path]) -> None:
         print(f"  {name:<42} {seconds:6.1f} s, peak RSS {peak_mb:,.0f} MB: {outcome}")
 
 
+def percentile(values: list[float], pct: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, len(ordered) * pct // 100)]
+
+
+async def fence_figures(dsn: str, head_file: Path, writes: int, warmup: int = 200) -> dict[str, dict[str, list[float]]]:
+    """Seconds per write transaction, by kind of write, "fenced" and "unfenced": the same store and
+    connection, the fence switched on and off (PgConnection.epoch, as bot.ha sets it) before each
+    write, in alternating order, so a burst of other load on the machine hits both alike."""
+    from bot.store import Store
+    from bot.store.pg import EPOCH_KEY, NotActive
+
+    store = await Store.open(dsn, head_file)
+    try:
+        conn = store.db.conn
+        await store.put(EPOCH_KEY, "7")
+        # The fence is really on when it is set: a write in an epoch that is over is refused.
+        conn.epoch = 6
+        try:
+            await store.put("bench.fence", "refused")
+            raise RuntimeError("a write under an old leadership epoch went through: the fence is not on")
+        except NotActive:
+            pass
+        kinds = {
+            "kv write": lambda n: store.put("bench.fence", str(n)),
+            "audit record": lambda n: store.record(now_ms=1_700_000_000_000 + n, actor="@bench:bench.test",
+                                                   action="bench.fence", target="@user:bench.test", details={"n": n}),
+        }
+        times: dict[str, dict[str, list[float]]] = {kind: {"unfenced": [], "fenced": []} for kind in kinds}
+        for n in range(warmup + writes):
+            for kind, write in kinds.items():
+                for epoch in ((7, None) if n % 2 else (None, 7)):
+                    conn.epoch = epoch
+                    started = time.perf_counter()
+                    await write(n)
+                    if n >= warmup:
+                        times[kind]["unfenced" if epoch is None else "fenced"].append(time.perf_counter() - started)
+        return times
+    finally:
+        await store.close()
+
+
+def print_fence_figures(times: dict[str, dict[str, list[float]]]) -> None:
+    print(f"  {'':16}{'':10}{'p50':>10}{'p99':>10}")
+    for kind, by in times.items():
+        p50 = {name: statistics.median(values) * 1e3 for name, values in by.items()}
+        p99 = {name: percentile(values, 99) * 1e3 for name, values in by.items()}
+        for name in ("unfenced", "fenced"):
+            print(f"  {kind:16}{name:10}{p50[name]:>7.3f} ms{p99[name]:>7.3f} ms")
+        print(f"  {kind:16}{'fence adds':10}{p50['fenced'] - p50['unfenced']:>+7.3f} ms"
+              f"{p99['fenced'] - p99['unfenced']:>+7.3f} ms"
+              f"   ({(p50['fenced'] / p50['unfenced'] - 1) * 100:+.0f} % at p50, {len(by['fenced']):,} writes each)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--audit-rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
+    parser.add_argument("--fence-writes", type=int, default=3_000, help="write transactions of each kind, fenced and not")
+    parser.add_argument("--fence-only", action="store_true", help="measure only the leadership fence's cost per write")
     args = parser.parse_args()
     multiprocessing.set_start_method("spawn")
     bin_dir = server_bin()
@@ -167,6 +228,11 @@ def main() -> int:
         asyncio.run(cluster.create_template())
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
+            print(f"leadership fence per write transaction on PostgreSQL (unix socket, fsync off), {os.cpu_count()} cores:")
+            fence_dsn = asyncio.run(cluster.fresh())
+            print_fence_figures(asyncio.run(fence_figures(fence_dsn, work / "fence.audit-head", args.fence_writes)))
+            if args.fence_only:
+                return 0
             accounts_db = work / "accounts.db"
             asyncio.run(gate_bench._prepare_store(accounts_db, args.accounts))
             accounts_pg = asyncio.run(cluster.fresh())

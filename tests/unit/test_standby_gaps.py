@@ -286,3 +286,22 @@ async def test_a_bad_signature_relayed_gets_the_actives_refusal_unchanged(identi
     status, body = await send_assertion(identity_pair.gate, raw, headers)
     assert status == 401 and body["error"].startswith("bad signature")
     assert (await rows(identity_pair.store))["identity_records"] == 0
+
+
+# --- gap 3: the fence's cost per write (bench/store.py) ---------------------------------------------
+
+
+async def test_the_fence_bench_times_both_kinds_of_write_fenced_and_not(pg_cluster, tmp_path, monkeypatch) -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the bench puts bench/ first on it
+    path = Path(__file__).resolve().parents[2] / "bench" / "store.py"
+    spec = importlib.util.spec_from_file_location("store_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    times = await bench.fence_figures(await pg_cluster.fresh(), tmp_path / "head", writes=20, warmup=2)
+    assert {kind: {name: len(values) for name, values in by.items()} for kind, by in times.items()} == {
+        "kv write": {"unfenced": 20, "fenced": 20}, "audit record": {"unfenced": 20, "fenced": 20}}
+    assert all(value > 0 for by in times.values() for values in by.values() for value in values)
