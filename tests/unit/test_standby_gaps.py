@@ -305,3 +305,26 @@ async def test_the_fence_bench_times_both_kinds_of_write_fenced_and_not(pg_clust
     assert {kind: {name: len(values) for name, values in by.items()} for kind, by in times.items()} == {
         "kv write": {"unfenced": 20, "fenced": 20}, "audit record": {"unfenced": 20, "fenced": 20}}
     assert all(value > 0 for by in times.values() for values in by.values() for value in values)
+
+
+async def test_the_high_availability_runner_binds_its_standby_gate_to_ask_and_relay(tmp_path) -> None:
+    # What bot.ha does on PostgreSQL: a standby's gate asks the active about consent and relays
+    # identity assertions to it, with one consent cache for the process's life.
+    from bot.config import Settings
+    from bot.ha import HighAvailability
+
+    store = await Store.open(tmp_path / "bot.db")
+    settings = Settings(homeserver={"url": "http://hs.test", "user_id": "@bot:hs.test", "password": "p"},
+                        gate={"token": TOKEN}, database={"url": "postgresql://bot@db.invalid/bot"})
+    state = new_state()
+    gate = Gate(state, Translator("en"), TOKEN, lambda user: None)
+    gate.identity_endpoint = identity_endpoint(SimpleNamespace(), settings, lambda: NOW)
+    ha = HighAvailability(settings, SimpleNamespace(gate=gate, store=store), asyncio.Event())
+    try:
+        ha._bind_standby(state)
+        assert isinstance(ha.consent, ConsentViaActive) and gate.consent == ha.consent.accepted
+        assert gate.identity_endpoint.__self__.relay_to is ha.standby
+        ha._bind_standby(new_state())  # a new snapshot: the same cache
+        assert gate.consent == ha.consent.accepted
+    finally:
+        await store.close()
