@@ -6,6 +6,10 @@ what it saw (the newcomer's login prompt); SIGKILL the active and the standby ta
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -22,6 +26,16 @@ from tests.integration.harness import BotProcess, Moderation, new_user, until
 pytestmark = pytest.mark.integration
 
 STANDBY_LINE = "standby: the gate answers"
+ASSERTION_SECRET = b"a" * 48
+
+
+def signed_assertion(user_id: str) -> tuple[bytes, dict]:
+    """A signed identity assertion (bot.identity.assertion), timestamped now."""
+    raw = json.dumps({"user_id": user_id, "subject": "110101199003074258", "method": "eid", "level": "L2",
+                      "verified_at": int(time.time() * 1000) - 60_000, "assertion_id": f"failover-{user_id}"}).encode()
+    timestamp = str(int(time.time()))
+    signature = hmac.new(ASSERTION_SECRET, timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
+    return raw, {"X-Timestamp": timestamp, "X-Signature": f"sha256={signature}", "Content-Type": "application/json"}
 
 
 def gate_body(user_id: str, room_id: str, n: int) -> dict:
@@ -29,8 +43,9 @@ def gate_body(user_id: str, room_id: str, n: int) -> dict:
                       "content": {"msgtype": "m.text", "body": "probe"}}}
 
 
-async def ask(session: aiohttp.ClientSession, url: str, token: str, body: dict) -> int:
-    async with session.post(f"{url}/antispam/check_event_for_spam", json=body,
+async def ask(session: aiohttp.ClientSession, url: str, token: str, body: dict,
+              callback: str = "check_event_for_spam") -> int:
+    async with session.post(f"{url}/antispam/{callback}", json=body,
                             headers={"Authorization": f"Bearer {token}"},
                             timeout=aiohttp.ClientTimeout(total=2)) as response:
         return response.status
@@ -58,6 +73,9 @@ async def pair(gated, pg_cluster, tmp_path, monkeypatch):
     moderator = await new_user(hs, "mod")
     alias = f"mods-{moderator.user_id[5:13]}"
     active_port = free_port()
+    secret_file = tmp_path / "assertion.secret"
+    secret_file.write_bytes(ASSERTION_SECRET)
+    os.chmod(secret_file, 0o600)
 
     def config(port: int) -> dict:
         return {
@@ -69,7 +87,9 @@ async def pair(gated, pg_cluster, tmp_path, monkeypatch):
             "moderators": [moderator.user_id], "management_room": f"#{alias}:{hs.server_name}",
             # Both processes of one database need the same identity key (the database keeps its
             # fingerprint, and a bot with another or none refuses to start).
-            "identity": {"key_file": str(tmp_path / "identity.key")},
+            "identity": {"key_file": str(tmp_path / "identity.key"), "assertion_secret_file": str(secret_file),
+                         # What a verification changes shows on both gates: a room of one's own.
+                         "required_for": ["create_room"]},
         }
 
     (tmp_path / "a").mkdir()
@@ -107,6 +127,22 @@ async def test_the_standby_follows_and_takes_over_exactly_once(gated, pair):
         await asyncio.sleep(0.02)
     followed = time.monotonic() - agreed
     await mod.command(f"!warn {alice.user_id} first warning", "Recorded")
+    # An identity assertion sent to the standby is recorded by the active (its gate, and the
+    # standby's through the replica, let her create rooms at once), and usable once.
+    async def may_create_room() -> dict[str, int]:
+        return {name: await ask(session, url, gated.gate_token, {"user_id": alice.user_id}, "user_may_create_room")
+                for name, url in urls.items()}
+
+    assert await may_create_room() == {"active": 403, "standby": 403}
+    raw, headers = signed_assertion(alice.user_id)
+    async with session.post(f"{urls['standby']}/identity/v1/verifications", data=raw, headers=headers) as relayed:
+        assert (relayed.status, await relayed.json()) == (200, {"user_id": alice.user_id, "verified": True})
+    verified = time.monotonic()
+    while await may_create_room() != {"active": 200, "standby": 200}:
+        assert time.monotonic() - verified < 1.0, "a gate did not follow the verification within 1 s"
+        await asyncio.sleep(0.02)
+    async with session.post(f"{urls['active']}/identity/v1/verifications", data=raw, headers=headers) as replayed:
+        assert replayed.status == 401 and (await replayed.json())["error"].startswith("assertion already used")
 
     # The standby's gate is asked throughout; every answer is counted.
     answers: list[object] = []
