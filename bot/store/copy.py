@@ -116,15 +116,11 @@ async def _check(src: Database, dst: Database, tables: list[str], summary: CopyS
 
 async def _tables_parents_first(db: Database) -> list[str]:
     """The store's tables (not the schema version's), each after the tables its foreign keys name."""
+    names = await db.table_names()
     if db.dialect == "sqlite":
-        names = [r[0] for r in await db.fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
         links = [(r[0], r[1]) for r in await db.fetchall(
             "SELECT m.name, p.\"table\" FROM sqlite_master m, pragma_foreign_key_list(m.name) p WHERE m.type = 'table'")]
     else:
-        names = [r[0] for r in await db.fetchall(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-            " AND table_type = 'BASE TABLE' AND table_name <> 'schema_version' ORDER BY table_name")]
         links = [(r[0], r[1]) for r in await db.fetchall(
             "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c"
             " WHERE c.contype = 'f' AND c.connamespace = to_regnamespace(current_schema())::oid")]

@@ -265,6 +265,13 @@ class Database:
         row = await self.fetchone("SELECT file FROM pragma_database_list WHERE name = 'main'")
         return Path(row[0]).parent if row is not None and row[0] else None
 
+    async def table_names(self) -> list[str]:
+        """The store's own tables, sorted (not the engine's bookkeeping): ``migrate-db`` copies
+        these, and the tests compare every row of them on either backend."""
+        rows = await self.fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        return [r[0] for r in rows]
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the task's open transaction commits (dropped if it rolls back);
         at once when none is open. Memory follows the store, never runs ahead of it."""

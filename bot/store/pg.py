@@ -482,6 +482,12 @@ class PostgresDatabase(Database):
         (by default ``<database.path>.audit-head``, next to the config file)."""
         return None if self.head_file is None else self.head_file.path.parent
 
+    async def table_names(self) -> list[str]:
+        rows = await self.fetchall(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            " AND table_type = 'BASE TABLE' AND table_name <> 'schema_version' ORDER BY table_name")
+        return [r[0] for r in rows]
+
     async def try_advisory_lock(self) -> bool:
         """Take the active bot's session lock if no other process holds it (held until close)."""
         return bool(await self.conn.raw.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK))
