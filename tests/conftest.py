@@ -13,18 +13,28 @@ import pytest
 from tests.postgres import Cluster, server_bin
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "both_backends: the module's `store` tests run on SQLite and on PostgreSQL")
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself (a PRAGMA, its file lock)")
 
 
+def backends() -> list[str]:
+    """Every test that takes ``store`` or ``database`` runs on each backend: the repositories, services and commands
+    must not care which one holds the records. BOT_TEST_BACKENDS=sqlite (a comma-separated list)
+    narrows a local run; `make test` and CI run both."""
+    chosen = [b.strip() for b in os.environ.get("BOT_TEST_BACKENDS", ",".join(BACKENDS)).split(",") if b.strip()]
+    unknown = sorted(set(chosen) - set(BACKENDS))
+    if unknown or not chosen:
+        raise pytest.UsageError(f"BOT_TEST_BACKENDS={os.environ['BOT_TEST_BACKENDS']!r}: choose from {', '.join(BACKENDS)}")
+    return chosen
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # The store-related modules run their `store` tests twice: the repositories must not care.
-    # BOT_TEST_ALL_BACKENDS=1: every test that takes `store` (the commands', the services'), to
-    # find what a new repository writes that the PostgreSQL translator does not know yet.
-    marked = metafunc.definition.get_closest_marker("both_backends") or os.environ.get("BOT_TEST_ALL_BACKENDS")
-    if "store" in metafunc.fixturenames and marked and not metafunc.definition.get_closest_marker("sqlite_only"):
-        metafunc.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+    if {"store", "database"} & set(metafunc.fixturenames):
+        chosen = ["sqlite"] if metafunc.definition.get_closest_marker("sqlite_only") else backends()
+        metafunc.parametrize("backend", chosen, indirect=True)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from bot.store import Acceptance, NewCase
 from bot.store.audit import verify
 from bot.store.retention import purge_evidence
 
-pytestmark = pytest.mark.both_backends
 
 
 async def _records(store):

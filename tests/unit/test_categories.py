@@ -83,12 +83,12 @@ async def test_an_english_application_by_key_reads_back_in_english(store, tmp_pa
 
 async def test_an_unknown_category_is_refused_listing_the_names_in_the_readers_language(store, tmp_path):
     world = World(store, tmp_path, language="zh-CN")
-    before = world.everything()
+    before = await world.everything()
     for body in ("!申请 公众账号 占星 星星", "!申请 公众账号 占星 星星 --dry-run"):
         assert await world.send(body, sender=PUB) == (
             "未知类别 占星。请从以下类别中选择：新闻单位, 新闻网站, 政府机关, 企业, 事业单位, 自媒体, 个人。")
     assert await store.accounts.applications_of(PUB) == []
-    assert world.everything(answered=["$cmd1", "$cmd2"]) == before
+    assert await world.everything(answered=["$cmd1", "$cmd2"]) == before
 
 
 async def test_configured_names_are_used_in_a_dry_run_too(store, tmp_path):

@@ -1,19 +1,16 @@
 """`python -m bot audit verify`: exit 0 with the count on an intact log, 1 naming the row otherwise."""
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 
 import yaml
 
-from bot.store import Store
 from bot.store.audit import append
-from tests.tamper import drop_append_only_sqlite
 
 
-async def _fill(path, rows=3):
-    store = await Store.open(path)
+async def _fill(database, rows=3):
+    store = await database.open()
     for i in range(rows):
         async with store.db.transaction() as conn:
             await append(conn, now_ms=i, actor="@m:hs", action="test", target="@t:hs", details={"i": i})
@@ -39,33 +36,30 @@ import pytest
     ],
     ids=["edited", "deleted", "inserted"],
 )
-def test_audit_verify(tmp_path, tamper, problem):
-    db = tmp_path / "bot.db"
-    asyncio.run(_fill(db))
+def test_audit_verify(tmp_path, database, tamper, problem):
+    asyncio.run(_fill(database))
     config = tmp_path / "bot.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "homeserver": {"url": "http://127.0.0.1:1", "user_id": "@b:hs", "password": "p"},
-                "database": {"path": str(db)},
+                "database": database.config,
                 "gate": {"enabled": False},
             }
         )
     )
     ok = _verify(config)
     assert ok.returncode == 0 and "3 rows checked" in ok.stdout
-    with sqlite3.connect(db) as conn:
-        drop_append_only_sqlite(conn)
-        conn.execute(tamper)
+    database.forge_now(tamper)
     broken = _verify(config)
     assert broken.returncode == 1 and problem in broken.stdout, broken.stdout
 
 
-def _config(tmp_path, db):
+def _config(tmp_path, database):
     config = tmp_path / "bot.yaml"
     config.write_text(yaml.safe_dump({
         "homeserver": {"url": "http://127.0.0.1:1", "user_id": "@b:hs", "password": "p"},
-        "database": {"path": str(db)}, "gate": {"enabled": False},
+        "database": database.config, "gate": {"enabled": False},
     }))
     return config
 
@@ -75,26 +69,22 @@ def _audit(*args):
                           timeout=60)
 
 
-def test_verify_notices_the_newest_rows_removed_through_every_layer(tmp_path):
+def test_verify_notices_the_newest_rows_removed_through_every_layer(tmp_path, database):
     """Cut the tail; then also fix the database's head record; then also delete the head file:
     each time verify still exits 1 naming what is gone, and the last time only the head the
     operator kept elsewhere can tell."""
-    db = tmp_path / "bot.db"
-    asyncio.run(_fill(db, rows=5))
-    config = _config(tmp_path, db)
+    asyncio.run(_fill(database, rows=5))
+    config = _config(tmp_path, database)
     kept = _audit("head", "--config", config)
     assert kept.returncode == 0, kept.stderr
     token, when = kept.stdout.split()
     assert token.startswith("5:") and len(token) == 2 + 64 and when.endswith("Z")
 
-    with sqlite3.connect(db) as conn:
-        drop_append_only_sqlite(conn)
-        conn.execute("DELETE FROM audit_log WHERE id >= 4")
+    database.forge_now("DELETE FROM audit_log WHERE id >= 4")
     cut = _audit("verify", "--config", config)
     assert cut.returncode == 1 and "audit log broken at row 4: rows 4..5 were removed" in cut.stdout, cut.stdout
 
-    with sqlite3.connect(db) as conn:  # make the database's own head agree with the cut chain
-        conn.execute("DELETE FROM kv WHERE key = 'audit.head'")
+    database.forge_now("DELETE FROM kv WHERE key = 'audit.head'")  # the database's own head agrees with the cut
     still = _audit("verify", "--config", config)
     assert still.returncode == 1 and "rows 4..5 were removed (the head file" in still.stdout, still.stdout
 
@@ -105,19 +95,17 @@ def test_verify_notices_the_newest_rows_removed_through_every_layer(tmp_path):
     assert outside.returncode == 1 and "rows 4..5 were removed (--head records row 5)" in outside.stdout
 
 
-def test_a_missing_head_file_is_not_taken_for_an_intact_log(tmp_path):
-    db = tmp_path / "bot.db"
-    asyncio.run(_fill(db))
-    config = _config(tmp_path, db)
+def test_a_missing_head_file_is_not_taken_for_an_intact_log(tmp_path, database):
+    asyncio.run(_fill(database))
+    config = _config(tmp_path, database)
     (tmp_path / "bot.db.audit-head").unlink()
     run = _audit("verify", "--config", config)
     assert run.returncode == 1 and "the head file" in run.stdout and "is missing" in run.stdout, run.stdout
 
 
-def test_head_round_trips_into_verify_and_a_wrong_head_is_refused(tmp_path):
-    db = tmp_path / "bot.db"
-    asyncio.run(_fill(db))
-    config = _config(tmp_path, db)
+def test_head_round_trips_into_verify_and_a_wrong_head_is_refused(tmp_path, database):
+    asyncio.run(_fill(database))
+    config = _config(tmp_path, database)
     token = _audit("head", "--config", config).stdout.split()[0]
     ok = _audit("verify", "--config", config, "--head", token)
     assert ok.returncode == 0 and "3 rows checked" in ok.stdout and f"head {token}" in ok.stdout
@@ -129,21 +117,18 @@ def test_head_round_trips_into_verify_and_a_wrong_head_is_refused(tmp_path):
     # The configured head file is used instead of the default place.
     elsewhere = tmp_path / "elsewhere.heads"
     config.write_text(config.read_text() + f"records:\n  audit_head_file: {elsewhere}\n")
-    asyncio.run(_fill_more(db, elsewhere))
+    asyncio.run(_fill_more(database, elsewhere))
     assert [line.split()[0] for line in elsewhere.read_text().splitlines()] == ["4"]
-    with sqlite3.connect(db) as conn:
-        drop_append_only_sqlite(conn)
-        conn.execute("DELETE FROM audit_log WHERE id = 4")
+    database.forge_now("DELETE FROM audit_log WHERE id = 4")
     cut = _audit("verify", "--config", config)
     assert cut.returncode == 1 and "row 4 was removed (the database records it)" in cut.stdout, cut.stdout
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM kv WHERE key = 'audit.head'")
+    database.forge_now("DELETE FROM kv WHERE key = 'audit.head'")
     cut = _audit("verify", "--config", config)
     assert cut.returncode == 1 and f"row 4 was removed (the head file {elsewhere} records it)" in cut.stdout
 
 
-async def _fill_more(path, head_file):
-    store = await Store.open(path, head_file)
+async def _fill_more(database, head_file):
+    store = await database.open(head_file)
     async with store.db.transaction() as conn:
         await append(conn, now_ms=99, actor="@m:hs", action="test", target="@t:hs", details={})
     await store.close()

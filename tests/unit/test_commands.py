@@ -131,7 +131,7 @@ def test_only_report_and_appeal_are_open_to_everyone_among_the_record_commands()
 import copy  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
-import sqlite3  # noqa: E402
+from tests.unit import dbview  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -263,31 +263,20 @@ class World:
         if len(self.replies) == before + 1:  # a dispatcher that sends its answers itself
             return self.replies[-1][1][1]
         # A dispatcher that journals its answer, to be sent by the effects executor.
-        if await self.store.db.fetchone("SELECT 1 FROM sqlite_master WHERE name = 'effects'") is None:
-            return ""  # !rules answers with the agreement itself
         row = await self.store.db.fetchone("SELECT payload FROM effects WHERE idempotency_key = ?",
                                            (f"reply/{event_id}",))
         return "" if row is None else json.loads(row[0])["text"]  # !rules answers with the agreement itself
 
-    def everything(self, answered=()):
+    async def everything(self, answered=()):
         """Every table's rows, the files beside the database, the bot's memory and Matrix writes.
 
         ``answered``: command events whose own bookkeeping is left out — the mark that the event
         was handled and its answer queued for sending: what every command, a dry run too, leaves.
         """
-        tables = {}
-        with sqlite3.connect(self.tmp_path / "bot.db") as conn:
-            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-            for name in names:
-                rows = conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall()
-                columns = [d[0] for d in conn.execute(f'SELECT * FROM "{name}" LIMIT 0').description]
-                rows = [dict(zip(columns, r)) for r in rows]
-                if name == "handled_events":
-                    rows = [r for r in rows if r["event_id"] not in answered]
-                if name == "effects":
-                    rows = [r for r in rows if r["idempotency_key"] not in {f"reply/{e}" for e in answered}]
-                tables[name] = rows
-            schema = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        tables = await dbview.rows(self.store.db)
+        tables["handled_events"] = [r for r in tables["handled_events"] if r["event_id"] not in answered]
+        tables["effects"] = [r for r in tables["effects"] if r["idempotency_key"] not in {f"reply/{e}" for e in answered}]
+        schema = await dbview.schema(self.store.db)
         files = {p.name: p.read_bytes() for p in self.tmp_path.iterdir()
                  if p.is_file() and (not p.name.startswith("bot.db") or p.name.endswith(".audit-head"))}
         memory = {k: copy.deepcopy(v) for k, v in vars(self.state).items() if k != "news_rules"}
@@ -377,7 +366,7 @@ async def test_a_dry_run_answers_what_would_happen_and_changes_nothing(store, tm
     world = World(store, tmp_path)
     code = await seed(world)
     command = body % code if "%s" in body else body
-    before = world.everything()
+    before = await world.everything()
     # The flag is read anywhere in the arguments: first, and last.
     head, _, rest = command.partition(" ")
     dry_runs = []
@@ -387,16 +376,16 @@ async def test_a_dry_run_answers_what_would_happen_and_changes_nothing(store, tm
         assert answer.startswith(
             f"Dry run of !{name}: nothing was recorded, sent or changed. Without --dry-run it would:\n• ")
         assert step in answer, answer
-        assert world.everything(answered=dry_runs) == before
+        assert await world.everything(answered=dry_runs) == before
     real = await world.send(command, sender=sender)
     assert not real.startswith("Dry run") and "Something went wrong" not in real, real
-    assert world.everything(answered=[*dry_runs, world.last_event]) != before
+    assert await world.everything(answered=[*dry_runs, world.last_event]) != before
 
 
 async def test_a_dry_run_is_refused_where_the_command_would_be(store, tmp_path):
     world = World(store, tmp_path)
     await world.send(f"!warn {BOB} rude")
-    before, answered = world.everything(), []
+    before, answered = await world.everything(), []
     t = Translator("en")
     for body, sender, expected in [
         ("!lift 9 x --dry-run", MOD, "There is no case #9."),
@@ -417,7 +406,7 @@ async def test_a_dry_run_is_refused_where_the_command_would_be(store, tmp_path):
     ]:
         assert await world.send(body, sender=sender) == expected, body
         answered.append(world.last_event)
-    assert world.everything(answered=answered) == before
+    assert await world.everything(answered=answered) == before
 
 
 def world_categories():
@@ -428,7 +417,7 @@ def world_categories():
 async def test_resolve_passes_a_sanctions_own_flags_and_a_dry_run_through(store, tmp_path):
     world = World(store, tmp_path)
     await seed_report(world)
-    before = world.everything()
+    before = await world.everything()
     answer = await world.send(f"!resolve 1 close {BOB} scam --erase --dry-run")
     answered = [world.last_event]
     assert answer.startswith("Dry run of !resolve: ")
@@ -437,7 +426,7 @@ async def test_resolve_passes_a_sanctions_own_flags_and_a_dry_run_through(store,
     answer = await world.send(f"!resolve 1 dismiss not spam --{DRY_RUN}")
     answered.append(world.last_event)
     assert "mark report #1 as dismissed; reason: not spam" in answer
-    assert world.everything(answered=answered) == before
+    assert await world.everything(answered=answered) == before
     # Without the flag the closure is asked for, with the erase the moderator gave.
     answer = await world.send(f"!resolve 1 close {BOB} scam --erase")
     assert "send !confirm" in answer and "(erase requested)" in answer
@@ -446,13 +435,13 @@ async def test_resolve_passes_a_sanctions_own_flags_and_a_dry_run_through(store,
 async def test_read_only_commands_answer_as_usual_and_say_so(store, tmp_path):
     world = World(store, tmp_path)
     await world.send(f"!warn {BOB} rude")
-    before = world.everything()
+    before = await world.everything()
     plain = await world.send("!case 1")
     answered = [world.last_event]
     dry = await world.send("!case 1 --dry-run")
     answered.append(world.last_event)
     assert dry == plain + "\n\n(--dry-run: !case only reads, so this is its usual answer; nothing was changed.)"
-    assert world.everything(answered=answered) == before
+    assert await world.everything(answered=answered) == before
 
 
 def test_usage_and_help_show_the_flag_on_the_commands_that_take_it():

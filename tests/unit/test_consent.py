@@ -218,7 +218,6 @@ async def consent(store):
     return checker
 
 
-@pytest.mark.both_backends  # the rebuilt table (migration) and the record, on PostgreSQL too
 async def test_an_account_that_consented_to_the_current_version_is_recorded_once(consent):
     consent.records[USER] = {"name": USER, "consent_version": "3", "consent_ts": 900_000, "consent_server_notice_sent": None}
     assert await consent.accepted(USER) is True
@@ -395,12 +394,12 @@ async def test_probe_reads_the_terms_stage_then_the_policy_page_then_gives_up():
     assert (await probe("http://127.0.0.1:9", timeout_s=1)).version is None  # nobody there: no crash
 
 
-async def test_a_mismatch_is_logged_warned_and_posted_to_the_management_room_once(tmp_path, caplog):
+async def test_a_mismatch_is_logged_warned_and_posted_to_the_management_room_once(database, caplog):
     from bot.config import Settings
     from bot.consent.wiring import Consent
     from bot.matrix.management import ManagementRoom
 
-    store = await Store.open(tmp_path / "bot.db")
+    store = await database.open()
     try:
         async with _fake_synapse(terms="2") as server:
             settings = Settings(homeserver={"url": str(server.make_url("")).rstrip("/"), "user_id": "@bot:hs.test",

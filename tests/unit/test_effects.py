@@ -22,7 +22,6 @@ from bot.store import Mute, NewCase
 from tests.unit.journal import executor
 
 # The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
-pytestmark = pytest.mark.both_backends
 
 BOT, MOD, BOB, MGMT, ROOM = "@bot:hs", "@mod:hs", "@bob:hs", "!mgmt:hs", "!lobby:hs"
 T0 = 1_790_000_000_000

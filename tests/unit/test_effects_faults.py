@@ -16,7 +16,6 @@ from tests.unit.journal import executor
 from tests.unit.test_effects import BOT, Crash, FakeMatrix
 
 # The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
-pytestmark = pytest.mark.both_backends
 
 
 async def test_a_synapse_500_is_retried_not_failed_for_good(store):

@@ -4,6 +4,7 @@ the executor renders the text when it posts, so the retention purge leaves no co
 from bot.policy.sanctions import SanctionKind
 from bot.sanctions import Request
 from bot.store.retention import purge_evidence
+from tests.unit import dbview
 from tests.unit.journal import executor
 from tests.unit.test_effects import BOB, MGMT, MOD, T0, World
 
@@ -12,11 +13,7 @@ DAY = 86_400_000
 
 
 async def copies(store):
-    hits = []
-    for (table,) in await store.db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        for row in await store.db.fetchall(f"SELECT * FROM {table}"):
-            hits += [table for v in row if isinstance(v, str) and "555-0199" in v]
-    return hits
+    return await dbview.texts_holding(store.db, "555-0199")
 
 
 async def warn_with_evidence(world):

@@ -9,19 +9,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.config import Settings
 from bot.gatefirst import GateFirst, measure_of
 from bot.i18n import Translator
-from bot.store import Acceptance, NewCase, Store
+from bot.store import Acceptance, NewCase
 
 BOT = "@bot:hs.test"
 NOW = 1_800_000_000_000
 
 
-def settings_for(tmp_path) -> Settings:
+def settings_for(database) -> Settings:
     return Settings(homeserver={"url": "http://127.0.0.1:9", "user_id": BOT, "password": "x" * 16},
-                    database={"path": str(tmp_path / "bot.db")}, gate={"enabled": False}, language="en")
+                    database=database.config, records={"audit_head_file": str(database.head_file)},
+                    gate={"enabled": False}, language="en")
 
 
-async def seeded(tmp_path) -> None:
-    store = await Store.open(tmp_path / "bot.db")
+async def seeded(database) -> None:
+    store = await database.open()
     try:
         await store.agreements.record_acceptance(
             Acceptance("@agreed:hs.test", "1", "0" * 64, NOW - 10, "$a", "!dm:hs.test", "command"))
@@ -33,9 +34,9 @@ async def seeded(tmp_path) -> None:
         await store.close()
 
 
-async def test_the_state_comes_from_the_store_and_overdue_measures_bind_nobody(tmp_path):
-    await seeded(tmp_path)
-    early = await GateFirst.open(settings_for(tmp_path), Translator("en"), lambda: NOW)
+async def test_the_state_comes_from_the_store_and_overdue_measures_bind_nobody(database):
+    await seeded(database)
+    early = await GateFirst.open(settings_for(database), Translator("en"), lambda: NOW)
     try:
         state = early.state
         assert state.accepted == {"@agreed:hs.test": "1"}
@@ -48,8 +49,8 @@ async def test_the_state_comes_from_the_store_and_overdue_measures_bind_nobody(t
         await early.close()
 
 
-async def test_what_the_gate_sees_before_the_matrix_side_binds_is_handed_over(tmp_path):
-    early = await GateFirst.open(settings_for(tmp_path), Translator("en"), lambda: NOW)
+async def test_what_the_gate_sees_before_the_matrix_side_binds_is_handed_over(database):
+    early = await GateFirst.open(settings_for(database), Translator("en"), lambda: NOW)
     try:
         early.prompt("@new:hs.test")
         early.prompt("@new:hs.test")
@@ -66,9 +67,9 @@ async def test_what_the_gate_sees_before_the_matrix_side_binds_is_handed_over(tm
         await early.close()
 
 
-async def test_the_gate_refuses_a_restricted_account_before_the_login(tmp_path):
-    await seeded(tmp_path)
-    early = await GateFirst.open(settings_for(tmp_path), Translator("en"), lambda: NOW)
+async def test_the_gate_refuses_a_restricted_account_before_the_login(database):
+    await seeded(database)
+    early = await GateFirst.open(settings_for(database), Translator("en"), lambda: NOW)
     try:
         # The gate object as GateFirst builds it with the gate enabled, served without a port.
         from bot.gate.server import Gate
@@ -121,10 +122,10 @@ def test_a_socket_is_inherited_only_when_systemd_passed_it_to_this_process(monke
     assert inherited_socket() is None
 
 
-async def test_a_new_rooms_refused_text_seen_before_the_service_binds_is_cleared_once_it_does(tmp_path):
+async def test_a_new_rooms_refused_text_seen_before_the_service_binds_is_cleared_once_it_does(database):
     import asyncio
 
-    early = await GateFirst.open(settings_for(tmp_path), Translator("en"), lambda: NOW)
+    early = await GateFirst.open(settings_for(database), Translator("en"), lambda: NOW)
     try:
         cleared = []
         waiting = asyncio.ensure_future(early.directory.on_initial_text("!r:hs.test", "@c:hs.test", {}, None, ["#r:hs.test"]))

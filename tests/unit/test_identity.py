@@ -23,7 +23,6 @@ NOW = 1_800_000_000_000
 ALICE, BOB, CAROL, DAVE = "@alice:hs.test", "@bob:hs.test", "@carol:hs.test", "@dave:hs.test"
 SUBJECT = "110101199003074258"
 # The repositories must not care which database holds them (issue 11's PostgreSQL too).
-pytestmark = pytest.mark.both_backends
 
 
 def settings_for(tmp_path, **identity) -> Settings:

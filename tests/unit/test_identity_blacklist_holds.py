@@ -31,7 +31,6 @@ async def open_identity(store, tmp_path, clock=lambda: NOW, **config) -> Identit
 
 # -- the service: both backends ------------------------------------------------------------------------
 
-@pytest.mark.both_backends
 async def test_the_blacklist_takes_every_subject_the_account_was_ever_verified_with(store, tmp_path):
     identity = await open_identity(store, tmp_path)
     assert (await verify(identity, ALICE)).recorded
@@ -45,7 +44,6 @@ async def test_the_blacklist_takes_every_subject_the_account_was_ever_verified_w
     assert audit[0] == '{"case":11,"identities":2}'
 
 
-@pytest.mark.both_backends
 async def test_blacklisting_revokes_the_same_persons_other_accounts_with_audit_records(store, tmp_path):
     identity = await open_identity(store, tmp_path)
     for user in (ALICE, BOB, CAROL):
@@ -62,7 +60,6 @@ async def test_blacklisting_revokes_the_same_persons_other_accounts_with_audit_r
     assert all("identity blacklisted with the closure of case #9" in r[2] for r in revoked)
 
 
-@pytest.mark.both_backends
 async def test_single_sign_on_leaves_an_eid_verification_alone_and_its_slot_taken(store, tmp_path):
     identity = await open_identity(store, tmp_path, accounts_per_subject=1, sso_providers=["corp"])
     identity.admin = RecordsOf({ALICE: sso("corp", "alice")})
@@ -74,7 +71,6 @@ async def test_single_sign_on_leaves_an_eid_verification_alone_and_its_slot_take
     assert (again.recorded, again.refusal) == (False, "too_many_accounts")
 
 
-@pytest.mark.both_backends
 async def test_a_verification_chain_holds_the_slot_of_each_of_its_subjects(store, tmp_path):
     identity = await open_identity(store, tmp_path, accounts_per_subject=1, sso_providers=["corp"])
     identity.admin = RecordsOf({ALICE: sso("corp", "alice"), BOB: sso("corp", "alice")})
@@ -86,7 +82,6 @@ async def test_a_verification_chain_holds_the_slot_of_each_of_its_subjects(store
     assert (await identity.check_sso(BOB)).recorded
 
 
-@pytest.mark.both_backends
 async def test_a_moderators_revocation_holds_against_single_sign_on_until_a_moderator_rechecks(store, tmp_path,
                                                                                              monkeypatch):
     monkeypatch.setattr("bot.identity.service.SSO_SWEEP_PAUSE_S", 0)
@@ -108,7 +103,6 @@ async def test_a_moderators_revocation_holds_against_single_sign_on_until_a_mode
     assert (await identity.check_sso(ALICE)).recorded
 
 
-@pytest.mark.both_backends
 async def test_a_blacklisted_account_is_told_and_audited_once_per_blacklist_entry(store, tmp_path):
     clock = {"now": NOW}
     identity = await open_identity(store, tmp_path, clock=lambda: clock["now"], sso_providers=["gov"])
@@ -133,12 +127,12 @@ async def test_a_blacklisted_account_is_told_and_audited_once_per_blacklist_entr
 
 async def refused_with_its_dry_run(world, body: str, expected: str) -> None:
     """``body`` and its dry run both answer ``expected`` and change nothing."""
-    before = world.everything()
+    before = await world.everything()
     assert await world.send(body) == expected
     answered = [world.last_event]
     assert await world.send(body + " --dry-run") == expected
     answered.append(world.last_event)
-    assert world.everything(answered=answered) == before
+    assert await world.everything(answered=answered) == before
 
 
 async def close_with_blacklist(world, user) -> str:
@@ -196,14 +190,14 @@ async def test_lifting_a_blacklisting_closure_lifts_its_blacklist_entries(store,
                                           subject=SUBJECT, verified_at_ms=world.now, actor="@idp:hs")
     assert refused.refusal == "blacklisted"
     world.now += 60_000
-    before = world.everything()
+    before = await world.everything()
     assert ("• lift the identity blacklist entries case #1 made for @bob:hs (audited): those identities may verify "
             "again") in await world.send("!lift 1 appeal upheld --dry-run")
-    assert world.everything(answered=[world.last_event]) == before
+    assert await world.everything(answered=[world.last_event]) == before
     await world.send("!lift 1 appeal upheld")
-    (entry,) = rows(world, "identity_blacklist")
+    (entry,) = await rows(world, "identity_blacklist")
     assert entry[-2:] == (world.now, MOD)  # kept, marked lifted
-    assert audit_actions(world).count("identity.blacklist_lift") == 1
+    assert (await audit_actions(world)).count("identity.blacklist_lift") == 1
     assert any(name == "post" and args[0].startswith(
         "Case #1 was lifted, and with it the identity blacklist entries it made for @bob:hs: those identities may "
         "verify accounts again.") for name, args in world.writes)
@@ -255,13 +249,12 @@ async def test_an_upheld_appeal_of_a_blacklisting_closure_lifts_its_blacklist_en
     assert "• lift the identity blacklist entries case #1 made for @bob:hs" in await world.send(
         "!grant 1 upheld --dry-run")
     await world.send("!grant 1 upheld")
-    assert [r[-1] for r in rows(world, "identity_blacklist")] == [MOD]
+    assert [r[-1] for r in await rows(world, "identity_blacklist")] == [MOD]
     outcome = await world.identity.verify(user_id="@bob2:hs", verifier="assertion", method="eid", level="high",
                                           subject=SUBJECT, verified_at_ms=world.now, actor="@idp:hs")
     assert outcome.recorded
 
 
-@pytest.mark.both_backends
 async def test_the_sweep_audits_an_sso_refusal_for_too_many_accounts_once(store, tmp_path, monkeypatch):
     monkeypatch.setattr("bot.identity.service.SSO_SWEEP_PAUSE_S", 0)
     identity = await open_identity(store, tmp_path, accounts_per_subject=1, sso_providers=["gov"])

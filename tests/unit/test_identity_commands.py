@@ -5,12 +5,12 @@ The services are the real ones over a real database (tests.unit.test_commands.Wo
 and the admin API are fakes. Every refusal is asserted word for word, with nothing recorded."""
 
 import re
-import sqlite3
 
 import pytest
 
 from bot.commands.agreement import help_
 from bot.i18n import Translator
+from tests.unit import dbview
 from tests.unit.test_commands import BOB, MOD, NEWBIE, PUB, T0, World
 
 SUBJECT = "110101199001011234"  # a subject in clear: must never be shown or stored
@@ -33,13 +33,12 @@ async def known(world, *users):
         await world.send("!agree", sender=user)  # the bot now knows the account (no admin API here)
 
 
-def rows(world, table):
-    with sqlite3.connect(world.tmp_path / "bot.db") as conn:
-        return conn.execute(f"SELECT * FROM {table}").fetchall()
+async def rows(world, table):
+    return [tuple(r) for r in await world.store.db.fetchall(f"SELECT * FROM {table} ORDER BY 1")]
 
 
-def audit_actions(world):
-    return [r[0] for r in sqlite3.connect(world.tmp_path / "bot.db").execute("SELECT action FROM audit_log")]
+async def audit_actions(world):
+    return [r[0] for r in await world.store.db.fetchall("SELECT action FROM audit_log ORDER BY id")]
 
 
 # -- !verify alone -----------------------------------------------------------------------------------
@@ -86,7 +85,7 @@ async def test_a_blacklisted_sign_in_is_refused_in_the_answer_and_the_moderators
     notices = [args[0] for name, args in world.writes if name == "post" and "Identity blacklist" in args[0]]
     assert notices == ["Identity blacklist: @newbie:hs was just verified (sso, corp) with an identity that is on the "
                        "blacklist (case #1). The verification was refused; the account is not verified."]
-    assert "identity.refused" in audit_actions(world)  # answered, not raised: the audit row stays
+    assert "identity.refused" in await audit_actions(world)  # answered, not raised: the audit row stays
     assert NEWBIE not in world.state.verified
 
 
@@ -111,9 +110,9 @@ async def test_a_moderator_verifies_and_unverifies_with_audit_records(store, tmp
     assert await world.send(f"!取消实名 {NEWBIE} the passport was forged") == (
         "@newbie:hs is no longer verified (the manual check verification was revoked). Reason: the passport was forged")
     assert world.state.verified == {}
-    assert [a for a in audit_actions(world) if a.startswith("identity.")] == ["identity.verify", "identity.unverify"]
+    assert [a for a in await audit_actions(world) if a.startswith("identity.")] == ["identity.verify", "identity.unverify"]
     # A manual check names no subject: nothing to count or blacklist, nothing to leak.
-    assert [r[9] for r in rows(world, "identity_records")] == [None, None]
+    assert [r[9] for r in await rows(world, "identity_records")] == [None, None]
 
 
 @pytest.mark.parametrize("body, sender, expected", [
@@ -135,16 +134,16 @@ async def test_a_moderator_verifies_and_unverifies_with_audit_records(store, tmp
 async def test_refusals_say_why_and_record_nothing(store, tmp_path, body, sender, expected):
     world = World(store, tmp_path)
     await known(world, NEWBIE)
-    before = world.everything()
+    before = await world.everything()
     assert await world.send(body, sender=sender) == expected
     answered = [world.last_event]
-    assert rows(world, "identity_records") == [] and world.state.verified == {}
+    assert await rows(world, "identity_records") == [] and world.state.verified == {}
     if "moderators only" in expected:
-        assert audit_actions(world)[-1] == "command.refused"  # the attempt itself is on record
+        assert (await audit_actions(world))[-1] == "command.refused"  # the attempt itself is on record
         return
     assert await world.send(body + " --dry-run", sender=sender) == expected  # the dry run meets the same refusal
     answered.append(world.last_event)
-    assert world.everything(answered=answered) == before
+    assert await world.everything(answered=answered) == before
 
 
 async def test_an_account_already_verified_is_not_verified_again(store, tmp_path):
@@ -155,7 +154,7 @@ async def test_an_account_already_verified_is_not_verified_again(store, tmp_path
     answer = await world.send(f"!verify {NEWBIE} id-card seen")
     assert answer == ("@newbie:hs is already verified (identity service, method eid, level high, since "
                       "2027-01-15 07:59 UTC). Nothing was recorded; send !unverify first to replace it.")
-    assert len(rows(world, "identity_records")) == 1
+    assert len(await rows(world, "identity_records")) == 1
 
 
 # -- !status, !whois, !history -------------------------------------------------------------------------
@@ -212,19 +211,21 @@ async def test_close_with_blacklist_lists_the_subject_and_a_later_account_with_i
     assert "(blacklist requested)" in answer
     assert answer.endswith("\nOnce confirmed, the identity @bob:hs was verified with goes on the identity blacklist.")
     code = re.search(r"!confirm (\w+)", answer).group(1)
-    assert rows(world, "identity_blacklist") == []  # not before the confirmation
+    assert await rows(world, "identity_blacklist") == []  # not before the confirmation
     answer = await world.send(f"!confirm {code}")
     assert answer == ("Case #1: closure @bob:hs. Recorded and in effect; the account has been told.\nThe identity "
                       "@bob:hs was verified with is now on the identity blacklist: any account verified with it later "
                       "is refused, and you will be told.")
-    assert [(r[2], r[3]) for r in rows(world, "identity_blacklist")] == [(BOB, 1)]
+    assert [(r[2], r[3]) for r in await rows(world, "identity_blacklist")] == [(BOB, 1)]
     # A second account verified with the same subject (written differently) is refused.
     outcome = await world.identity.verify(user_id="@bob2:hs", verifier="assertion", method="eid", level="high",
                                           subject=f" {SUBJECT} ", verified_at_ms=T0, actor="@idp:hs")
     assert (outcome.recorded, outcome.refusal) == (False, "blacklisted")
     assert any(name == "post" and "Identity blacklist: @bob2:hs" in args[0] for name, args in world.writes)
-    # The subject is nowhere: not in the database, not in any answer.
-    assert SUBJECT.encode() not in (tmp_path / "bot.db").read_bytes()
+    # The subject is nowhere: not in the database (nor its file), not in any answer.
+    assert await dbview.texts_holding(store.db, SUBJECT) == []
+    if store.db.dialect == "sqlite":
+        assert SUBJECT.encode() not in (tmp_path / "bot.db").read_bytes()
     assert all(SUBJECT not in str(w) for w in world.writes)
 
 
@@ -244,8 +245,8 @@ async def test_close_with_blacklist_of_an_account_without_subject_says_so_and_st
     assert answer == ("Case #1: closure @newbie:hs. Recorded and in effect; the account has been told.\n@newbie:hs "
                       "has no verification that names an identity (verified manually, or not at all): nothing was "
                       "blacklisted; the account is closed all the same.")
-    assert rows(world, "identity_blacklist") == []
-    assert [r[2] for r in rows(world, "cases")] == ["close"]
+    assert await rows(world, "identity_blacklist") == []
+    assert [r[2] for r in await rows(world, "cases")] == ["close"]
 
 
 async def test_a_dry_run_of_close_and_confirm_names_the_blacklist_step_and_changes_nothing(store, tmp_path):
@@ -253,12 +254,12 @@ async def test_a_dry_run_of_close_and_confirm_names_the_blacklist_step_and_chang
     await world.identity.verify(user_id=BOB, verifier="assertion", method="eid", level="high", subject=SUBJECT,
                                 verified_at_ms=T0, actor="@idp:hs")
     step = "• on confirmation: put the identity @bob:hs was verified with on the identity blacklist"
-    before = world.everything()
+    before = await world.everything()
     assert step in await world.send(f"!close {BOB} fraud --blacklist --dry-run")
-    assert world.everything(answered=[world.last_event]) == before
+    assert await world.everything(answered=[world.last_event]) == before
     code = re.search(r"!confirm (\w+)", await world.send(f"!close {BOB} fraud --blacklist")).group(1)
     assert step in await world.send(f"!confirm {code} --dry-run")
-    assert rows(world, "identity_blacklist") == []
+    assert await rows(world, "identity_blacklist") == []
     # Without the flag, nothing is said about the blacklist.
     assert "blacklist" not in await world.send(f"!close {BOB} fraud --dry-run")
 
@@ -287,12 +288,12 @@ async def test_approval_is_refused_when_the_applicant_is_no_longer_verified(stor
     await world.send(f"!verify {PUB} licence checked")
     await world.send("!apply public enterprise ACME", sender=PUB)
     await world.send(f"!unverify {PUB} licence withdrawn")
-    before = world.everything()
+    before = await world.everything()
     expected = ("Application #1 cannot be approved: @pub:hs has no verified real identity, which this server requires "
                 "(identity.required_for: public_account). Nothing was recorded; they can learn how with !verify.")
     assert await world.send("!approve 1 --dry-run") == expected
     assert await world.send("!approve 1") == expected
-    assert world.everything(answered=[f"$cmd{world._events - 1}", world.last_event]) == before
+    assert await world.everything(answered=[f"$cmd{world._events - 1}", world.last_event]) == before
     assert PUB not in world.state.public_accounts
 
 

@@ -19,7 +19,6 @@ from bot.identity.service import Identity
 from bot.matrix.client import MatrixError
 from tests.unit.test_identity import ALICE, SUBJECT, new_state, settings_for
 
-pytestmark = pytest.mark.both_backends
 PATH = "/identity/v1/verifications"
 SECRET = b"s" * 48
 NOW_S = 1_800_000_000

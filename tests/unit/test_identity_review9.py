@@ -22,7 +22,6 @@ from bot.store.identity import KEY_FINGERPRINT
 from tests.unit.test_identity import ALICE, BOB, NOW, SUBJECT, new_state, settings_for, verify
 from tests.unit.test_identity_gate import NOW_S, assertion, gate, post, signed, snapshot  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.both_backends
 
 
 # -- #2: a lost or other key file is refused while records need the original -----------------------

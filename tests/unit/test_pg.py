@@ -13,7 +13,6 @@ from bot.store.db import store_unavailable
 from bot.store.migrations import LATEST_VERSION, Migration
 from bot.store.sqlpg import Schema, Translator, number_placeholders, translate_ddl
 
-pytestmark = pytest.mark.both_backends  # the tests that take `store` run on both
 
 SCHEMA = Schema({"kv": ("key",), "room_mutes": ("room_id", "user_id"), "cases": ("id",)}, frozenset({"cases"}))
 

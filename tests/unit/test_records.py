@@ -17,7 +17,6 @@ from bot.store.audit import verify
 from bot.store.retention import purge_evidence
 
 # The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
-pytestmark = pytest.mark.both_backends
 
 DAY = 86_400_000
 T0 = parse_date("2026-11-01")
@@ -143,13 +142,11 @@ async def test_evidence_older_than_retention_is_purged_and_the_purge_recorded(st
     assert (await verify(store.db.conn)).ok, "purging content never touches the audit chain"
 
 
-def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path):
+def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path, database):
     import asyncio
 
-    from bot.store import Store
-
     async def prepare():
-        store = await Store.open(tmp_path / "bot.db")
+        store = await database.open()
         await fill(store)
         await store.close()
 
@@ -157,7 +154,7 @@ def test_export_cli_writes_a_file_and_refuses_bad_input(tmp_path):
     config = tmp_path / "bot.yaml"
     config.write_text(yaml.safe_dump({
         "homeserver": {"url": "http://127.0.0.1:1", "user_id": "@b:hs", "password": "p"},
-        "database": {"path": str(tmp_path / "bot.db")}, "gate": {"enabled": False},
+        "database": database.config, "gate": {"enabled": False},
     }))
     out = tmp_path / "cases.csv"
     # $LOGNAME and $USER are the caller's to set: the audit record names the real OS account.

@@ -284,7 +284,7 @@ async def test_an_item_that_fails_is_not_marked_seen_so_the_retried_batch_applie
     assert replica.prompted == [NEW] and replica.published == [(AGREED, "!pub:hs.test")]
 
 
-async def test_the_bot_serves_a_replica_of_what_it_loaded_from_its_first_answer(tmp_path) -> None:
+async def test_the_bot_serves_a_replica_of_what_it_loaded_from_its_first_answer(database) -> None:
     """As ``python -m bot run`` starts: the gate (bot.gatefirst) has the replica routes, the
     snapshot holds the store's acceptances and measures, and later changes follow."""
     import aiohttp
@@ -292,17 +292,17 @@ async def test_the_bot_serves_a_replica_of_what_it_loaded_from_its_first_answer(
     from bot.config import Settings
     from bot.devserver import free_port
     from bot.gatefirst import GateFirst
-    from bot.store import Acceptance, NewCase, Store
+    from bot.store import Acceptance, NewCase
 
-    store = await Store.open(tmp_path / "bot.db")
+    store = await database.open()
     await store.agreements.record_acceptance(Acceptance(AGREED, "1", "0" * 64, NOW - 10, "$a", "!dm:hs.test", "command"))
     await store.cases.open(NewCase(target=CAPPED, kind="restrict", actor="@mod:hs.test", reason="spam",
                                    created_at=NOW - 10, expires_at=NOW + HOUR))
     await store.close()
     port = free_port()
     settings = Settings(homeserver={"url": "http://127.0.0.1:9", "user_id": "@bot:hs.test", "password": "x" * 16},
-                        database={"path": str(tmp_path / "bot.db")}, language="en",
-                        gate={"listen": f"127.0.0.1:{port}", "token": TOKEN})
+                        database=database.config, records={"audit_head_file": str(database.head_file)},
+                        language="en", gate={"listen": f"127.0.0.1:{port}", "token": TOKEN})
     early = await GateFirst.open(settings, Translator("en"), lambda: NOW)
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=AUTH) as http:

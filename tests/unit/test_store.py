@@ -12,7 +12,6 @@ from bot.store.migrations import LATEST_VERSION
 from tests.tamper import drop_append_only
 
 # The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
-pytestmark = pytest.mark.both_backends
 
 
 def _acceptance(user="@u:hs", event="$e1", version="1", at=1000):
@@ -31,11 +30,11 @@ async def test_fresh_database_is_migrated_to_the_latest_version(store):
     assert {"kv", "agreement_acceptances", "agreement_prompts", "dm_rooms", "room_mutes", "audit_log"} <= tables
 
 
-async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path):
-    store = await Store.open(tmp_path / "bot.db")
+async def test_reopening_keeps_data_and_does_not_migrate_again(database):
+    store = await database.open()
     await store.put("sync_token", "s1")
     await store.close()
-    store = await Store.open(tmp_path / "bot.db")
+    store = await database.open()
     assert await store.get("sync_token") == "s1"
     await store.close()
 
@@ -223,8 +222,8 @@ async def test_an_existing_readable_database_is_made_private_at_start_up(tmp_pat
     assert f"{path} was readable by others (mode 0644)" in caplog.text and "now 0600" in caplog.text
 
 
-async def test_a_head_file_that_cannot_be_written_never_undoes_the_commit(tmp_path, caplog):
-    store = await Store.open(tmp_path / "bot.db", tmp_path / "no-such-dir" / "heads")
+async def test_a_head_file_that_cannot_be_written_never_undoes_the_commit(database, tmp_path, caplog):
+    store = await database.open(tmp_path / "no-such-dir" / "heads")
     try:
         await _chain(store, rows=1)
         assert (await verify(store.db.conn)).rows_checked == 1 and (await stored_head(store.db.conn)).row_id == 1

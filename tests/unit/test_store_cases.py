@@ -6,7 +6,6 @@ from bot.store import ClosureRequest, NewCase
 from bot.store.audit import verify
 
 # The store's tests run on SQLite and on PostgreSQL (issue 11): tests/conftest.py.
-pytestmark = pytest.mark.both_backends
 
 
 async def test_case_open_end_and_derived_state(store):

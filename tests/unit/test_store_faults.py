@@ -17,6 +17,7 @@ from tests.unit.test_accounts import OWNER, FakeMatrix as AccountsMatrix, accoun
 from tests.unit.test_effects import BOB, MOD, T0, World
 
 
+@pytest.mark.sqlite_only  # SQLite's file lock; PostgreSQL's writer lock: test_effects.py
 async def test_a_lock_that_clears_before_the_reply_still_fails_the_batch_and_commits_nothing_of_the_event(
         store, tmp_path):
     world = World(store)
