@@ -28,6 +28,14 @@ class DatabaseUnderTest:
         """The config's ``database`` section, for a config file beside the database file."""
         return {"url": self.dsn} if self.dsn is not None else {"path": str(self.path)}
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """``Settings(**database.settings)`` built without a config file: where a config file would
+        put the files that go beside the database (the audit head, the identity key) on PostgreSQL,
+        rather than into the working directory."""
+        return {"database": self.config, "records": {"audit_head_file": str(self.head_file)},
+                "identity": {"key_file": str(self.path.parent / "identity.key")}}
+
     async def open(self, head_file: Path | None = None) -> Store:
         return await Store.open(self.location, head_file or self.head_file)
 

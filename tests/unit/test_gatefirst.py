@@ -17,8 +17,7 @@ NOW = 1_800_000_000_000
 
 def settings_for(database) -> Settings:
     return Settings(homeserver={"url": "http://127.0.0.1:9", "user_id": BOT, "password": "x" * 16},
-                    database=database.config, records={"audit_head_file": str(database.head_file)},
-                    gate={"enabled": False}, language="en")
+                    gate={"enabled": False}, language="en", **database.settings)
 
 
 async def seeded(database) -> None:

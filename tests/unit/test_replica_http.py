@@ -301,8 +301,7 @@ async def test_the_bot_serves_a_replica_of_what_it_loaded_from_its_first_answer(
     await store.close()
     port = free_port()
     settings = Settings(homeserver={"url": "http://127.0.0.1:9", "user_id": "@bot:hs.test", "password": "x" * 16},
-                        database=database.config, records={"audit_head_file": str(database.head_file)},
-                        language="en", gate={"listen": f"127.0.0.1:{port}", "token": TOKEN})
+                        language="en", gate={"listen": f"127.0.0.1:{port}", "token": TOKEN}, **database.settings)
     early = await GateFirst.open(settings, Translator("en"), lambda: NOW)
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=AUTH) as http:
