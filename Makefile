@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml | $(PY)
 demo: $(STAMP)
 	$(PY) -m bot demo
 
+# Worker processes for the suite (pytest-xdist): each starts its own Synapse servers and PostgreSQL
+# cluster on free loopback ports. TEST_WORKERS=0 runs it in this process, one test after another.
+TEST_WORKERS ?= 4
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(PY) bench/gate.py
