@@ -22,6 +22,8 @@ from bot.store.migrations import APPEND_ONLY_TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 READY_LINE = "first sync complete"
+TAKEOVER_LINE = "active: took over"  # bot.ha, on PostgreSQL
+SNAPSHOT_SERVED_LINE = "replica snapshot for"  # bot.replica.publisher, a module's snapshot served
 
 
 class BotProcess:
@@ -56,9 +58,23 @@ class BotProcess:
             if READY_LINE in self.log(offset):
                 for replica, since in replica_offsets:
                     replica.wait_for_snapshot(since, max(1.0, deadline - time.monotonic()))
+                if self.replicas and self.backend == "postgres":
+                    self._wait_for_snapshots_of_the_active(offset, deadline)
                 return
             time.sleep(0.05)
         raise RuntimeError(f"bot not ready within {timeout:.0f} s:\n{self.log()[-3000:]}")
+
+    def _wait_for_snapshots_of_the_active(self, offset: int, deadline: float) -> None:
+        """On PostgreSQL the process stands by first: a module's first snapshot is of the standby's
+        state, and the module takes another once the process has taken over (its replica epoch
+        changed), a moment after the ready line. Until then the module answers from the state
+        before the takeover, so a test's next step (an !agree) would not reach it yet."""
+        while time.monotonic() < deadline:
+            _, took_over, since_takeover = self.log(offset).rpartition(TAKEOVER_LINE)
+            if took_over and since_takeover.count(SNAPSHOT_SERVED_LINE) >= len(self.replicas):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"no module took a snapshot of the active bot's state:\n{self.log(offset)[-3000:]}")
 
     def log(self, offset: int = 0) -> str:
         if not self.log_path.exists():
