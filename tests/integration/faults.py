@@ -26,7 +26,7 @@ from urllib.parse import quote
 import aiohttp
 
 from bot.devserver import Homeserver, RegisteredUser
-from tests.integration.harness import BotProcess
+from tests.integration.harness import BotProcess, database_backend, database_rows
 
 CASE_NUMBER = re.compile(r"#\d+")
 NEWS = "The State Council met today"  # news by the shipped rules; nobody in the script has a tier
@@ -154,9 +154,11 @@ class Figures:
 class Run:
     """One fresh homeserver, one bot process, one pass of the script."""
 
-    def __init__(self, script: Script, workdir: Path, *, faults: bool) -> None:
+    def __init__(self, script: Script, workdir: Path, *, faults: bool, database: dict[str, str] | None = None) -> None:
         self.script = script
         self.workdir = workdir
+        # The bot's database section: a file in the run's folder unless the test gives another.
+        self.database = database or {"path": str(workdir / "bot.db")}
         self.faulty = faults
         self.hs = Homeserver(workdir / "hs", extra_config=FAST_HS)
         self.accounts: dict[str, RegisteredUser] = {}
@@ -173,12 +175,9 @@ class Run:
         self.budget = 140.0
         self.deadline = time.monotonic() + 600
         self.timings: dict[str, float] = {}
+        self.writer_lock_waits = 0  # PostgreSQL: the most bot sessions seen waiting for the held lock
 
     # -- plumbing
-    @property
-    def db_path(self) -> Path:
-        return self.workdir / "bot.db"
-
     async def call(self, token: str, method: str, path: str, body: Any = None, *, retry: bool = True) -> tuple[int, Any]:
         """One client-server call; waits out a homeserver restart and retries 429 and 5xx."""
         assert self.session is not None
@@ -214,22 +213,20 @@ class Run:
         self.log.append(f"{role} refused ({status} {data}) for {text!r}")
         return None
 
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        """Read the bot's database as a moderator would read its replies (WAL: never blocks it)."""
-        if not self.db_path.exists():
+    async def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Read the bot's database as a moderator would read its replies (never blocks the bot);
+        nothing while the bot has not made it yet."""
+        if database_backend(self.database) == "sqlite" and not Path(self.database["path"]).exists():
             return []
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         try:
-            return conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError:
+            return await database_rows(self.database, sql, args)
+        except sqlite3.OperationalError:  # no such table yet (PostgreSQL's errors come in this shape too)
             return []
-        finally:
-            conn.close()
 
     async def wait_db(self, sql: str, args: tuple, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            rows = await asyncio.to_thread(self.query, sql, args)
+            rows = await self.query(sql, args)
             if rows and rows[0][0] is not None:
                 return rows[0][0]
             await asyncio.sleep(0.3)
@@ -280,7 +277,7 @@ class Run:
         self.bot = BotProcess({
             "homeserver": {"url": self.hs.url, "user_id": bot, "password": self.bot_account.password,
                            "admin_token": self.bot_account.access_token},
-            "database": {"path": str(self.db_path)},
+            "database": dict(self.database),
             "language": "en",
             "gate": {"enabled": False},
             "log_level": "INFO",
@@ -425,19 +422,46 @@ class Run:
             self.figures.faults.append(f"{what}@{t:.1f}s")
 
     async def _lock_database(self, seconds: float) -> None:
+        if database_backend(self.database) == "postgres":
+            await self._hold_writer_lock(seconds)
+            return
         holder = subprocess.Popen(
             [sys.executable, "-c",
              "import sqlite3, sys, time\n"
              "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)\n"
              "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True)\n"
              "time.sleep(float(sys.argv[2])); c.execute('COMMIT')\n",
-             str(self.db_path), str(seconds)],
+             self.database["path"], str(seconds)],
             stdout=subprocess.PIPE,
         )
         line = await asyncio.to_thread(holder.stdout.readline)
         assert line.strip() == b"locked", line
         code = await asyncio.to_thread(holder.wait, seconds + 60)
         assert code == 0, f"the lock holder exited with {code}"
+
+    async def _hold_writer_lock(self, seconds: float) -> None:
+        """PostgreSQL's counterpart of SQLite's exclusive lock: another session holds the lock every
+        write transaction of the bot takes first (bot.store.pg.WRITER_LOCK), so every write waits.
+        The bot's sessions seen waiting for it are counted: proof the fault bit."""
+        import asyncpg
+
+        from bot.store.pg import WRITER_LOCK
+
+        holder = await asyncpg.connect(self.database["url"])
+        watcher = await asyncpg.connect(self.database["url"])
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK)
+                until = time.monotonic() + seconds
+                while time.monotonic() < until:
+                    waiting = await watcher.fetchval(
+                        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+                    self.writer_lock_waits = max(self.writer_lock_waits, waiting)
+                    await asyncio.sleep(0.2)
+        finally:
+            await holder.close()
+            await watcher.close()
 
     async def _rate_limit_bot(self, seconds: float) -> None:
         path = f"/_synapse/admin/v1/users/{quote(self.bot_account.user_id)}/override_ratelimit"
@@ -456,7 +480,7 @@ class Run:
         deadline = self.deadline
         ended = await self.wait_db(
             "SELECT 1 FROM (SELECT COUNT(*) AS n FROM cases c JOIN case_ends e ON e.case_id = c.id "
-            "WHERE c.kind = 'restrict' AND e.how = 'expired' AND c.target IN (?, ?, ?)) WHERE n >= 3",
+            "WHERE c.kind = 'restrict' AND e.how = 'expired' AND c.target IN (?, ?, ?)) AS ended WHERE n >= 3",
             tuple(self.script.user_id(t) for t in ("t0", "t1", "t2")), max(1.0, deadline - time.monotonic()))
         now_ms = int(time.time() * 1000) - 2000
         status, _ = await self.call(self.token("mod"), "PUT",
@@ -465,9 +489,9 @@ class Run:
         answered = await self.wait_reply(now_ms, "", max(1.0, deadline - time.monotonic()))
         last, stable_since = None, time.monotonic()
         while time.monotonic() < deadline:
-            current = await asyncio.to_thread(self.records)
+            current = await self.records()
             # Records alone can rest while the effects journal still carries out what they imply.
-            pending = await asyncio.to_thread(self.query, "SELECT COUNT(*) FROM effects WHERE status = 'pending'")
+            pending = await self.query("SELECT COUNT(*) FROM effects WHERE status = 'pending'")
             if current != last or (pending and pending[0][0]):
                 last, stable_since = current, time.monotonic()
             elif time.monotonic() - stable_since >= 5:
@@ -496,37 +520,35 @@ class Run:
                 return "$other-event"
         return value
 
-    def records(self) -> dict[str, Counter]:
+    async def records(self) -> dict[str, Counter]:
         """What the bot recorded, as multisets of facts without IDs or times."""
         q = self.query
         names = self._role_of()
-        for report_id, event_id in q("SELECT id, event_id FROM reports"):
+        for report_id, event_id in await q("SELECT id, event_id FROM reports"):
             names[f"report:{report_id}"] = f"report:{names.get(event_id, '$other-event')}"
         n = lambda value: self._norm(value, names)  # noqa: E731
+        cases = await q("SELECT c.kind, c.target, c.actor, c.reason, c.created_at, c.expires_at, c.rate, c.caused_by, "
+                        "e.how, e.actor, e.reason FROM cases c LEFT JOIN case_ends e ON e.case_id = c.id")
+        closures = await q("SELECT target, requested_by, reason, used_at FROM closure_requests")
+        agreements = await q("SELECT user_id, version, method FROM agreement_acceptances")
+        reports = await q("SELECT event_id, sender, resolved_by, resolution, resolution_reason, case_id FROM reports")
+        effects = await q("SELECT kind, target, status FROM effects")
+        audit = await q("SELECT action, actor, target FROM audit_log")
         out: dict[str, Counter] = {}
         out["cases"] = Counter(
             (kind, target, actor, n(reason), None if exp is None else round((exp - created) / 1000), rate,
              len(json.loads(caused)), how, end_actor, None if end_reason is None else n(end_reason))
-            for kind, target, actor, reason, created, exp, rate, caused, how, end_actor, end_reason in q(
-                "SELECT c.kind, c.target, c.actor, c.reason, c.created_at, c.expires_at, c.rate, c.caused_by, "
-                "e.how, e.actor, e.reason FROM cases c LEFT JOIN case_ends e ON e.case_id = c.id")
-        )
+            for kind, target, actor, reason, created, exp, rate, caused, how, end_actor, end_reason in cases)
         out["closure requests"] = Counter(
-            (target, by, reason, used is not None) for target, by, reason, used in q(
-                "SELECT target, requested_by, reason, used_at FROM closure_requests"))
-        out["agreements"] = Counter(
-            (user, version, method) for user, version, method in q(
-                "SELECT user_id, version, method FROM agreement_acceptances"))
+            (target, by, reason, used is not None) for target, by, reason, used in closures)
+        out["agreements"] = Counter((user, version, method) for user, version, method in agreements)
         out["reports"] = Counter(
             (n(event_id), sender, resolved_by, resolution, resolution_reason, case_id is not None)
-            for event_id, sender, resolved_by, resolution, resolution_reason, case_id in q(
-                "SELECT event_id, sender, resolved_by, resolution, resolution_reason, case_id FROM reports"))
-        out["reporters"] = Counter(q("SELECT reporter, reason, source FROM report_reporters"))
+            for event_id, sender, resolved_by, resolution, resolution_reason, case_id in reports)
+        out["reporters"] = Counter(await q("SELECT reporter, reason, source FROM report_reporters"))
         # The effects journal (where there is one): each intent once, and carried out.
-        out["effects"] = Counter(
-            (kind, n(target), status) for kind, target, status in q("SELECT kind, target, status FROM effects"))
-        out["audit actions"] = Counter(
-            (action, actor, n(target)) for action, actor, target in q("SELECT action, actor, target FROM audit_log"))
+        out["effects"] = Counter((kind, n(target), status) for kind, target, status in effects)
+        out["audit actions"] = Counter((action, actor, n(target)) for action, actor, target in audit)
         return out
 
     async def room_state(self) -> dict[str, Any]:
@@ -563,6 +585,7 @@ class Run:
         return {
             "429s to the bot": sum(1 for line in hs_log.splitlines() if bot in line and " 429 " in line),
             "bot log lines on the locked database": bot_log.count("database is locked"),
+            "bot sessions seen waiting for the held writer lock": self.writer_lock_waits,
         }
 
     async def close(self) -> None:

@@ -4,7 +4,8 @@ held locked for 10 s by another process and a burst of 429s for the bot's accoun
 the rooms' state of the two runs must be equal: nothing lost, nothing done twice.
 
 Both runs use fresh homeservers and run side by side, so the whole test takes about three minutes.
-FAULT_SEED picks another stream and other fault moments.
+FAULT_SEED picks another stream and other fault moments. It runs with the bot on each backend
+(BOT_TEST_BACKENDS): the lock held is SQLite's file lock, or PostgreSQL's writer lock.
 """
 
 from __future__ import annotations
@@ -31,12 +32,19 @@ async def _one(run: Run, rng: random.Random | None) -> dict:
     t2 = time.monotonic()
     settled = await run.settle()
     run.timings = {"setup": t1 - t0, "stream": t2 - t1, "settle": time.monotonic() - t2}
-    return {"settled": settled, "records": await asyncio.to_thread(run.records), "state": await run.room_state()}
+    return {"settled": settled, "records": await run.records(), "state": await run.room_state()}
 
 
-async def test_a_faulted_run_records_and_does_exactly_what_an_undisturbed_run_does(tmp_path):
+async def test_a_faulted_run_records_and_does_exactly_what_an_undisturbed_run_does(tmp_path, bot_backend, request):
     script = make_script(SEED)
-    calm, faulted = Run(script, tmp_path / "calm", faults=False), Run(script, tmp_path / "faulted", faults=True)
+    # On PostgreSQL each run has a fresh database of its own, and the held lock is the writer lock
+    # every write of the bot takes first (SQLite's is the file's exclusive lock).
+    calm_db = faulted_db = None
+    if bot_backend == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        calm_db, faulted_db = {"url": await cluster.fresh()}, {"url": await cluster.fresh()}
+    calm = Run(script, tmp_path / "calm", faults=False, database=calm_db)
+    faulted = Run(script, tmp_path / "faulted", faults=True, database=faulted_db)
     started = time.monotonic()
     try:
         a, b = await asyncio.gather(_one(calm, None), _one(faulted, random.Random(SEED)))
@@ -77,3 +85,5 @@ async def test_a_faulted_run_records_and_does_exactly_what_an_undisturbed_run_do
     # that retries in a tight loop meets hundreds.
     assert evidence["429s to the bot"] < 60, f"no back-off: {evidence['429s to the bot']} 429s in 10 s"
     assert b["settled"], "the faulted run did not settle"
+    if bot_backend == "postgres":
+        assert evidence["bot sessions seen waiting for the held writer lock"] > 0, "the held lock never held the bot up"
