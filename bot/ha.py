@@ -72,6 +72,7 @@ class HighAvailability:
         self.leadership = Leadership(dsn, poll_seconds=settings.ha.poll_seconds,
                                      heartbeat_seconds=settings.ha.heartbeat_seconds)
         self.metrics = HaMetrics()
+        self._service_stopped_last = False  # the active's service.stop() said "stopped" already
         self.gate = early.gate
         self.binding = None if self.gate is None else GateBinding(self.gate)
         self.own_url = settings.gate.advertised
@@ -229,7 +230,8 @@ class HighAvailability:
                             self.gate.metrics.registry.unregister(part)
                         except KeyError:
                             pass  # start-up had not got as far as registering it
-        await service.stop()
+        await service.stop()  # logs "stopped"
+        self._service_stopped_last = not lost
         return not lost
 
     # -- the whole life ------------------------------------------------------------------------
@@ -267,6 +269,10 @@ class HighAvailability:
             await self.leadership.release()
             await self.standby.close()
             await self.early.close()
+            if not self._service_stopped_last:
+                # A process stopped as a standby (or during start-up) says so too: operators and
+                # supervisors look for the line, as they do after a single bot's stop.
+                log.info("stopped")
 
 
 def _fence(store: Any, epoch: int | None) -> None:
