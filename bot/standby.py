@@ -34,6 +34,7 @@ import orjson
 
 from bot.consent.registration import FAILED_FOR_MS, LOOKUP_TIMEOUT_S, NEGATIVE_FOR_MS, RegistrationConsent
 from bot.gate.server import Gate
+from bot.identity.assertion import NoActiveBot
 from bot.policy import PolicyState
 from bot.replica.changelog import ChangeLog
 from bot.synapse.replica import Replica
@@ -246,11 +247,11 @@ class Standby:
     async def relay(self, path: str, raw: bytes, headers: Mapping[str, str],
                     timeout: float = 10.0) -> tuple[int, bytes, str]:
         """POST ``raw`` unchanged to the active bot's ``path``: its status, body and content type.
-        ConnectionError when no other process is advertised as the active; aiohttp's errors and
-        TimeoutError when it does not answer."""
+        NoActiveBot when no other process is advertised as the active (nothing was sent);
+        aiohttp's errors and TimeoutError when it does not answer."""
         url = self.leader_url
         if url is None or url == self._own_url:
-            raise ConnectionError("no active bot advertised yet")
+            raise NoActiveBot("no active bot advertised yet")
         assert self._session is not None
         async with self._session.post(url + path, data=raw, headers=dict(headers),
                                       timeout=aiohttp.ClientTimeout(total=timeout)) as response:

@@ -10,11 +10,19 @@ Body: ``{"user_id", "subject", "method", "level", "verified_at", "attributes"?, 
 (``verified_at`` in ms since the epoch, or ISO 8601). Every error answers with a Matrix errcode
 and a clear ``error``, and records nothing; no answer or log line carries the subject.
 
+The same request sent again (same assertion, same signature) gets the answer it got the first
+time, 200 or the policy's 403, and records nothing more: an identity service that got no answer (a
+timeout, a 503 that could not say whether the bot recorded it) simply sends it again. The same
+``assertion_id`` under another signature is a replay: 401 "assertion already used".
+
 On a hot standby (issue 11, bot.standby) the request is relayed unchanged to the active bot and its
 answer returned as it is: only the active's records reach its memory (``PolicyState.verified``) and
 the replicas, and the one database's table of used assertions keeps each usable once whichever
-process it is sent to. With no active bot to reach, the answer is 503 ``M_UNKNOWN`` naming it, and
-nothing is recorded: the identity service sends the assertion again.
+process it is sent to. The standby checks the signature itself first (it holds the same secret),
+so an unsigned request learns nothing about the active. A process on PostgreSQL relays from its
+first answer, before it knows whether it is the active (bot.gatefirst), so a starting process
+never records one behind the active's back. With no active bot to reach, or a database that cannot
+commit now, the answer is 503 ``M_UNKNOWN``: send the assertion again.
 """
 
 from __future__ import annotations
@@ -23,15 +31,19 @@ import hashlib
 import hmac
 import logging
 import re
+import sqlite3
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
+import aiohttp
 import orjson
 from aiohttp import web
 
 from bot.config import Settings
 from bot.identity.keys import canonical_subject, read_secret
 from bot.identity.service import Identity
+from bot.store.db import store_unavailable
+from bot.store.identity import VERIFIED, SpentAssertion
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +60,11 @@ REQUIRED = ("user_id", "subject", "method", "level", "verified_at")
 RELAYED_HEADER = "X-Rulesbot-Relayed"
 RELAYED_HEADERS = ("Content-Type", "X-Signature", "X-Timestamp")  # what the signature check reads
 RELAY_TIMEOUT_S = 10.0
+ALREADY_USED = "assertion already used: each signed assertion is accepted once"
+
+
+class NoActiveBot(ConnectionError):
+    """No other process is advertised as the active bot: nothing was sent to one."""
 
 
 class ActiveBot(Protocol):
@@ -85,7 +102,12 @@ class AssertionEndpoint:
             relay_to = self.relay_to
             if relay_to is not None:
                 return await self._relay(request, relay_to)
-            status, body = await self._handle(request)
+            try:
+                status, body = await self._handle(request)
+            except sqlite3.OperationalError as exc:
+                if not store_unavailable(exc):
+                    raise  # a bad statement is a bug: aiohttp's 500, with the traceback logged
+                raise self._cannot_commit(exc) from None
         except AssertionRefused as exc:
             log.info("identity assertion refused: %d %s %s", exc.status, exc.errcode, exc.error)
             return web.json_response({"errcode": exc.errcode, "error": exc.error}, status=exc.status)
@@ -102,9 +124,10 @@ class AssertionEndpoint:
                         "assertion expired: X-Timestamp is more than 5 minutes from the server's clock")
         assertion = _parse(raw, now)
         key = "id:" + assertion["assertion_id"] if "assertion_id" in assertion else "sig:" + signature
-        if await self._identity.assertion_used(key):
-            raise _fail(401, "M_UNAUTHORIZED", "assertion already used: each signed assertion is accepted once")
         user_id = assertion["user_id"]
+        spent = await self._identity.spent_assertion(key)
+        if spent is not None:
+            return self._answered_before(spent, signature, user_id)
         try:
             known = await self._identity.known_user(user_id)
         except Exception as exc:  # the admin API cannot answer now: the service may retry later
@@ -117,19 +140,55 @@ class AssertionEndpoint:
             subject=assertion["subject"], verified_at_ms=assertion["verified_at"], actor="assertion",
             attributes=assertion.get("attributes"), assertion_key=key,
             # Kept as used while its timestamp could still pass the window check.
-            assertion_expires_at=timestamp_ms + WINDOW_MS + 1,
+            assertion_expires_at=timestamp_ms + WINDOW_MS + 1, assertion_signature=signature,
         )
         if outcome.refusal == "replayed":  # the same assertion raced in twice: the other one won
-            raise _fail(401, "M_UNAUTHORIZED", "assertion already used: each signed assertion is accepted once")
+            spent = await self._identity.spent_assertion(key)
+            if spent is None:  # pruned meanwhile: only a clock far off could do that
+                raise _fail(401, "M_UNAUTHORIZED", ALREADY_USED)
+            return self._answered_before(spent, signature, user_id)
         if not outcome.recorded:
             raise _fail(403, "M_FORBIDDEN", _REFUSALS.get(outcome.refusal or "", "verification refused"))
         return 200, {"user_id": user_id, "verified": True}
 
+    def _answered_before(self, spent: SpentAssertion, signature: str, user_id: str) -> tuple[int, dict[str, Any]]:
+        """The answer to an assertion used already. The very request sent again (its signature
+        covers the body and the timestamp) gets the first answer, recording nothing: the identity
+        service could not know whether the first one arrived. Anything else under the same
+        assertion_id is a replay."""
+        if spent.signature is None or not hmac.compare_digest(spent.signature, signature):
+            raise _fail(401, "M_UNAUTHORIZED", ALREADY_USED)
+        if spent.outcome == VERIFIED:
+            if not self._identity.is_verified(user_id):
+                # Revoked since: a 200 would tell the identity service the account is verified.
+                raise _fail(401, "M_UNAUTHORIZED", ALREADY_USED + " (the verification it made was revoked since)")
+            log.info("identity assertion for %s sent again: answered as the first time, nothing recorded", user_id)
+            return 200, {"user_id": user_id, "verified": True}
+        if spent.outcome in _REFUSALS:
+            raise _fail(403, "M_FORBIDDEN", _REFUSALS[spent.outcome])
+        raise _fail(401, "M_UNAUTHORIZED", ALREADY_USED)
+
+    @staticmethod
+    def _cannot_commit(exc: sqlite3.OperationalError) -> AssertionRefused:
+        from bot.store.pg import NotActive  # only PostgreSQL raises it, and only once it is loaded
+
+        if isinstance(exc, NotActive):
+            log.warning("identity assertion refused: this process is no longer the active bot (%s)", exc)
+            return _fail(503, "M_UNKNOWN", "this bot process is no longer the active one (another took over);"
+                                           " nothing was recorded, send the assertion again")
+        log.warning("identity assertion refused: the database cannot commit now (%s: %s)", type(exc).__name__, exc)
+        # A commit cut off half-way may have landed: the resend is answered as the first was if so.
+        return _fail(503, "M_UNKNOWN", "the bot's database is unavailable now; send the assertion again")
+
     async def _relay(self, request: web.Request, active: ActiveBot) -> web.Response:
         """The active bot's answer to the request, sent on unchanged (its signature covers the
-        body and the timestamp, so both go as they came)."""
+        body and the timestamp, so both go as they came). The signature is checked here first:
+        only a request the identity service signed goes on, and only it can meet an answer that
+        depends on the active (whose address stays in this log, never in an answer)."""
+        if self._secret is None:
+            raise _fail(403, "M_FORBIDDEN", "signed assertions are not enabled: identity.assertion_secret_file is not set")
         raw = await _read_body(request)
-        url = active.leader_url
+        self._authenticate(request, raw)
         if request.headers.get(RELAYED_HEADER):
             log.warning("identity assertion relayed here by another standby while this one is a standby too"
                         " (a takeover under way?); answered 503")
@@ -137,14 +196,20 @@ class AssertionEndpoint:
                                           " send the assertion again in a few seconds")
         headers = {name: request.headers[name] for name in RELAYED_HEADERS if name in request.headers}
         headers[RELAYED_HEADER] = "1"
+        url = active.leader_url
         try:
             status, body, content_type = await active.relay(PATH, raw, headers, RELAY_TIMEOUT_S)
-        except Exception as exc:  # unreachable, too slow, none advertised yet: the service retries
-            log.warning("identity assertion: this standby cannot reach the active bot (%s): %s: %s; answered 503",
+        except (NoActiveBot, aiohttp.ClientConnectorError) as exc:  # nothing reached an active bot
+            log.warning("identity assertion: no active bot to relay it to (%s): %s: %s; answered 503",
                         url, type(exc).__name__, exc)
-            where = f" at {url}" if url else ""
-            raise _fail(503, "M_UNKNOWN", f"this bot process is a standby and cannot reach the active bot{where}"
-                                          " now; nothing was recorded, send the assertion again") from None
+            raise _fail(503, "M_UNKNOWN", "this bot process is starting or standing by and cannot reach the active"
+                                          " bot now; nothing was recorded, send the assertion again") from None
+        except Exception as exc:  # sent, but no answer: the active may have recorded it all the same
+            log.warning("identity assertion: the active bot (%s) gave no answer to it: %s: %s; answered 503",
+                        url, type(exc).__name__, exc)
+            raise _fail(503, "M_UNKNOWN", "the active bot did not answer in time; it may or may not have recorded"
+                                          " the verification: send the assertion again (if it was recorded, the"
+                                          " same request is answered as the first time)") from None
         log.info("identity assertion relayed to the active bot %s: it answered %d", url, status)
         return web.Response(status=status, body=body, content_type=content_type)
 

@@ -22,7 +22,7 @@ from bot.i18n import Translator
 from bot.identity.keys import IdentityKeys, KeyFileError
 from bot.policy import PolicyState
 from bot.store import Store
-from bot.store.identity import KEY_FINGERPRINT, BlacklistEntry, IdentityRecord
+from bot.store.identity import KEY_FINGERPRINT, BlacklistEntry, IdentityRecord, SpentAssertion
 
 if TYPE_CHECKING:
     from bot.matrix.admin import AdminApi
@@ -112,12 +112,15 @@ class Identity:
         self, *, user_id: str, verifier: Verifier, method: str, level: str, subject: str | None,
         verified_at_ms: int, actor: str, attributes: dict[str, Any] | None = None, note: str | None = None,
         assertion_key: str | None = None, assertion_expires_at: int | None = None,
+        assertion_signature: str | None = None,
     ) -> VerifyOutcome:
         """Record that ``user_id`` was verified, unless the subject is blacklisted (the moderators
         are told) or already has ``identity.accounts_per_subject`` other accounts verified.
 
         ``assertion_key`` (the assertion verifier) is marked used in the same transaction: a
-        replay records nothing and returns refusal 'replayed'. Joins the caller's transaction, if any.
+        replay records nothing and returns refusal 'replayed'; ``assertion_signature`` is kept with
+        it and the outcome, so the same request sent again is answered as it was (review 11b).
+        Joins the caller's transaction, if any.
         """
         if verifier not in VERIFIERS:
             raise ValueError(f"unknown verifier {verifier!r}")
@@ -139,7 +142,8 @@ class Identity:
                 if assertion_key is not None:
                     assert assertion_expires_at is not None
                     if not await self._repo.spend_assertion(assertion_key, now_ms=now,
-                                                            expires_at=assertion_expires_at):
+                                                            expires_at=assertion_expires_at,
+                                                            signature=assertion_signature, outcome=refusal[0]):
                         return VerifyOutcome(False, "replayed")
                 await self._refused(user_id, verifier, method, refusal, actor, now, verified_at_ms)
                 return VerifyOutcome(False, refusal[0])
@@ -148,6 +152,7 @@ class Identity:
                 recorded_at=now, actor=actor, subject_index=index,
                 attributes=self._keys.encrypt(user_id, kept) if kept else None, note=note,
                 assertion_key=assertion_key, assertion_expires_at=assertion_expires_at,
+                assertion_signature=assertion_signature,
             )
             if record_id is None:
                 return VerifyOutcome(False, "replayed")
@@ -176,6 +181,9 @@ class Identity:
 
     async def assertion_used(self, assertion_key: str) -> bool:
         return await self._repo.is_assertion_used(assertion_key)
+
+    async def spent_assertion(self, assertion_key: str) -> SpentAssertion | None:
+        return await self._repo.spent_assertion(assertion_key)
 
     def is_verified(self, user_id: str) -> bool:
         return self._state.is_verified(user_id)

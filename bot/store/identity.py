@@ -32,6 +32,12 @@ class IdentityRecord:
 
 
 @dataclass(frozen=True)
+class SpentAssertion:
+    signature: str | None  # None: spent before the signature was kept (migration 11)
+    outcome: str | None  # VERIFIED or the refusal's reason (bot.identity.service)
+
+
+@dataclass(frozen=True)
 class BlacklistEntry:
     subject_index: str
     user_id: str
@@ -49,6 +55,7 @@ class IdentityRepo:
         self, *, user_id: str, verifier: str, method: str, level: str, verified_at: int, recorded_at: int,
         actor: str, subject_index: str | None, attributes: bytes | None, note: str | None,
         assertion_key: str | None = None, assertion_expires_at: int | None = None,
+        assertion_signature: str | None = None,
     ) -> int | None:
         """Commit a verification with its audit record; None when ``assertion_key`` was used
         already (a replay: nothing is recorded). The assertion is marked used in the same
@@ -56,7 +63,8 @@ class IdentityRepo:
         async with self._db.transaction() as conn:
             if assertion_key is not None:
                 assert assertion_expires_at is not None
-                if not await self.spend_assertion(assertion_key, now_ms=recorded_at, expires_at=assertion_expires_at):
+                if not await self.spend_assertion(assertion_key, now_ms=recorded_at, expires_at=assertion_expires_at,
+                                                  signature=assertion_signature, outcome=VERIFIED):
                     return None
             cur = await conn.execute(
                 "INSERT INTO identity_records (user_id, kind, verifier, method, level, verified_at, recorded_at,"
@@ -89,6 +97,13 @@ class IdentityRepo:
     async def is_assertion_used(self, assertion_key: str) -> bool:
         row = await self._db.fetchone("SELECT 1 FROM identity_assertions WHERE assertion_key = ?", (assertion_key,))
         return row is not None
+
+    async def spent_assertion(self, assertion_key: str) -> SpentAssertion | None:
+        """How a used assertion was answered (None: it is not used), so that the same request sent
+        again gets the same answer."""
+        row = await self._db.fetchone(
+            "SELECT signature, outcome FROM identity_assertions WHERE assertion_key = ?", (assertion_key,))
+        return None if row is None else SpentAssertion(row[0], row[1])
 
     async def current(self, user_id: str) -> IdentityRecord | None:
         """The account's verification in force: its newest row, if that is not a revocation."""
@@ -258,15 +273,31 @@ class IdentityRepo:
                 row = await cur.fetchone()
         return row[0]
 
-    async def spend_assertion(self, assertion_key: str, *, now_ms: int, expires_at: int) -> bool:
-        """Mark an assertion used (joins the caller's transaction); False when it already was."""
+    async def spend_assertion(self, assertion_key: str, *, now_ms: int, expires_at: int,
+                              signature: str | None = None, outcome: str | None = None) -> bool:
+        """Mark an assertion used (joins the caller's transaction); False when it already was.
+        ``signature`` and ``outcome`` (VERIFIED or the refusal's reason) let the same request sent
+        again be answered as it was the first time.
+
+        Rows are pruned SPENT_KEPT_EXTRA_MS after they expire by this process's clock: another
+        process whose clock is behind still accepts the assertion's timestamp for a while, and a
+        row pruned early would let it verify a second time there."""
         async with self._db.transaction() as conn:
-            await conn.execute("DELETE FROM identity_assertions WHERE expires_at < ?", (now_ms,))
+            await conn.execute("DELETE FROM identity_assertions WHERE expires_at < ?",
+                               (now_ms - SPENT_KEPT_EXTRA_MS,))
             cur = await conn.execute(
-                "INSERT OR IGNORE INTO identity_assertions (assertion_key, expires_at) VALUES (?, ?)",
-                (assertion_key, expires_at),
+                "INSERT OR IGNORE INTO identity_assertions (assertion_key, expires_at, signature, outcome)"
+                " VALUES (?, ?, ?, ?)",
+                (assertion_key, expires_at, signature, outcome),
             )
             return cur.rowcount != 0
 
 
 KEY_FINGERPRINT = "identity.key_fingerprint"
+VERIFIED = "verified"  # the outcome of a spent assertion that recorded a verification
+# How long a spent assertion is kept beyond its expiry (review 11b, break 3). Each process checks
+# an assertion's timestamp against its own clock, +-5 min: a process whose clock runs fast prunes
+# a row by its clock while one whose clock runs slow still accepts the timestamp. Two clocks each
+# within the window of the identity service's differ by 10 min at most; a clock further off than
+# that refuses every fresh assertion anyway.
+SPENT_KEPT_EXTRA_MS = 10 * 60 * 1000

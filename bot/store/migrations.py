@@ -423,6 +423,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     # --- end append-only ---------------------------------------------------------------------------------
+    # --- a spent assertion sent again gets its first answer (review 11b, break 2) -----------------------
+    Migration(
+        11,
+        "a used identity assertion keeps its signature and outcome, so the same request sent again gets the same answer",
+        """
+        ALTER TABLE identity_assertions ADD COLUMN signature TEXT;
+        ALTER TABLE identity_assertions ADD COLUMN outcome TEXT;
+        """,
+    ),
+    # --- end spent assertion answered again ---------------------------------------------------------------
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

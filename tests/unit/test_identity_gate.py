@@ -125,25 +125,53 @@ async def test_an_expired_assertion_is_401_either_way(gate, skew_s):
     assert (await post(gate, *signed(assertion(), timestamp=NOW_S + skew_s - (1 if skew_s > 0 else -1))))[0] == 200
 
 
-async def test_a_replayed_assertion_is_401_with_its_own_error(gate):
+async def test_the_same_request_sent_again_gets_its_first_answer_and_records_nothing(gate):
+    # review 11b, break 2: an identity service that got no answer (a timeout, a 503 that cannot
+    # know whether the bot recorded it) sends the very request again; a 401 would tell it the
+    # verification failed although it is recorded.
     raw, headers = signed(assertion())
+    first = await post(gate, raw, headers)
+    assert first == (200, {"user_id": ALICE, "verified": True})
+    before = await snapshot(gate.store)
+    for _ in range(2):
+        assert await post(gate, raw, headers) == first
+    assert await snapshot(gate.store) == before  # no second record, no audit row
+
+
+async def test_a_replayed_assertion_is_401_with_its_own_error(gate):
+    # By assertion_id: the same id under a new signature (another timestamp) is a replay.
+    assert (await post(gate, *signed(assertion(assertion_id="a-1"), timestamp=NOW_S - 10)))[0] == 200
+    before = await snapshot(gate.store)
+    status, body = await post(gate, *signed(assertion(assertion_id="a-1", level="L3"), timestamp=NOW_S - 5))
+    assert (status, body["errcode"], body["error"]) == (
+        401, "M_UNAUTHORIZED", "assertion already used: each signed assertion is accepted once")
+    assert await snapshot(gate.store) == before
+
+
+async def test_the_same_request_sent_after_a_revocation_is_401_not_verified(gate):
+    raw, headers = signed(assertion(assertion_id="a-2"))
     assert (await post(gate, raw, headers))[0] == 200
+    await gate.identity.unverify(user_id=ALICE, actor="@mod:hs.test", reason="fraud")
     before = await snapshot(gate.store)
     status, body = await post(gate, raw, headers)
-    assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED") and body["error"].startswith("assertion already used")
-    assert await snapshot(gate.store) == before
-    # By assertion_id: the same id under a new signature (another timestamp) is still a replay.
-    assert (await post(gate, *signed(assertion(assertion_id="a-1"), timestamp=NOW_S - 10)))[0] == 200
-    status, body = await post(gate, *signed(assertion(assertion_id="a-1", level="L3"), timestamp=NOW_S - 5))
-    assert status == 401 and "already used" in body["error"]
+    assert (status, body["errcode"], body["error"]) == (
+        401, "M_UNAUTHORIZED",
+        "assertion already used: each signed assertion is accepted once (the verification it made was revoked since)")
+    assert await snapshot(gate.store) == before and not gate.identity.is_verified(ALICE)
 
 
-async def test_used_assertions_are_pruned_once_outside_the_window(gate):
+async def test_used_assertions_are_pruned_only_well_outside_the_window(gate):
+    # Kept SPENT_KEPT_EXTRA_MS past their expiry: another process's clock may be that far behind
+    # (review 11b, break 3; tests/unit/test_identity_review9.py has the two clocks).
     assert (await post(gate, *signed(assertion(assertion_id="old"))))[0] == 200
-    gate.clock["now"] = NOW + 10 * 60_000
-    assert (await post(gate, *signed(assertion(assertion_id="new"), timestamp=NOW_S + 600)))[0] == 200
-    keys = [r[0] for r in await gate.store.db.fetchall("SELECT assertion_key FROM identity_assertions")]
-    assert keys == ["id:new"]
+    gate.clock["now"] = NOW + 15 * 60_000  # 10 min past its expiry: still kept
+    assert (await post(gate, *signed(assertion(assertion_id="new"), timestamp=NOW_S + 15 * 60)))[0] == 200
+    keys = sorted(r[0] for r in await gate.store.db.fetchall("SELECT assertion_key FROM identity_assertions"))
+    assert keys == ["id:new", "id:old"]
+    gate.clock["now"] = NOW + 15 * 60_000 + 2
+    assert (await post(gate, *signed(assertion(assertion_id="newer"), timestamp=NOW_S + 15 * 60)))[0] == 200
+    keys = sorted(r[0] for r in await gate.store.db.fetchall("SELECT assertion_key FROM identity_assertions"))
+    assert keys == ["id:new", "id:newer"]
 
 
 BAD_BODIES = [
@@ -219,3 +247,53 @@ async def test_without_a_secret_file_assertions_are_refused(store, tmp_path):
         resp = await client.post(PATH, data=signed(assertion())[0], headers=signed(assertion())[1])
         body = await resp.json()
     assert resp.status == 403 and "identity.assertion_secret_file is not set" in body["error"]
+
+
+# -- review 11b, break 3: two processes whose clocks differ, one database -------------------------------
+
+MINUTE = 60_000
+
+
+async def endpoint_on(store, settings, clock):
+    """A gate with its own Identity (its own memory, its own clock) on ``store``."""
+    state = new_state()
+    state.record_acceptance(ALICE, "1")
+    identity = await Identity.open(settings, store, state, clock)
+    server = Gate(state, Translator("en"), "gate-token-" + "x" * 16, lambda user: None)
+    server.identity_endpoint = identity_endpoint(identity, settings, clock)
+    client = TestClient(TestServer(server.app()))
+    await client.start_server()
+    return client, identity
+
+
+async def test_a_process_whose_clock_runs_fast_does_not_forget_a_spent_assertion_early(store, tmp_path, database):
+    secret_file = tmp_path / "assertion.secret"
+    secret_file.write_bytes(SECRET)
+    os.chmod(secret_file, 0o600)
+    settings = settings_for(tmp_path, assertion_secret_file=str(secret_file))
+    real = [NOW]
+    # The old active's clock runs 4 min fast, the new active's 4 min slow: each still accepts the
+    # identity service's fresh assertions.
+    old, _ = await endpoint_on(store, settings, lambda: real[0] + 4 * MINUTE)
+    other_store = await type(store).open(database.location, tmp_path / "other.audit-head")
+    new, new_identity = await endpoint_on(other_store, settings, lambda: real[0] - 4 * MINUTE)
+    try:
+        spent = signed(assertion(assertion_id="X"), timestamp=NOW_S)
+        assert (await post(old, *spent))[0] == 200
+        real[0] = NOW + 1 * MINUTE
+        assert await new_identity.unverify(user_id=ALICE, actor="@mod:hs.test", reason="fraud")
+        # t = 5.5 min: another assertion through the old active (its clock says 9.5 min, X's row
+        # expired 4.5 min ago by it) prunes what it takes as expired.
+        real[0] = NOW + 5 * MINUTE + 30_000
+        assert (await post(old, *signed(assertion(assertion_id="Y", level="L1"), timestamp=NOW_S + 330)))[0] == 200
+        assert await new_identity.unverify(user_id=ALICE, actor="@mod:hs.test", reason="fraud again")
+        before = await snapshot(store)
+        # t = 8.9 min: the new active (its clock says 4.9 min) still takes X's timestamp; X replayed.
+        real[0] = NOW + 8 * MINUTE + 54_000
+        status, body = await post(new, *spent)
+        assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED") and body["error"].startswith("assertion already used")
+        assert await snapshot(store) == before and not new_identity.is_verified(ALICE)
+    finally:
+        await new.close()
+        await old.close()
+        await other_store.close()

@@ -157,16 +157,20 @@ async def test_a_refused_assertion_cannot_be_replayed_even_once_a_slot_frees(gat
     refused = signed(assertion(user_id=BOB, assertion_id="bob-1"))
     status, body = await post(gate, *refused)
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN") and "most verified accounts" in body["error"]
+    first_answer = (status, body)
     after_refusal = await snapshot(gate.store)
-    for _ in range(3):
-        status, body = await post(gate, *refused)
-        assert (status, body["errcode"], body["error"]) == (
-            401, "M_UNAUTHORIZED", "assertion already used: each signed assertion is accepted once")
+    for _ in range(3):  # the same request sent again: its first answer (review 11b), nothing more
+        assert await post(gate, *refused) == first_answer
     assert await snapshot(gate.store) == after_refusal  # no audit row per replay
     await gate.identity.unverify(user_id=ALICE, actor="@mod:hs.test", reason="closed")
     gate.clock["now"] = NOW + 60_000
-    status, body = await post(gate, *refused)
-    assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
+    after_revocation = await snapshot(gate.store)
+    assert await post(gate, *refused) == first_answer  # not judged again now that a slot is free
+    # Under another signature (a new timestamp) the same assertion_id is a replay.
+    status, body = await post(gate, *signed(assertion(user_id=BOB, assertion_id="bob-1"), timestamp=NOW_S + 30))
+    assert (status, body["errcode"], body["error"]) == (
+        401, "M_UNAUTHORIZED", "assertion already used: each signed assertion is accepted once")
+    assert await snapshot(gate.store) == after_revocation
     assert not gate.identity.is_verified(BOB)
 
 

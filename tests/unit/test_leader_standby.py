@@ -28,6 +28,17 @@ ROOM = "!room:hs.test"
 HOUR = 3_600_000
 
 
+class ProductionServer(TestServer):
+    """A TestServer that serves as production does (bot.gate.server Gate.start: web.AppRunner with
+    aiohttp's default handler_cancellation=False): a handler runs to its end when its client goes
+    away. aiohttp's own TestServer cancels it, so an active bot whose work the standby gave up
+    waiting for would, in a test, never finish it (review 11b, C1)."""
+
+    async def _make_runner(self, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["handler_cancellation"] = False
+        return await super()._make_runner(**kwargs)
+
+
 def new_state() -> PolicyState:
     return PolicyState(bot_user_id="@bot:hs.test", server_name="hs.test", agreement_version="1")
 
@@ -46,7 +57,7 @@ async def pair(tmp_path):
     prompted: list[str] = []
     active_gate = Gate(active_state, Translator("en"), TOKEN, prompted.append)
     active_gate.replica = ReplicaPublisher(ChangeLog(active_state), active_gate, lambda: int(time.time() * 1000))
-    active = TestClient(TestServer(active_gate.app()))
+    active = TestClient(ProductionServer(active_gate.app()))
     await active.start_server()
     # The standby: the state it loaded at start (nobody agreed yet), its gate, and the follower.
     store = await Store.open(tmp_path / "bot.db")
@@ -67,7 +78,7 @@ async def pair(tmp_path):
     standby.replica.on_change = follow
     await standby.open()
     tasks = [asyncio.ensure_future(standby.follow()), asyncio.ensure_future(standby.deliver())]
-    gate = TestClient(TestServer(standby_gate.app()))
+    gate = TestClient(ProductionServer(standby_gate.app()))
     await gate.start_server()
     yield SimpleNamespace(active_state=active_state, prompted=prompted, standby=standby, gate=gate,
                           binding=binding, own_prompts=own_prompts, store=store)

@@ -13,11 +13,12 @@ from types import SimpleNamespace
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from bot.consent.registration import FAILED_FOR_MS, LOOKUP_TIMEOUT_S, NEGATIVE_FOR_MS
 from bot.gate.server import Gate
 from bot.i18n import Translator
+import bot.identity.assertion as assertion_module
 from bot.identity.assertion import RELAYED_HEADER, identity_endpoint
 from bot.identity.service import Identity
 from bot.replica.changelog import ChangeLog
@@ -26,7 +27,7 @@ from bot.standby import LEADER_KEY, ConsentViaActive, GateBinding, Standby
 from bot.store import Store
 from tests.unit.test_identity import settings_for
 from tests.unit.test_identity_gate import NOW, PATH, SECRET, TABLES, assertion, signed
-from tests.unit.test_leader_standby import AUTH, TOKEN, new_state, post
+from tests.unit.test_leader_standby import AUTH, TOKEN, ProductionServer, new_state, post, until
 
 ALICE = "@alice:hs.test"  # agreed at registration, in Synapse's user_consent
 NEWCOMER = "@newcomer:hs.test"  # did not
@@ -38,7 +39,8 @@ def refused_as_not_agreed(status: int, body: dict) -> bool:
 
 
 async def serve(app: web.Application) -> TestClient:
-    client = TestClient(TestServer(app))
+    """``app`` served as production serves it: a handler whose client left runs to its end."""
+    client = TestClient(ProductionServer(app))
     await client.start_server()
     return client
 
@@ -235,41 +237,111 @@ async def test_an_assertion_sent_to_the_standby_is_recorded_by_the_active(identi
 async def test_an_assertion_is_usable_once_whichever_process_it_is_sent_to(identity_pair) -> None:
     raw, headers = signed(assertion(assertion_id="a-2"))
     assert (await send_assertion(identity_pair.gate, raw, headers))[0] == 200
-    for client in (identity_pair.gate, identity_pair.active):  # replayed to either
-        status, body = await send_assertion(client, raw, headers)
+    recorded = await rows(identity_pair.store)
+    for client in (identity_pair.gate, identity_pair.active):
+        # The very request sent again, to either: its first answer, nothing recorded again.
+        assert await send_assertion(client, raw, headers) == (200, {"user_id": ALICE, "verified": True})
+        # The same assertion_id under another signature (a later timestamp): a replay.
+        status, body = await send_assertion(client, *signed(assertion(assertion_id="a-2", level="L3"),
+                                                             timestamp=NOW // 1000 + 1))
         assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
         assert body["error"] == "assertion already used: each signed assertion is accepted once"
+    assert await rows(identity_pair.store) == recorded
     # Sent to the active first, replayed to the standby: refused too.
     raw, headers = signed(assertion(assertion_id="a-3", level="L3"))
     assert (await send_assertion(identity_pair.active, raw, headers))[0] == 200
-    status, body = await send_assertion(identity_pair.gate, raw, headers)
+    replay = signed(assertion(assertion_id="a-3", level="L1"), timestamp=NOW // 1000 - 1)
+    status, body = await send_assertion(identity_pair.gate, *replay)
     assert status == 401 and body["error"].startswith("assertion already used")
     # And once the standby has taken over, it records itself and still refuses the replay.
     identity_pair.binding.active(SimpleNamespace(state=identity_pair.standby_state, directory=None,
                                                  prompt=lambda user: None, published=lambda user, room: None),
                                  lambda: {"role": "active"})
-    status, body = await send_assertion(identity_pair.gate, raw, headers)
+    status, body = await send_assertion(identity_pair.gate, *replay)
     assert status == 401 and body["error"].startswith("assertion already used")
     assert (await rows(identity_pair.store))["identity_records"] == 2
 
 
-async def test_with_the_active_unreachable_the_standby_answers_503_naming_it_and_records_nothing(
-        identity_pair, caplog) -> None:
+async def test_with_the_active_unreachable_the_standby_answers_503_and_records_nothing(identity_pair, caplog) -> None:
     before = await rows(identity_pair.store)
     await identity_pair.standby_store.put(LEADER_KEY, orjson.dumps({"url": UNREACHABLE}).decode())
     await identity_pair.standby.read_leader()
     raw, headers = signed(assertion(assertion_id="a-4"))
     status, body = await send_assertion(identity_pair.gate, raw, headers)
     assert (status, body["errcode"]) == (503, "M_UNKNOWN")
-    assert body["error"] == (f"this bot process is a standby and cannot reach the active bot at {UNREACHABLE}"
-                             " now; nothing was recorded, send the assertion again")
-    assert f"this standby cannot reach the active bot ({UNREACHABLE})" in caplog.text
+    # Nothing reached an active bot (no connection), so this much is known.
+    assert body["error"] == ("this bot process is starting or standing by and cannot reach the active bot now;"
+                             " nothing was recorded, send the assertion again")
+    assert f"no active bot to relay it to ({UNREACHABLE})" in caplog.text  # the address: in the log only
     assert await rows(identity_pair.store) == before
     # Not lost: sent again once the active answers, it is recorded (it was never spent).
     await identity_pair.standby_store.put(LEADER_KEY, orjson.dumps({"url": url_of(identity_pair.active)}).decode())
     await identity_pair.standby.read_leader()
     assert await send_assertion(identity_pair.gate, raw, headers) == (200, {"user_id": ALICE, "verified": True})
     assert identity_pair.active_state.is_verified(ALICE)
+
+
+async def test_an_active_too_slow_for_the_relay_records_it_and_the_resend_is_answered_200(
+        identity_pair, monkeypatch) -> None:
+    # review 11b, break 2: the standby stops waiting, the active (served as in production) goes on
+    # and records. The 503 must not say nothing was recorded, and the resend it asks for is a 200.
+    monkeypatch.setattr(assertion_module, "RELAY_TIMEOUT_S", 0.3)
+    known_user = Identity.known_user
+
+    async def slow_admin_api(self, user_id):
+        await asyncio.sleep(0.6)
+        return await known_user(self, user_id)
+
+    monkeypatch.setattr(Identity, "known_user", slow_admin_api)
+    raw, headers = signed(assertion(assertion_id="slow-1"))
+    status, body = await send_assertion(identity_pair.gate, raw, headers)
+    assert (status, body["errcode"]) == (503, "M_UNKNOWN")
+    assert body["error"] == ("the active bot did not answer in time; it may or may not have recorded the verification:"
+                             " send the assertion again (if it was recorded, the same request is answered as the"
+                             " first time)")
+    assert "nothing was recorded" not in body["error"]
+    await until(lambda: identity_pair.active_state.is_verified(ALICE))  # the active finished its work
+    recorded = await rows(identity_pair.store)
+    assert recorded["identity_records"] == 1
+    monkeypatch.setattr(Identity, "known_user", known_user)
+    assert await send_assertion(identity_pair.gate, raw, headers) == (200, {"user_id": ALICE, "verified": True})
+    assert await rows(identity_pair.store) == recorded
+
+
+async def test_the_standby_checks_the_signature_before_relaying_and_never_names_the_active(
+        identity_pair, caplog) -> None:
+    # review 11b, break 7: an unsigned request got a 503 naming the active's internal address.
+    internal = "http://bot-a.corp.invalid:8009"
+    await identity_pair.standby_store.put(LEADER_KEY, orjson.dumps({"url": internal}).decode())
+    await identity_pair.standby.read_leader()
+    status, body = await send_assertion(identity_pair.gate, b"garbage", {"Content-Type": "text/plain"})
+    assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
+    assert body["error"].startswith("missing or malformed signature")
+    raw, headers = signed(assertion(assertion_id="a-7"), secret=b"t" * 48)
+    status, body = await send_assertion(identity_pair.gate, raw, headers)
+    assert status == 401 and body["error"].startswith("bad signature")
+    assert internal not in caplog.text  # never sent on: the active was not even tried
+    # A signed one is relayed; the active cannot be reached, and its address stays in the log.
+    status, body = await send_assertion(identity_pair.gate, *signed(assertion(assertion_id="a-7")))
+    assert status == 503 and internal not in body["error"] and "corp.invalid" not in body["error"]
+    assert internal in caplog.text
+
+
+async def test_an_assertion_relayed_to_a_fenced_old_active_gets_503_with_an_errcode(
+        identity_pair, backend) -> None:
+    # review 11b, break 8: the old active's store refuses its writes once another process took over
+    # (bot.store.pg NotActive); it answered a bare 500 text/plain.
+    if backend != "postgres":
+        pytest.skip("the leadership fence is PostgreSQL's")
+    identity_pair.store.db.conn.epoch = 1
+    await identity_pair.standby_store.put("ha.epoch", "2")  # a takeover claimed epoch 2
+    raw, headers = signed(assertion(assertion_id="fenced-1"))
+    answer = await identity_pair.gate.post(PATH, data=raw, headers=headers)
+    assert (answer.status, answer.content_type) == (503, "application/json")
+    assert await answer.json() == {
+        "errcode": "M_UNKNOWN", "error": "this bot process is no longer the active one (another took over);"
+                                         " nothing was recorded, send the assertion again"}
+    assert (await rows(identity_pair.standby_store))["identity_records"] == 0
 
 
 async def test_a_relayed_assertion_reaching_a_standby_is_not_sent_round_again(identity_pair) -> None:
@@ -281,10 +353,11 @@ async def test_a_relayed_assertion_reaching_a_standby_is_not_sent_round_again(id
     assert await rows(identity_pair.store) == before and not identity_pair.active_state.is_verified(ALICE)
 
 
-async def test_a_bad_signature_relayed_gets_the_actives_refusal_unchanged(identity_pair) -> None:
-    raw, headers = signed(assertion(assertion_id="a-6"), secret=b"t" * 48)
-    status, body = await send_assertion(identity_pair.gate, raw, headers)
-    assert status == 401 and body["error"].startswith("bad signature")
+async def test_the_actives_refusal_is_passed_on_unchanged(identity_pair) -> None:
+    raw, headers = signed(assertion(user_id="@nobody:elsewhere.test", assertion_id="a-6"))
+    direct = await send_assertion(identity_pair.active, raw, headers)
+    assert (direct[0], direct[1]["errcode"]) == (404, "M_NOT_FOUND")
+    assert await send_assertion(identity_pair.gate, raw, headers) == direct
     assert (await rows(identity_pair.store))["identity_records"] == 0
 
 
