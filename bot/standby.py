@@ -95,8 +95,9 @@ class ConsentViaActive(RegistrationConsent):
         self._state().record_acceptance(user_id, version)
         return True
 
-    async def _ask(self, user_id: str) -> bool:
-        """The active's answer; never raises (the gate's refusal stands when there is none)."""
+    async def _ask(self, user_id: str) -> bool | None:
+        """The active's answer (None: it could not check, or did not answer); never raises (the
+        gate's refusal stands when there is no yes)."""
         self.lookups += 1
         try:
             status, body = await self._ask_active(user_id)
@@ -104,14 +105,22 @@ class ConsentViaActive(RegistrationConsent):
             log.warning("standby: no answer from the active bot (%s) whether %s accepted the agreement at"
                         " registration (%s: %s); refused as not agreed for now, asked again in %d s",
                         self._standby.leader_url, user_id, type(exc).__name__, exc, FAILED_FOR_MS // 1000)
-            self._remember_no(user_id, FAILED_FOR_MS)
-            return False
+            self._remember_no(user_id, FAILED_FOR_MS, unknown=True)
+            return None
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("accepted"), bool):
             log.warning("standby: the active bot (%s) answered the consent question about %s with HTTP %s;"
                         " refused as not agreed for now", self._standby.leader_url, user_id, status)
-            self._remember_no(user_id, FAILED_FOR_MS)
-            return False
+            self._remember_no(user_id, FAILED_FOR_MS, unknown=True)
+            return None
         if not body["accepted"]:
+            if body.get("unknown") is True:
+                # The active could not check (its admin API did not answer, its service is not up
+                # yet): asked again as soon as the active would ask again itself, not in a minute.
+                log.info("standby: the active bot (%s) could not check whether %s accepted the agreement at"
+                         " registration; refused as not agreed for now, asked again in %d s",
+                         self._standby.leader_url, user_id, FAILED_FOR_MS // 1000)
+                self._remember_no(user_id, FAILED_FOR_MS, unknown=True)
+                return None
             self._remember_no(user_id, NEGATIVE_FOR_MS)
             return False
         version = body.get("version")

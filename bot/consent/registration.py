@@ -104,27 +104,35 @@ class RegistrationConsent:
         self._version = version
         self._is_local = is_local
         self._clock = clock
-        # user -> when a "no" (or a failed lookup) may be asked again
-        self._ask_again_at: dict[str, int] = {}
-        self._pending: dict[str, asyncio.Future[bool]] = {}
+        # user -> when a "no" (or a failed lookup) may be asked again, and which it was (False: no,
+        # None: could not be checked)
+        self._ask_again_at: dict[str, tuple[int, bool | None]] = {}
+        self._pending: dict[str, asyncio.Future[bool | None]] = {}
         self.lookups = 0  # admin API calls made (for tests and /metrics-minded readers)
 
     async def accepted(self, user_id: str) -> bool:
         """True if the account accepted the current version through Synapse (recorded now if not
         before). Never raises: a failed lookup is a "not known to have accepted"."""
+        return await self.answer(user_id) is True
+
+    async def answer(self, user_id: str) -> bool | None:
+        """``accepted``, with None for "could not be checked now" (the lookup failed, or recording
+        the yes did; asked again after FAILED_FOR_MS) apart from a "no" (review 11b: a standby
+        asking the active keeps each as long as the active does)."""
         if not self._is_local(user_id):
             return False  # the admin API knows only this homeserver's accounts
-        if self._clock() < self._ask_again_at.get(user_id, 0):
-            return False
+        until, remembered = self._ask_again_at.get(user_id, (0, False))
+        if self._clock() < until:
+            return remembered
         pending = self._pending.get(user_id)
         if pending is not None:  # one lookup per account at a time; the others wait for its answer
             return await asyncio.shield(pending)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._pending[user_id] = future
         try:
             answer = await self._ask(user_id)
         except BaseException:
-            future.set_result(False)
+            future.set_result(None)  # cancelled: the others waiting learn nothing either way
             raise
         else:
             future.set_result(answer)
@@ -132,14 +140,14 @@ class RegistrationConsent:
             del self._pending[user_id]
         return answer
 
-    async def _ask(self, user_id: str) -> bool:
+    async def _ask(self, user_id: str) -> bool | None:
         self.lookups += 1
         try:
             record = await self._lookup(user_id)
         except LookupFailed as exc:
             log.warning("could not read %s's consent from the admin API (%s): the chat flow applies for now", user_id, exc)
-            self._remember_no(user_id, FAILED_FOR_MS)
-            return False
+            self._remember_no(user_id, FAILED_FOR_MS, unknown=True)
+            return None
         consent_version, consent_ts = consent_of(record)
         version = self._version()
         if consent_version != version:
@@ -149,8 +157,8 @@ class RegistrationConsent:
             recorded = await self._accept(user_id, version, consent_ts)
         except Exception:  # the store failed: not recorded, so not let through on it; asked again soon
             log.exception("recording %s's acceptance at registration failed", user_id)
-            self._remember_no(user_id, FAILED_FOR_MS)
-            return False
+            self._remember_no(user_id, FAILED_FOR_MS, unknown=True)
+            return None
         if recorded is None:
             log.info("%s's consent to version %s in Synapse (at %s) predates this agreement text: not counted",
                      user_id, version, consent_ts)
@@ -161,7 +169,8 @@ class RegistrationConsent:
             log.info("%s accepted agreement version %s at registration (Synapse user_consent); recorded", user_id, version)
         return True
 
-    def _remember_no(self, user_id: str, for_ms: int) -> None:
+    def _remember_no(self, user_id: str, for_ms: int, unknown: bool = False) -> None:
+        """Answer no (None if ``unknown``) without asking for ``for_ms``."""
         if len(self._ask_again_at) >= MAX_REMEMBERED:
             self._ask_again_at.clear()
-        self._ask_again_at[user_id] = self._clock() + for_ms
+        self._ask_again_at[user_id] = (self._clock() + for_ms, None if unknown else False)

@@ -50,14 +50,21 @@ class Consent:
     async def accepted(self, user_id: str) -> bool:
         """The account accepted the current agreement through Synapse (and it is recorded now).
         False until check_versions has found Synapse asking for this version, with this text."""
+        return await self.answer(user_id) is True
+
+    async def answer(self, user_id: str) -> bool | None:
+        """``accepted``, with None for "could not be checked now" (review 11b): the versions not
+        checked yet, or the lookup failed (RegistrationConsent.answer)."""
         if self.checker is None:
             return False
         if not self._versions_checked.is_set():
             try:
                 await asyncio.wait_for(self._versions_checked.wait(), self.versions_wait_s)
             except asyncio.TimeoutError:
-                return False
-        return self.synapse_serves_this_version and await self.checker.accepted(user_id)
+                return None
+        if not self.synapse_serves_this_version:
+            return False
+        return await self.checker.answer(user_id)
 
     async def check_versions(self) -> SynapseConsent:
         """Compare Synapse's user_consent.version with agreement.version, and its policy page's texts

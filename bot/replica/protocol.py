@@ -45,7 +45,11 @@ gate's port; every route needs ``Authorization: Bearer <gate token>``, else 401 
   account under a rate cap (200 ``{}``, counted once per event_id, or 403 with its refusal), asked
   synchronously because the count is shared by every Synapse process.
 - ``POST /replica/v1/consent`` ``{user_id}``: 200 ``{"accepted": true, "version"}`` if the account
-  accepted the current agreement at registration, else ``{"accepted": false}``.
+  accepted the current agreement at registration, ``{"accepted": false}`` if it did not, and
+  ``{"accepted": false, "unknown": true, "retry_after_ms"}`` if the bot could not check now (its
+  admin API did not answer, its service is not up yet): refuse as not agreed for now; asking again
+  after ``retry_after_ms`` finds the answer (a hot standby does, bot.standby). A client that reads
+  only ``accepted`` (the Synapse module) takes it as a no.
 """
 
 from __future__ import annotations

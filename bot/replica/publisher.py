@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bot.consent.registration import FAILED_FOR_MS
 from bot.policy import Action, ActionKind, decide
 from bot.replica.changelog import ChangeLog, ChangesGone
 
@@ -373,8 +374,9 @@ class ReplicaPublisher(Collector):
     # --- consent at registration (bot.consent) ---
     async def _consent(self, request: web.Request) -> web.Response:
         """200 {"accepted": true, "version": v} if ``user_id`` accepted the current agreement at
-        registration (recorded now, so the change reaches every replica too), else
-        {"accepted": false}: the gate's own cached, time-limited lookup."""
+        registration (recorded now, so the change reaches every replica too), {"accepted": false}
+        if not, and {"accepted": false, "unknown": true, "retry_after_ms"} if it could not be
+        checked now: the gate's own cached, time-limited lookup."""
         body = await self._authorised_json(request)
         if isinstance(body, web.Response):
             return body
@@ -384,7 +386,16 @@ class ReplicaPublisher(Collector):
             return _error(400, "M_INVALID_PARAM", str(exc).removeprefix("item 0: "))
         self.consent_questions += 1
         ask = self._gate.consent
-        if ask is None or not await ask(user):
+        if ask is None:  # no service yet (starting, or a takeover under way): nothing to ask
+            answer = None
+        else:
+            # The consent services (bot.consent) tell "no" from "could not check" (review 11b);
+            # a plain hook's False is a no.
+            tell_unknown = getattr(getattr(ask, "__self__", None), "answer", None)
+            answer = await (tell_unknown(user) if callable(tell_unknown) else ask(user))
+        if answer is None:
+            return web.json_response({"accepted": False, "unknown": True, "retry_after_ms": FAILED_FOR_MS})
+        if not answer:
             return web.json_response({"accepted": False})
         return web.json_response({"accepted": True, "version": self._gate.state.agreement_version})
 

@@ -242,7 +242,10 @@ async def test_the_consent_question_gets_the_gates_registration_lookup(replica) 
         return True
 
     no_lookup = await replica.post("/replica/v1/consent", json={"user_id": NEW}, headers=AUTH)
-    assert no_lookup.status == 200 and await no_lookup.json() == {"accepted": False}  # no admin token: no lookup
+    # No hook yet (the service not up, a takeover under way): not a no, but "could not check"
+    # (review 11b); without an admin token the service's hook answers a plain no.
+    assert no_lookup.status == 200
+    assert await no_lookup.json() == {"accepted": False, "unknown": True, "retry_after_ms": 10_000}
     replica.publisher._gate.consent = consent
     yes = await replica.post("/replica/v1/consent", json={"user_id": NEW}, headers=AUTH)
     assert yes.status == 200 and await yes.json() == {"accepted": True, "version": "1"}

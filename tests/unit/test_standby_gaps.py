@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.consent.registration import FAILED_FOR_MS, LOOKUP_TIMEOUT_S, NEGATIVE_FOR_MS
+from bot.consent.registration import FAILED_FOR_MS, LOOKUP_TIMEOUT_S, NEGATIVE_FOR_MS, LookupFailed, RegistrationConsent
 from bot.gate.server import Gate
 from bot.i18n import Translator
 import bot.identity.assertion as assertion_module
@@ -172,6 +172,54 @@ async def test_a_synapse_module_asking_the_standby_gets_the_actives_answer(conse
     answer = await consent_pair.gate.post("/replica/v1/consent", json={"user_id": NEWCOMER}, headers=AUTH)
     assert await answer.json() == {"accepted": False}
     assert consent_pair.asked == [ALICE, NEWCOMER]
+
+
+async def test_an_active_that_could_not_check_is_asked_again_as_soon_as_it_would_ask_again(tmp_path) -> None:
+    # review 11b, break 4: the active's failed lookup reached the standby as a plain "no", kept a
+    # minute, while the active's own gate asks Synapse again after FAILED_FOR_MS.
+    now = [1_000_000]
+    active_state = new_state()
+    admin_api_down = [True]
+
+    async def admin_user(user_id):  # Synapse's admin API: ALICE consented to version "1"
+        if admin_api_down[0]:
+            raise LookupFailed("ClientConnectorError")
+        return {"consent_version": "1", "consent_ts": 1} if user_id == ALICE else {}
+
+    async def accept(user_id, version, accepted_at):
+        active_state.record_acceptance(user_id, version)
+        return True
+
+    checker = RegistrationConsent(admin_user, accept, lambda: "1", active_state.is_local, lambda: now[0])
+    active_gate = Gate(active_state, Translator("en"), TOKEN, lambda user: None)
+    active_gate.replica = ReplicaPublisher(ChangeLog(active_state), active_gate, lambda: int(time.time() * 1000))
+    active_gate.consent = checker.accepted  # the active's own lookup, as bot.consent wires it
+    active = await serve(active_gate.app())
+    store = await Store.open(tmp_path / "bot.db")
+    standby_gate = Gate(new_state(), Translator("en"), TOKEN, lambda user: None)
+    standby, _, consent = await stand_by(store, active, standby_gate, consent_timeout=LOOKUP_TIMEOUT_S)
+    consent._clock = lambda: now[0]
+    gate = await serve(standby_gate.app())
+    try:
+        # The wire: "could not check" is not "no".
+        answer = await active.post("/replica/v1/consent", json={"user_id": ALICE}, headers=AUTH)
+        assert await answer.json() == {"accepted": False, "unknown": True, "retry_after_ms": FAILED_FOR_MS}
+        assert refused_as_not_agreed(*await send(gate, ALICE, "$1"))
+        assert consent.lookups == 1
+        admin_api_down[0] = False
+        now[0] += FAILED_FOR_MS - 1
+        assert refused_as_not_agreed(*await send(gate, ALICE, "$2"))
+        assert consent.lookups == 1  # kept, as the active keeps its own failed lookup
+        now[0] += 2
+        assert await send(gate, ALICE, "$3") == (200, {})  # asked again after 10 s, not 60
+        assert consent.lookups == 2 and active_state.has_agreed(ALICE)
+        # A real "no" is still kept the minute.
+        assert refused_as_not_agreed(*await send(gate, NEWCOMER, "$4"))
+        now[0] += FAILED_FOR_MS + 1
+        assert refused_as_not_agreed(*await send(gate, NEWCOMER, "$5"))
+        assert consent.lookups == 3
+    finally:
+        await close_all(gate, standby, active, store)
 
 
 async def test_taking_over_stops_asking_the_old_active(consent_pair) -> None:
