@@ -10,6 +10,12 @@ slow or down, or the login, never lengthens the window.
 Until ``bind``, a prompt for the agreement (an account that has not agreed, seen by the gate) and
 a publication are kept and handed over then; background work the directory guard starts is owned
 here and handed over too.
+
+On PostgreSQL (``until_role_known``) another process may be the active bot while this one starts:
+from its first answer the gate relays identity assertions to the active and asks it about consent
+at registration, as a standby does (bot.standby), until bot.ha knows the role and keeps that
+binding or replaces it (review 11b, break 1): a starting process never records an assertion or an
+acceptance behind the active's back, and with no other process advertised it answers 503.
 """
 
 from __future__ import annotations
@@ -40,8 +46,14 @@ log = logging.getLogger(__name__)
 class GateFirst:
     """Store, state, directory guard and gate, opened before the Matrix side exists."""
 
-    def __init__(self, settings: Settings, translate: Translator, clock: Callable[[], int]) -> None:
+    def __init__(self, settings: Settings, translate: Translator, clock: Callable[[], int],
+                 until_role_known: bool = False) -> None:
         self._settings = settings
+        self._until_role_known = until_role_known
+        # --- review 11b: the active asked from the first answer, until bot.ha knows the role ---
+        self.standby: Any = None  # bot.standby.Standby
+        self.consent_via_active: Any = None  # bot.standby.ConsentViaActive
+        # --- end review 11b
         self._t = translate
         self._clock = clock
         self.store: Store | None = None
@@ -59,8 +71,10 @@ class GateFirst:
         self._bound = asyncio.Event()
 
     @classmethod
-    async def open(cls, settings: Settings, translate: Translator, clock: Callable[[], int]) -> "GateFirst":
-        early = cls(settings, translate, clock)
+    async def open(cls, settings: Settings, translate: Translator, clock: Callable[[], int], *,
+                   until_role_known: bool = False) -> "GateFirst":
+        """``until_role_known``: the process may be a standby (PostgreSQL, bot.ha follows)."""
+        early = cls(settings, translate, clock, until_role_known)
         try:
             await early._open()
         except BaseException:
@@ -111,9 +125,28 @@ class GateFirst:
             # issue 10: from here on every change of the state is numbered for the Synapse modules'
             # replicas, served beside the gate (bot.replica)
             self.gate.replica = ReplicaPublisher(ChangeLog(state), self.gate, self._clock)
+            if self._until_role_known:
+                await self._ask_the_active_until_role_known(self.gate)
             await self.gate.start(settings.gate.host, settings.gate.port)
         log.info("gate answering from the store %.2f s after start-up began (%d accounts)",
                  time.perf_counter() - started, len(state.accepted))
+
+    async def _ask_the_active_until_role_known(self, gate: Gate) -> None:
+        """Bind what only the active may record (assertions, acceptances at registration) to the
+        process advertised as the active, before the gate's first answer."""
+        from bot.standby import ConsentViaActive, Standby  # only on PostgreSQL
+
+        settings = self._settings
+        assert self.store is not None
+        token = "" if settings.gate.token is None else settings.gate.token.get_secret_value()
+        self.standby = Standby(self.store, token, settings.gate.advertised, poll_seconds=settings.ha.poll_seconds)
+        await self.standby.open()
+        await self.standby._read_leader_or_keep()
+        self.consent_via_active = ConsentViaActive(self.standby, lambda: gate.state)
+        gate.consent = self.consent_via_active.accepted
+        endpoint = getattr(gate.identity_endpoint, "__self__", None)
+        if endpoint is not None:
+            endpoint.relay_to = self.standby
 
     # -- until the Matrix side binds -------------------------------------------------------------
 
@@ -184,6 +217,8 @@ class GateFirst:
             await self.gate.stop()
         if self.directory is not None:
             await self.directory.close()
+        if self.standby is not None:
+            await self.standby.close()
         if self.store is not None:
             await self.store.close()
 
@@ -208,7 +243,9 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    opening = asyncio.ensure_future(GateFirst.open(settings, Translator(settings.language), wall_clock_ms))
+    # On PostgreSQL bot.ha decides the role once imported; until then the gate asks the active.
+    opening = asyncio.ensure_future(GateFirst.open(settings, Translator(settings.language), wall_clock_ms,
+                                                   until_role_known=settings.database.is_postgres))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not opening.done():  # stopped while opening: nothing else has started

@@ -78,10 +78,14 @@ class HighAvailability:
         self.own_url = settings.gate.advertised
         assert early.store is not None
         token = settings.gate.token.get_secret_value() if settings.gate.token is not None else ""
-        self.standby = Standby(early.store, token, self.own_url, poll_seconds=settings.ha.poll_seconds)
+        # The gate may have asked the active from its first answer (bot.gatefirst, until_role_known):
+        # the same follower and consent cache go on.
+        self.standby = getattr(early, "standby", None) or Standby(early.store, token, self.own_url,
+                                                                  poll_seconds=settings.ha.poll_seconds)
         # One for the process's life: its answers are kept across the replica's snapshots.
         gate = self.gate
-        self.consent = None if gate is None else ConsentViaActive(self.standby, lambda: gate.state)
+        self.consent = getattr(early, "consent_via_active", None) or (
+            None if gate is None else ConsentViaActive(self.standby, lambda: gate.state))
         self.advertised: dict[str, Any] | None = None
         self._following: asyncio.Task[Any] | None = None
         self._delivering: asyncio.Task[Any] | None = None

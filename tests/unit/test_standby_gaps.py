@@ -449,3 +449,112 @@ async def test_the_high_availability_runner_binds_its_standby_gate_to_ask_and_re
         assert gate.consent == ha.consent.accepted
     finally:
         await store.close()
+
+
+# --- review 11b, break 1: a starting process asks the active from its first answer ----------------------
+
+
+@pytest.fixture
+async def fake_active():
+    """An active bot's gate as far as a starting process meets it: what reaches it is kept."""
+    reached: list[str] = []
+
+    async def verifications(request: web.Request) -> web.Response:
+        reached.append("assertion " + request.headers.get(RELAYED_HEADER, ""))
+        return web.json_response({"user_id": ALICE, "verified": True})
+
+    async def consent(request: web.Request) -> web.Response:
+        reached.append("consent " + (await request.json())["user_id"])
+        return web.json_response({"accepted": True, "version": "1"})
+
+    app = web.Application()
+    app.router.add_post(PATH, verifications)
+    app.router.add_post("/replica/v1/consent", consent)
+    client = await serve(app)
+    client.reached = reached
+    yield client
+    await client.close()
+
+
+async def starting_process(database, tmp_path, leader_url: str):
+    """What bot.gatefirst.run opens on PostgreSQL, with ``leader_url`` advertised as the active."""
+    from bot.config import Settings
+    from bot.devserver import free_port
+    from bot.gatefirst import GateFirst
+
+    store = await database.open()
+    await store.put(LEADER_KEY, orjson.dumps({"url": leader_url, "epoch": 1}).decode())
+    await store.close()
+    secret_file = tmp_path / "assertion.secret"
+    secret_file.write_bytes(SECRET)
+    os.chmod(secret_file, 0o600)
+    conf = database.settings
+    conf["identity"]["assertion_secret_file"] = str(secret_file)
+    settings = Settings(homeserver={"url": "http://127.0.0.1:9", "user_id": "@bot:hs.test", "password": "x" * 16},
+                        gate={"listen": f"127.0.0.1:{free_port()}", "token": TOKEN}, language="en", **conf)
+    early = await GateFirst.open(settings, Translator("en"), lambda: NOW, until_role_known=True)
+    return settings, early
+
+
+async def test_a_starting_process_relays_assertions_and_asks_consent_before_it_knows_its_role(
+        database, backend, tmp_path, fake_active) -> None:
+    if backend != "postgres":
+        pytest.skip("a standby exists only on PostgreSQL")
+    settings, early = await starting_process(database, tmp_path, url_of(fake_active))
+    try:
+        async with TestClient(ProductionServer(web.Application())) as client:
+            url = f"http://{settings.gate.listen}"
+            raw, headers = signed(assertion(assertion_id="s-1"))
+            async with client.session.post(url + PATH, data=raw, headers=headers) as answer:
+                assert (answer.status, await answer.json()) == (200, {"user_id": ALICE, "verified": True})
+            async with client.session.post(url + "/antispam/check_event_for_spam", json=post(ALICE, "$1"),
+                                           headers=AUTH) as answer:
+                assert answer.status == 200  # she agreed at registration: the active said so
+        assert fake_active.reached == ["assertion 1", f"consent {ALICE}"]
+        assert (await rows(early.store))["identity_records"] == 0  # nothing recorded behind the active's back
+        # bot.ha goes on with the same follower and the same consent answers.
+        from bot.ha import HighAvailability
+
+        ha = HighAvailability(settings, early, asyncio.Event())
+        assert ha.standby is early.standby and ha.consent is early.consent_via_active
+    finally:
+        await early.close()
+
+
+async def test_a_starting_process_with_no_other_active_answers_503_and_records_nothing(
+        database, backend, tmp_path) -> None:
+    if backend != "postgres":
+        pytest.skip("a standby exists only on PostgreSQL")
+    own = "http://127.0.0.1:1"  # the kv still names this process: it was the active before its restart
+    settings, early = await starting_process(database, tmp_path, own)
+    try:
+        early.standby._own_url = own
+        async with TestClient(ProductionServer(web.Application())) as client:
+            raw, headers = signed(assertion(assertion_id="s-2"))
+            async with client.session.post(f"http://{settings.gate.listen}{PATH}", data=raw, headers=headers) as answer:
+                assert (answer.status, await answer.json()) == (503, {
+                    "errcode": "M_UNKNOWN", "error": "this bot process is starting or standing by and cannot reach"
+                                                     " the active bot now; nothing was recorded, send the assertion"
+                                                     " again"})
+        assert (await rows(early.store))["identity_records"] == 0
+    finally:
+        await early.close()
+
+
+async def test_the_start_up_asks_the_active_until_bot_ha_knows_the_role_only_on_postgresql(monkeypatch) -> None:
+    import bot.gatefirst as gatefirst
+    from bot.config import Settings
+
+    opened: list[bool] = []
+
+    async def open_and_fail(settings, translate, clock, *, until_role_known=False):
+        opened.append(until_role_known)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(gatefirst.GateFirst, "open", open_and_fail)
+    for database, expected in (({"url": "postgresql://bot@db.invalid/bot"}, True), ({"path": "/tmp/x.db"}, False)):
+        settings = Settings(homeserver={"url": "http://hs.test", "user_id": "@bot:hs.test", "password": "p" * 16},
+                            gate={"token": TOKEN}, database=database, records={"audit_head_file": "/tmp/head"})
+        with pytest.raises(RuntimeError, match="stop here"):
+            await gatefirst.run(settings)
+        assert opened.pop() is expected
