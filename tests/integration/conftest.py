@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from bot.devserver import Homeserver, RegisteredUser, free_port, random_token
-from tests.conftest import backends
+from tests.conftest import BACKENDS, backends
 from tests.integration.harness import BotProcess, InprocessServer, Moderation, setup
 
 pytestmark = pytest.mark.integration
@@ -50,14 +50,29 @@ def http_gated(session_dir: Path) -> Iterator[GatedServer]:
 SHELLS = ("http", "inprocess")
 
 
+# The two deployments the README describes, one per backend: the sidecar gate with SQLite (one
+# machine, `make demo`) and the in-process module with PostgreSQL (Synapse with workers).
+DEPLOYMENTS = (("http", "sqlite"), ("inprocess", "postgres"))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test module with ``BOTH_SHELLS = True`` runs each test that uses ``gated`` twice: with the
-    HTTP gate (synapse-http-antispam) and with the in-process module (bot.synapse.RulesModule)."""
-    if getattr(metafunc.module, "BOTH_SHELLS", False) and "gated" in metafunc.fixturenames:
+    """A test module with ``BOTH_SHELLS = True`` runs each test that uses ``gated`` with the HTTP
+    gate (synapse-http-antispam) and with the in-process module (bot.synapse.RulesModule); every
+    test whose bot takes ``bot_backend`` runs on SQLite and on PostgreSQL. Where both apply, the
+    test runs once per deployment (DEPLOYMENTS): each shell and each backend once, in the pairs
+    operators run, rather than all four pairs, which would add 50 runs of the slowest tests
+    (the shells meet the backend only through the bot's memory: the replica routes, the gate)."""
+    both_shells = getattr(metafunc.module, "BOTH_SHELLS", False) and "gated" in metafunc.fixturenames
+    chosen = _bot_backends(metafunc.definition) if "bot_backend" in metafunc.fixturenames else None
+    if both_shells and chosen == list(BACKENDS):
+        metafunc.parametrize("gated,bot_backend", DEPLOYMENTS, indirect=True, scope="session",
+                             ids=[f"{shell}-{backend}" for shell, backend in DEPLOYMENTS])
+        return
+    if both_shells:
         metafunc.parametrize("gated", SHELLS, indirect=True, scope="session")
     # After the shells, so that the ids read [http-postgres].
-    if "bot_backend" in metafunc.fixturenames:
-        metafunc.parametrize("bot_backend", _bot_backends(metafunc.definition), indirect=True)
+    if chosen is not None:
+        metafunc.parametrize("bot_backend", chosen, indirect=True)
 
 
 def _bot_backends(definition: pytest.Function) -> list:
