@@ -29,11 +29,12 @@ STANDBY_LINE = "standby: the gate answers"
 ASSERTION_SECRET = b"a" * 48
 
 
-def signed_assertion(user_id: str) -> tuple[bytes, dict]:
-    """A signed identity assertion (bot.identity.assertion), timestamped now."""
-    raw = json.dumps({"user_id": user_id, "subject": "110101199003074258", "method": "eid", "level": "L2",
-                      "verified_at": int(time.time() * 1000) - 60_000, "assertion_id": f"failover-{user_id}"}).encode()
-    timestamp = str(int(time.time()))
+def signed_assertion(user_id: str, raw: bytes | None = None, timestamp: int | None = None) -> tuple[bytes, dict]:
+    """A signed identity assertion (bot.identity.assertion), timestamped now (or ``timestamp``)."""
+    raw = raw or json.dumps({"user_id": user_id, "subject": "110101199003074258", "method": "eid", "level": "L2",
+                             "verified_at": int(time.time() * 1000) - 60_000,
+                             "assertion_id": f"failover-{user_id}"}).encode()
+    timestamp = str(timestamp or int(time.time()))
     signature = hmac.new(ASSERTION_SECRET, timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
     return raw, {"X-Timestamp": timestamp, "X-Signature": f"sha256={signature}", "Content-Type": "application/json"}
 
@@ -141,8 +142,15 @@ async def test_the_standby_follows_and_takes_over_exactly_once(gated, pair):
     while await may_create_room() != {"active": 200, "standby": 200}:
         assert time.monotonic() - verified < 1.0, "a gate did not follow the verification within 1 s"
         await asyncio.sleep(0.02)
-    async with session.post(f"{urls['active']}/identity/v1/verifications", data=raw, headers=headers) as replayed:
+    records = await mod.bot.value("SELECT COUNT(*) FROM identity_records")
+    # The very same request sent to the active gets its first answer and records nothing more (a
+    # relay that timed out may have reached it); the assertion signed anew is a replay.
+    async with session.post(f"{urls['active']}/identity/v1/verifications", data=raw, headers=headers) as resent:
+        assert (resent.status, await resent.json()) == (200, {"user_id": alice.user_id, "verified": True})
+    _, resigned = signed_assertion(alice.user_id, raw, int(headers["X-Timestamp"]) + 1)
+    async with session.post(f"{urls['active']}/identity/v1/verifications", data=raw, headers=resigned) as replayed:
         assert replayed.status == 401 and (await replayed.json())["error"].startswith("assertion already used")
+    assert await mod.bot.value("SELECT COUNT(*) FROM identity_records") == records
 
     # The standby's gate is asked throughout; every answer is counted.
     answers: list[object] = []
