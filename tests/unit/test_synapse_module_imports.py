@@ -64,3 +64,25 @@ def test_installing_the_project_keeps_every_installed_synapse_dependency_as_it_i
     assert conflicts == []
     shared = sorted(set(ours) & set(synapse))
     assert "prometheus-client" in shared and "pyyaml" in shared  # the check does look at shared ones
+
+
+def test_the_bots_own_use_of_the_replica_client_does_not_import_twisted():
+    """A standby (bot.standby) follows the active with bot.synapse.replica. Importing Twisted there
+    took systemd's LISTEN_FDS out of the environment before the gate claimed its socket, so a bot on
+    PostgreSQL behind socket activation listened on its configured port instead."""
+    code = (
+        "import os, sys\n"
+        "os.environ['LISTEN_PID'], os.environ['LISTEN_FDS'] = str(os.getpid()), '1'\n"
+        "import bot.standby, bot.ha\n"
+        "print('twisted' in sys.modules, os.environ.get('LISTEN_FDS'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "1"]
+
+
+def test_synapse_still_finds_the_module_by_its_configured_name():
+    code = ("from synapse.util.module_loader import load_module\n"
+            "cls, config = load_module({'module': 'bot.synapse.RulesModule', 'config': {'bot_url': 'http://127.0.0.1:9', 'token': 'x' * 24}}, ())\n"
+            "print(cls.__module__, cls.__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["bot.synapse.module", "RulesModule"], result.stderr
