@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pytest
 
+from tests import orphans
 from tests.postgres import Cluster, server_bin
 
 
@@ -17,6 +18,11 @@ BACKENDS = ("sqlite", "postgres")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # What this process starts (Synapse, bots, PostgreSQL) carries its pid; a later run stops what
+    # a killed one left (tests/orphans.py). The first process of a run sweeps, xdist's workers mark.
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        orphans.stop_orphans()
+    orphans.mark_this_process()
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself (a PRAGMA, its file lock)")
 
 
