@@ -43,9 +43,12 @@ log = logging.getLogger(__name__)
 
 RATECAP_PATH = "/replica/v1/ratecap"
 CONSENT_PATH = "/replica/v1/consent"
-# An account the bot said had not accepted at registration (or that it could not answer about) is
-# asked about again after this long: it may agree on Synapse's consent page meanwhile.
+# An account the bot said had not accepted at registration is asked about again after this long:
+# it may agree on Synapse's consent page meanwhile.
 CONSENT_ASK_AGAIN_S = 60.0
+# When the bot could not check (its admin API did not answer; {"unknown": true}) or did not answer at
+# all: sooner, as the bot retries its own failed lookups (bot.consent.registration.FAILED_FOR_MS).
+CONSENT_RETRY_S = 10.0
 CONSENT_REMEMBERED = 100_000  # only a guard against growth
 # How long after createRoom an opening is looked at as possibly the new room's (ms).
 NEW_ROOM_WINDOW_MS = 60_000
@@ -254,9 +257,10 @@ class RulesModule:
     async def _accepted_at_registration(self, state: PolicyState, user_id: str, decision: Decision) -> bool:
         """Before refusing ``user_id`` for not having agreed: ask the bot (synchronously, within
         ``consent_timeout``) whether it accepted the agreement at registration. True: the bot has
-        recorded it, and the replica takes it at once (the change follows from the bot). A "no",
-        or no answer (fallback: refused as not agreed, as before), is kept for
-        CONSENT_ASK_AGAIN_S, so a refused account does not cost a question per event."""
+        recorded it, and the replica takes it at once (the change follows from the bot). A "no" is
+        kept for CONSENT_ASK_AGAIN_S, "could not check" or no answer (fallback: refused as not
+        agreed, as before) for CONSENT_RETRY_S, so a refused account does not cost a question per
+        event and one that did agree is not refused for a minute by one failed lookup."""
         if decision.allowed or not decision.prompt_agreement or not state.is_local(user_id):
             return False
         clock = self.consent_clock
@@ -264,7 +268,7 @@ class RulesModule:
             return False
         if len(self._consent_ask_again) >= CONSENT_REMEMBERED:
             self._consent_ask_again.clear()
-        self._consent_ask_again[user_id] = clock() + CONSENT_ASK_AGAIN_S
+        self._consent_ask_again[user_id] = clock() + CONSENT_RETRY_S
         try:
             status, body = await self._fetch("POST", CONSENT_PATH, body={"user_id": user_id},
                                              timeout=self.config.consent_timeout)
@@ -278,7 +282,13 @@ class RulesModule:
             log.warning("rules module: the bot answered the consent question with %s; refused as not agreed", status)
             return False
         if not body["accepted"]:
+            if body.get("unknown") is True:
+                CONSENT.labels(self.server_name, "fallback").inc()
+                log.warning("rules module: the bot could not check whether %s accepted the agreement at"
+                            " registration; refused as not agreed, asked again in %.0f s", user_id, CONSENT_RETRY_S)
+                return False
             CONSENT.labels(self.server_name, "not_accepted").inc()
+            self._consent_ask_again[user_id] = clock() + CONSENT_ASK_AGAIN_S
             return False
         CONSENT.labels(self.server_name, "accepted").inc()
         del self._consent_ask_again[user_id]

@@ -469,6 +469,43 @@ async def test_without_the_bots_consent_answer_the_newcomer_is_refused_as_not_ag
     assert "no answer from the bot whether @new:hs.test accepted the agreement at registration" in caplog.text
 
 
+async def test_a_bot_that_could_not_check_consent_is_asked_again_after_10_s_a_no_after_60_s(caplog):
+    """/replica/v1/consent's {"unknown": true} (the bot's admin-API lookup failed) and no answer are
+    not a "no": the account may have agreed at registration, so it is asked about again soon."""
+    from synapse.module_api import NOT_SPAM
+
+    from bot.synapse.module import CONSENT_ASK_AGAIN_S, CONSENT_RETRY_S
+
+    rules = module()
+    rules.replica.state, rules.replica.epoch, rules.replica.last_success = make_state(), "e1", 0.0
+    clock = Clock()
+    rules.consent_clock = clock
+    answers = [(200, {"accepted": False, "unknown": True, "retry_after_ms": 10_000}), (200, {"accepted": False}),
+               (200, {"accepted": True, "version": "2"})]
+    asked = []
+
+    async def fetch(method, path, *, params=None, body=None, timeout=10.0):
+        asked.append(body["user_id"])
+        return answers[len(asked) - 1]
+
+    rules._fetch = fetch
+    _, fields = await rules.check_event_for_spam(FakeEvent(message_event(NEW, "hi")))
+    assert "not accepted the service agreement (version 2)" in fields["error"]
+    assert "the bot could not check whether @new:hs.test accepted the agreement at registration" in caplog.text
+    clock.t += CONSENT_RETRY_S - 1
+    await rules.check_event_for_spam(FakeEvent(message_event(NEW, "hi", event_id="$n2")))
+    assert len(asked) == 1  # not before the retry
+    clock.t += 1
+    await rules.check_event_for_spam(FakeEvent(message_event(NEW, "hi", event_id="$n3")))
+    assert len(asked) == 2  # asked again: this time a plain no, kept for a minute
+    clock.t += CONSENT_ASK_AGAIN_S - 1
+    await rules.check_event_for_spam(FakeEvent(message_event(NEW, "hi", event_id="$n4")))
+    assert len(asked) == 2
+    clock.t += 1
+    assert await rules.check_event_for_spam(FakeEvent(message_event(NEW, "hi", event_id="$n5"))) == NOT_SPAM
+    assert len(asked) == 3
+
+
 async def test_without_the_bots_answer_the_replica_counts_and_reports_the_post():
     from synapse.module_api import NOT_SPAM
 
