@@ -24,6 +24,8 @@ def pytest_configure(config: pytest.Config) -> None:
         orphans.stop_orphans()
     orphans.mark_this_process()
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself (a PRAGMA, its file lock)")
+    config.addinivalue_line("markers", "postgres_only: the test is about PostgreSQL itself (its fence, a standby,"
+                                       " TRUNCATE); skipped when BOT_TEST_BACKENDS leaves PostgreSQL out")
 
 
 def backends() -> list[str]:
@@ -39,8 +41,18 @@ def backends() -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if {"store", "database"} & set(metafunc.fixturenames):
-        chosen = ["sqlite"] if metafunc.definition.get_closest_marker("sqlite_only") else backends()
-        metafunc.parametrize("backend", chosen, indirect=True)
+        metafunc.parametrize("backend", backends_for(metafunc.definition), indirect=True)
+
+
+def backends_for(definition: pytest.Function) -> list:
+    """The backends one test runs on: each chosen one, unless it is about one of them."""
+    if definition.get_closest_marker("sqlite_only"):
+        return ["sqlite"]
+    if definition.get_closest_marker("postgres_only"):
+        if "postgres" in backends():
+            return ["postgres"]
+        return [pytest.param("postgres", marks=pytest.mark.skip(reason="BOT_TEST_BACKENDS leaves PostgreSQL out"))]
+    return backends()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from bot.devserver import Homeserver, RegisteredUser, free_port, random_token
-from tests.conftest import BACKENDS, backends
+from tests.conftest import BACKENDS, backends_for
 from tests.integration.harness import BotProcess, InprocessServer, Moderation, setup
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     operators run, rather than all four pairs, which would add 50 runs of the slowest tests
     (the shells meet the backend only through the bot's memory: the replica routes, the gate)."""
     both_shells = getattr(metafunc.module, "BOTH_SHELLS", False) and "gated" in metafunc.fixturenames
-    chosen = _bot_backends(metafunc.definition) if "bot_backend" in metafunc.fixturenames else None
+    chosen = backends_for(metafunc.definition) if "bot_backend" in metafunc.fixturenames else None
     if both_shells and chosen == list(BACKENDS):
         metafunc.parametrize("gated,bot_backend", DEPLOYMENTS, indirect=True, scope="session",
                              ids=[f"{shell}-{backend}" for shell, backend in DEPLOYMENTS])
@@ -73,24 +73,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # After the shells, so that the ids read [http-postgres].
     if chosen is not None:
         metafunc.parametrize("bot_backend", chosen, indirect=True)
-
-
-def _bot_backends(definition: pytest.Function) -> list:
-    """Every test whose bot takes its database from ``bot_database`` (so every one made by
-    ``make_bot``, ``mod`` or ``setup``) runs with the bot on SQLite and on PostgreSQL, as
-    BOT_TEST_BACKENDS chooses (tests/conftest.py). ``sqlite_only``: a test about the SQLite file
-    itself; ``postgres_only``: one about PostgreSQL, skipped when BOT_TEST_BACKENDS leaves it out."""
-    if definition.get_closest_marker("sqlite_only"):
-        return ["sqlite"]
-    if definition.get_closest_marker("postgres_only"):
-        if "postgres" in backends():
-            return ["postgres"]
-        return [pytest.param("postgres", marks=pytest.mark.skip(reason="BOT_TEST_BACKENDS leaves PostgreSQL out"))]
-    return backends()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "postgres_only: the bot under test runs on PostgreSQL only (its point is PostgreSQL)")
 
 
 @pytest.fixture(scope="session")

@@ -66,10 +66,9 @@ async def test_the_evidence_purge_still_empties_a_case_s_evidence_and_the_chain_
     assert (await verify(store.db.conn)).ok
 
 
+@pytest.mark.postgres_only
 async def test_truncate_is_refused_on_postgresql(store):
     """PostgreSQL's TRUNCATE skips row triggers: a statement trigger refuses it too."""
-    if store.db.dialect != "postgresql":
-        pytest.skip("SQLite has no TRUNCATE (DELETE FROM is refused above)")
     await _records(store)
     with pytest.raises(sqlite3.IntegrityError, match="audit_log rows are append-only: a row is never deleted"):
         async with store.db.transaction() as conn:

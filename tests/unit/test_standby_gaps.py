@@ -375,12 +375,11 @@ async def test_the_standby_checks_the_signature_before_relaying_and_never_names_
     assert internal in caplog.text
 
 
+@pytest.mark.postgres_only
 async def test_an_assertion_relayed_to_a_fenced_old_active_gets_503_with_an_errcode(
         identity_pair, backend) -> None:
     # review 11b, break 8: the old active's store refuses its writes once another process took over
     # (bot.store.pg NotActive); it answered a bare 500 text/plain.
-    if backend != "postgres":
-        pytest.skip("the leadership fence is PostgreSQL's")
     identity_pair.store.db.conn.epoch = 1
     await identity_pair.standby_store.put("ha.epoch", "2")  # a takeover claimed epoch 2
     raw, headers = signed(assertion(assertion_id="fenced-1"))
@@ -496,10 +495,9 @@ async def starting_process(database, tmp_path, leader_url: str):
     return settings, early
 
 
+@pytest.mark.postgres_only
 async def test_a_starting_process_relays_assertions_and_asks_consent_before_it_knows_its_role(
         database, backend, tmp_path, fake_active) -> None:
-    if backend != "postgres":
-        pytest.skip("a standby exists only on PostgreSQL")
     settings, early = await starting_process(database, tmp_path, url_of(fake_active))
     try:
         async with TestClient(ProductionServer(web.Application())) as client:
@@ -521,10 +519,9 @@ async def test_a_starting_process_relays_assertions_and_asks_consent_before_it_k
         await early.close()
 
 
+@pytest.mark.postgres_only
 async def test_a_starting_process_with_no_other_active_answers_503_and_records_nothing(
         database, backend, tmp_path) -> None:
-    if backend != "postgres":
-        pytest.skip("a standby exists only on PostgreSQL")
     own = "http://127.0.0.1:1"  # the kv still names this process: it was the active before its restart
     settings, early = await starting_process(database, tmp_path, own)
     try:
