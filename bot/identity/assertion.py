@@ -43,7 +43,7 @@ from bot.config import Settings
 from bot.identity.keys import canonical_subject, read_secret
 from bot.identity.service import Identity
 from bot.store.db import store_unavailable
-from bot.store.identity import VERIFIED, SpentAssertion
+from bot.store.identity import VERIFIED
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,9 @@ class AssertionEndpoint:
         assertion = _parse(raw, now)
         key = "id:" + assertion["assertion_id"] if "assertion_id" in assertion else "sig:" + signature
         user_id = assertion["user_id"]
-        spent = await self._identity.spent_assertion(key)
-        if spent is not None:
-            return self._answered_before(spent, signature, user_id)
+        answered = await self._answered_before(key, signature, assertion)
+        if answered is not None:
+            return answered
         try:
             known = await self._identity.known_user(user_id)
         except Exception as exc:  # the admin API cannot answer now: the service may retry later
@@ -143,25 +143,34 @@ class AssertionEndpoint:
             assertion_expires_at=timestamp_ms + WINDOW_MS + 1, assertion_signature=signature,
         )
         if outcome.refusal == "replayed":  # the same assertion raced in twice: the other one won
-            spent = await self._identity.spent_assertion(key)
-            if spent is None:  # pruned meanwhile: only a clock far off could do that
+            answered = await self._answered_before(key, signature, assertion)
+            if answered is None:  # pruned meanwhile: only a clock far off could do that
                 raise _fail(401, "M_UNAUTHORIZED", ALREADY_USED)
-            return self._answered_before(spent, signature, user_id)
+            return answered
         if not outcome.recorded:
             raise _fail(403, "M_FORBIDDEN", _REFUSALS.get(outcome.refusal or "", "verification refused"))
         return 200, {"user_id": user_id, "verified": True}
 
-    def _answered_before(self, spent: SpentAssertion, signature: str, user_id: str) -> tuple[int, dict[str, Any]]:
-        """The answer to an assertion used already. The very request sent again (its signature
-        covers the body and the timestamp) gets the first answer, recording nothing: the identity
-        service could not know whether the first one arrived. Anything else under the same
-        assertion_id is a replay."""
+    async def _answered_before(self, key: str, signature: str,
+                               assertion: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """The answer to an assertion used already (None: it is not). The very request sent again
+        (its signature covers the body and the timestamp) gets the first answer, recording
+        nothing: the identity service could not know whether the first one arrived. Anything else
+        under the same assertion_id is a replay."""
+        user_id = assertion["user_id"]
+        spent, in_force = await self._identity.answered_before(
+            key, user_id, subject=assertion["subject"], method=assertion["method"], level=assertion["level"],
+            verified_at_ms=assertion["verified_at"])
+        if spent is None:
+            return None
         if spent.signature is None or not hmac.compare_digest(spent.signature, signature):
             raise _fail(401, "M_UNAUTHORIZED", ALREADY_USED)
         if spent.outcome == VERIFIED:
-            if not self._identity.is_verified(user_id):
-                # Revoked since: a 200 would tell the identity service the account is verified.
-                raise _fail(401, "M_UNAUTHORIZED", ALREADY_USED + " (the verification it made was revoked since)")
+            if not in_force:
+                # Revoked or replaced since: a 200 would tell the identity service that the
+                # verification this assertion made is the account's.
+                raise _fail(401, "M_UNAUTHORIZED",
+                            ALREADY_USED + " (the verification it made was revoked or replaced since)")
             log.info("identity assertion for %s sent again: answered as the first time, nothing recorded", user_id)
             return 200, {"user_id": user_id, "verified": True}
         if spent.outcome in _REFUSALS:

@@ -185,6 +185,23 @@ class Identity:
     async def spent_assertion(self, assertion_key: str) -> SpentAssertion | None:
         return await self._repo.spent_assertion(assertion_key)
 
+    async def answered_before(self, assertion_key: str, user_id: str, *, subject: str, method: str, level: str,
+                              verified_at_ms: int) -> tuple[SpentAssertion | None, bool]:
+        """How a used assertion was answered (None: not used) and whether the verification it made
+        is the one in force now, read under the write lock: a first request still being recorded
+        (on this process or another) commits before this looks, so a resend never reads its row
+        half-way (review 11c, break 1). The record in force is the assertion's own only if it has
+        its subject, method, level and time: a verification made since by other means is not."""
+        async with self._store.db.transaction():
+            spent = await self._repo.spent_assertion(assertion_key)
+            if spent is None:
+                return None, False
+            record = await self._repo.current(user_id)
+        own = (record is not None and record.verifier == "assertion" and record.method == method
+               and record.level == level and record.verified_at == verified_at_ms
+               and record.subject_index == self._keys.blind_index(subject, exact=False))
+        return spent, own
+
     def is_verified(self, user_id: str) -> bool:
         return self._state.is_verified(user_id)
 

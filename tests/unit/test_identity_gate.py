@@ -3,6 +3,7 @@ request gets its status, errcode and error text, and leaves the database exactly
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -156,7 +157,7 @@ async def test_the_same_request_sent_after_a_revocation_is_401_not_verified(gate
     status, body = await post(gate, raw, headers)
     assert (status, body["errcode"], body["error"]) == (
         401, "M_UNAUTHORIZED",
-        "assertion already used: each signed assertion is accepted once (the verification it made was revoked since)")
+        "assertion already used: each signed assertion is accepted once (the verification it made was revoked or replaced since)")
     assert await snapshot(gate.store) == before and not gate.identity.is_verified(ALICE)
 
 
@@ -297,3 +298,41 @@ async def test_a_process_whose_clock_runs_fast_does_not_forget_a_spent_assertion
         await new.close()
         await old.close()
         await other_store.close()
+
+
+async def test_the_same_request_sent_while_the_first_is_being_recorded_is_never_refused(gate):
+    """Review 11c, break 1: a resend that arrives while the first request is still in its
+    transaction (a relay that timed out) read the first's row half-way (SQLite: through the one
+    connection, uncommitted) and answered 401 "revoked since" for an account verified a moment
+    later. Now it waits for the first to commit and gets its answer."""
+    recording, go_on = asyncio.Event(), asyncio.Event()
+    record = gate.store.identity.record_verification
+
+    async def slow_record(**fields):
+        row = await record(**fields)
+        recording.set()
+        await go_on.wait()  # still inside the first request's transaction
+        return row
+
+    gate.store.identity.record_verification = slow_record
+    raw, headers = signed(assertion(assertion_id="in-flight"))
+    first = asyncio.ensure_future(post(gate, raw, headers))
+    await asyncio.wait_for(recording.wait(), 5)
+    resent = asyncio.ensure_future(post(gate, raw, headers))
+    await asyncio.sleep(0.2)
+    go_on.set()
+    assert [(await first)[0], (await resent)] == [200, (200, {"user_id": ALICE, "verified": True})]
+    assert gate.identity.is_verified(ALICE)
+
+
+async def test_a_resend_after_the_account_was_verified_again_otherwise_is_401(gate):
+    """Review 11c, break 4: revoked, then verified by another assertion: the first assertion's
+    resend must not answer 200, which would say its verification is the one in force."""
+    raw, headers = signed(assertion(assertion_id="first"))
+    assert (await post(gate, raw, headers))[0] == 200
+    await gate.identity.unverify(user_id=ALICE, actor="@mod:hs.test", reason="fraud")
+    other = assertion(assertion_id="second", subject="E12345678", level="L1")
+    assert (await post(gate, *signed(other)))[0] == 200
+    status, body = await post(gate, raw, headers)
+    assert (status, body["error"]) == (401, "assertion already used: each signed assertion is accepted once"
+                                            " (the verification it made was revoked or replaced since)")
