@@ -50,8 +50,11 @@ def http_gated(session_dir: Path) -> Iterator[GatedServer]:
 SHELLS = ("http", "inprocess")
 
 
-# The two deployments the README describes, one per backend: the sidecar gate with SQLite (one
-# machine, `make demo`) and the in-process module with PostgreSQL (Synapse with workers).
+# Two of the deployments the README describes, one per backend: the sidecar gate with SQLite (one
+# machine, `make demo`) and the in-process module with PostgreSQL (Synapse with workers). The
+# third, the sidecar gate with PostgreSQL (an active/standby pair behind a balancer), is what every
+# other integration module runs on PostgreSQL (public accounts, records, identity, room mode,
+# consent, start-up, faults) and what the failover tests run.
 DEPLOYMENTS = (("http", "sqlite"), ("inprocess", "postgres"))
 
 
