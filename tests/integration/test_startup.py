@@ -141,7 +141,10 @@ async def test_a_loop_that_keeps_failing_is_named_by_health_and_the_bot_goes_on(
     assert health["status"] == "degraded"
     failing = {entry["loop"]: entry for entry in health["failing"]}
     assert failing["homeserver-reports"]["error"] == "MatrixError"
-    assert failing["homeserver-reports"]["failures"] >= 3
+    # "failing" after FAILING_AFTER (3) failures in a row or, for a periodic loop, after 3 periods
+    # with no success, whichever comes first: on a busy machine the back-off (1 s, 2 s, …) lets the
+    # second rule win with 2 failures (a clean `make test` run met it).
+    assert failing["homeserver-reports"]["failures"] >= 2
     assert health["loops"]["sync"]["state"] == "ok"  # the rest of the bot goes on
     assert secret not in json.dumps(health)
     assert _metric(gate_port, 'rulesbot_loop_failing{loop="homeserver-reports"}') == 1
