@@ -143,7 +143,7 @@ class GateFirst:
         await self.standby.open()
         await self.standby._read_leader_or_keep()
         self.consent_via_active = ConsentViaActive(self.standby, lambda: gate.state)
-        gate.consent = self.consent_via_active.accepted
+        gate.consent = self.consent_via_active.answer
         endpoint = getattr(gate.identity_endpoint, "__self__", None)
         if endpoint is not None:
             endpoint.relay_to = self.standby

@@ -116,7 +116,7 @@ class Service:
         self.onboarding.consent = self.consent.accepted
         self.room_mode.consent = self.consent.accepted
         if self.gate is not None:
-            self.gate.consent = self.consent.accepted
+            self.gate.consent = self.consent.answer  # "could not check" reaches /replica/v1/consent
         self.sanctions = Sanctions(
             store, state, matrix, self.room_mode, self.onboarding, self.admin, self.management, self.t, settings,
             self.clock,

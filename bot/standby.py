@@ -37,13 +37,13 @@ from bot.gate.server import Gate
 from bot.identity.assertion import NoActiveBot
 from bot.policy import PolicyState
 from bot.replica.changelog import ChangeLog
+from bot.replica.protocol import CONSENT_PATH, consent_answer
 from bot.synapse.replica import Replica
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
 LEADER_KEY = "ha.leader"
-CONSENT_PATH = "/replica/v1/consent"
 DELIVER_BATCH = 1_000
 # Items kept while no active bot answers: with none for long, the oldest (counted posts and texts
 # of long ago, prompts the active's own sweep finds again) matter least.
@@ -107,24 +107,19 @@ class ConsentViaActive(RegistrationConsent):
                         self._standby.leader_url, user_id, type(exc).__name__, exc, FAILED_FOR_MS // 1000)
             self._remember_no(user_id, FAILED_FOR_MS, unknown=True)
             return None
-        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("accepted"), bool):
-            log.warning("standby: the active bot (%s) answered the consent question about %s with HTTP %s;"
-                        " refused as not agreed for now", self._standby.leader_url, user_id, status)
+        answer, version = consent_answer(status, body)
+        if answer is None:
+            # The active could not check (its admin API did not answer, its service is not up
+            # yet) or answered an error: asked again as soon as the active would ask itself.
+            log.info("standby: the active bot (%s) could not say (HTTP %s) whether %s accepted the agreement at"
+                     " registration; refused as not agreed for now, asked again in %d s",
+                     self._standby.leader_url, status, user_id, FAILED_FOR_MS // 1000)
             self._remember_no(user_id, FAILED_FOR_MS, unknown=True)
             return None
-        if not body["accepted"]:
-            if body.get("unknown") is True:
-                # The active could not check (its admin API did not answer, its service is not up
-                # yet): asked again as soon as the active would ask again itself, not in a minute.
-                log.info("standby: the active bot (%s) could not check whether %s accepted the agreement at"
-                         " registration; refused as not agreed for now, asked again in %d s",
-                         self._standby.leader_url, user_id, FAILED_FOR_MS // 1000)
-                self._remember_no(user_id, FAILED_FOR_MS, unknown=True)
-                return None
+        if not answer:
             self._remember_no(user_id, NEGATIVE_FOR_MS)
             return False
-        version = body.get("version")
-        await self._record_here(user_id, version if isinstance(version, str) else self._version(), None)
+        await self._record_here(user_id, version or self._version(), None)
         self._ask_again_at.pop(user_id, None)
         log.info("%s accepted the agreement at registration (the active bot %s recorded it)",
                  user_id, self._standby.leader_url)
@@ -184,7 +179,7 @@ class GateBinding:
         gate._health = health
         # Consent at registration is the active's to record (its onboarding asks Synapse before it
         # prompts): it is asked, never this process's own service (stopped now, if it ran).
-        gate.consent = None if consent is None else consent.accepted
+        gate.consent = None if consent is None else consent.answer
         self._identity_relay(relay_to)
         gate.remember_private_news, gate._scope_change, gate.room_created = private_news, scope, new_room
         self._serve(state)

@@ -93,8 +93,10 @@ class Gate:
         self._scope_changes: dict[str, int] = {}
         # --- consent at registration (bot.consent) ---
         # Asked before refusing an account that has not agreed: True if it accepted the agreement
-        # at registration (now recorded), so its first message is not refused. Set by the service.
-        self.consent: Callable[[str], Awaitable[bool]] | None = None
+        # at registration (now recorded), so its first message is not refused; False if it did
+        # not; None if that could not be checked now (the replica's /consent tells the asker,
+        # who asks again sooner). Set by the service (bot.consent) or a standby (bot.standby).
+        self.consent: Callable[[str], Awaitable[bool | None]] | None = None
         # issue 9: POST /identity/v1/verifications (bot.identity.assertion), set before start()
         self.identity_endpoint: Callable[[web.Request], Awaitable[web.Response]] | None = None
         # issue 11 (bot.ha): a standby whose replica is too stale to decide from says why here;
@@ -197,7 +199,7 @@ class Gate:
             decision = decide(action, self._state, now)
             # --- consent at registration (bot.consent): cached per account, a short timeout ---
             if not decision.allowed and decision.prompt_agreement and self.consent is not None \
-                    and await self.consent(action.user_id):
+                    and await self.consent(action.user_id) is True:
                 decision = decide(action, self._state, now)
             if decision.allowed and action.kind is ActionKind.CREATE_ROOM:
                 await self.room_created(action.user_id)

@@ -48,8 +48,8 @@ gate's port; every route needs ``Authorization: Bearer <gate token>``, else 401 
   accepted the current agreement at registration, ``{"accepted": false}`` if it did not, and
   ``{"accepted": false, "unknown": true, "retry_after_ms"}`` if the bot could not check now (its
   admin API did not answer, its service is not up yet): refuse as not agreed for now; asking again
-  after ``retry_after_ms`` finds the answer (a hot standby does, bot.standby). A client that reads
-  only ``accepted`` (the Synapse module) takes it as a no.
+  after ``retry_after_ms`` finds the answer (a hot standby and the Synapse module do;
+  ``consent_answer`` reads it for both).
 """
 
 from __future__ import annotations
@@ -218,6 +218,21 @@ def field_specs() -> dict[str, FieldSpec]:
 
 
 SPECS = field_specs()
+
+
+CONSENT_PATH = "/replica/v1/consent"
+
+
+def consent_answer(status: int, body: Any) -> tuple[bool | None, str | None]:
+    """``/replica/v1/consent``'s answer as (accepted, version): True (with the version the bot
+    recorded, if it said), False for a no, None when the bot could not check or answered
+    something else (an error status, not the document above)."""
+    if status != 200 or not isinstance(body, Mapping) or not isinstance(body.get("accepted"), bool):
+        return None, None
+    if not body["accepted"]:
+        return (None if body.get("unknown") is True else False), None
+    version = body.get("version")
+    return True, version if isinstance(version, str) else None
 
 
 def encode_state(state: PolicyState) -> dict[str, Any]:

@@ -385,14 +385,8 @@ class ReplicaPublisher(Collector):
         except ItemError as exc:
             return _error(400, "M_INVALID_PARAM", str(exc).removeprefix("item 0: "))
         self.consent_questions += 1
-        ask = self._gate.consent
-        if ask is None:  # no service yet (starting, or a takeover under way): nothing to ask
-            answer = None
-        else:
-            # The consent services (bot.consent) tell "no" from "could not check" (review 11b);
-            # a plain hook's False is a no.
-            tell_unknown = getattr(getattr(ask, "__self__", None), "answer", None)
-            answer = await (tell_unknown(user) if callable(tell_unknown) else ask(user))
+        ask = self._gate.consent  # None: no service yet (starting, or a takeover under way)
+        answer = None if ask is None else await ask(user)
         if answer is None:
             return web.json_response({"accepted": False, "unknown": True, "retry_after_ms": FAILED_FOR_MS})
         if not answer:

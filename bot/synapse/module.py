@@ -33,6 +33,7 @@ from twisted.web.client import HTTPConnectionPool
 from bot.i18n import Translator
 from bot.policy import ActionKind, Decision, PolicyState
 from bot.policy.model import ALLOW_AND_COUNT
+from bot.replica.protocol import CONSENT_PATH, consent_answer
 from bot.synapse.config import ModuleConfig, parse_config
 from bot.synapse.judge import (Judge, has_rate_cap, is_rate_decision, new_room_news, new_room_scope, opens,
                                registration_refusal, report)
@@ -42,7 +43,6 @@ from bot.synapse.replica import Replica
 log = logging.getLogger(__name__)
 
 RATECAP_PATH = "/replica/v1/ratecap"
-CONSENT_PATH = "/replica/v1/consent"
 # An account the bot said had not accepted at registration is asked about again after this long:
 # it may agree on Synapse's consent page meanwhile.
 CONSENT_ASK_AGAIN_S = 60.0
@@ -277,23 +277,19 @@ class RulesModule:
             log.warning("rules module: no answer from the bot whether %s accepted the agreement at registration (%s);"
                         " refused as not agreed", user_id, type(exc).__name__)
             return False
-        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("accepted"), bool):
+        answer, version = consent_answer(status, body)
+        if answer is None:
             CONSENT.labels(self.server_name, "fallback").inc()
-            log.warning("rules module: the bot answered the consent question with %s; refused as not agreed", status)
+            log.warning("rules module: the bot could not check whether %s accepted the agreement at registration"
+                        " (HTTP %s); refused as not agreed, asked again in %.0f s", user_id, status, CONSENT_RETRY_S)
             return False
-        if not body["accepted"]:
-            if body.get("unknown") is True:
-                CONSENT.labels(self.server_name, "fallback").inc()
-                log.warning("rules module: the bot could not check whether %s accepted the agreement at"
-                            " registration; refused as not agreed, asked again in %.0f s", user_id, CONSENT_RETRY_S)
-                return False
+        if not answer:
             CONSENT.labels(self.server_name, "not_accepted").inc()
             self._consent_ask_again[user_id] = clock() + CONSENT_ASK_AGAIN_S
             return False
         CONSENT.labels(self.server_name, "accepted").inc()
         del self._consent_ask_again[user_id]
-        version = body.get("version")
-        state.record_acceptance(user_id, version if isinstance(version, str) else state.agreement_version)
+        state.record_acceptance(user_id, version or state.agreement_version)
         return True
 
     async def _decide(self, callback: str, kind: ActionKind, user_id: str,

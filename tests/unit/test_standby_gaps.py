@@ -193,7 +193,7 @@ async def test_an_active_that_could_not_check_is_asked_again_as_soon_as_it_would
     checker = RegistrationConsent(admin_user, accept, lambda: "1", active_state.is_local, lambda: now[0])
     active_gate = Gate(active_state, Translator("en"), TOKEN, lambda user: None)
     active_gate.replica = ReplicaPublisher(ChangeLog(active_state), active_gate, lambda: int(time.time() * 1000))
-    active_gate.consent = checker.accepted  # the active's own lookup, as bot.consent wires it
+    active_gate.consent = checker.answer  # the active's own lookup, as bot.consent wires it
     active = await serve(active_gate.app())
     store = await Store.open(tmp_path / "bot.db")
     standby_gate = Gate(new_state(), Translator("en"), TOKEN, lambda user: None)
@@ -442,10 +442,10 @@ async def test_the_high_availability_runner_binds_its_standby_gate_to_ask_and_re
     ha = HighAvailability(settings, SimpleNamespace(gate=gate, store=store), asyncio.Event())
     try:
         ha._bind_standby(state)
-        assert isinstance(ha.consent, ConsentViaActive) and gate.consent == ha.consent.accepted
+        assert isinstance(ha.consent, ConsentViaActive) and gate.consent == ha.consent.answer
         assert gate.identity_endpoint.__self__.relay_to is ha.standby
         ha._bind_standby(new_state())  # a new snapshot: the same cache
-        assert gate.consent == ha.consent.accepted
+        assert gate.consent == ha.consent.answer
     finally:
         await store.close()
 
